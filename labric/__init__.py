@@ -1,0 +1,42 @@
+"""The Python SDK for the Labric API.
+
+``AsyncLabric`` is the implementation (asyncio + aiohttp); ``Labric`` is its blocking twin,
+generated from it, which runs the async client on a private event-loop thread.
+"""
+
+from labric import errors, models
+from labric._client import AsyncLabric
+from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
+from labric._pagination import AsyncPager, Page
+from labric._version import __version__
+from labric.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    LabricError,
+    NotFoundError,
+    UsageError,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncLabric",
+    "AsyncPager",
+    "ClientConfig",
+    "ConfigurationError",
+    "LabricError",
+    "NotFoundError",
+    "Page",
+    "RetryPolicy",
+    "Timeout",
+    "TransferConfig",
+    "UsageError",
+    "__version__",
+    "errors",
+    "models",
+]

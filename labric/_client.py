@@ -1,0 +1,102 @@
+"""``AsyncLabric``: the SDK's one implementation. ``Labric`` is generated from it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
+from labric._transport import Transport
+from labric.errors import ClientClosedError
+from labric.resources.files import AsyncFiles
+
+__all__ = ["AsyncLabric"]
+
+
+class AsyncLabric:
+    """An asynchronous client of the Labric API.
+
+    Use it as an async context manager (or call :meth:`aclose`) so its connections are released::
+
+        async with AsyncLabric() as client:
+            async for f in client.files.list(limit=10):
+                print(f.file_id)
+
+    Args:
+        api_key: An API key ``lbk_<prefix>_<secret>``; default: ``LABRIC_API_KEY``, read now.
+        base_url: The API's base URL; default: ``LABRIC_API_BASE_URL``, else
+            ``https://platform.labric.co/api``. Requests go to ``{base_url}/v1/...``.
+        timeout: Seconds a socket may stay silent (a number), or a :class:`Timeout`.
+        max_retries: Retries after a failed attempt (connection errors, timeouts, 408, 409, 429,
+            5xx except 501/505).
+        retry: A full :class:`RetryPolicy` (``max_retries`` overrides its count).
+        transfer: Settings of the transfer engine (part size, concurrency, memory budget).
+        max_connections: Size of the connection pool.
+        allow_insecure: Allow plain ``http://`` to a host that is not loopback.
+
+    Raises:
+        ConfigurationError: the key is missing or malformed, or the URL is refused.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | Timeout | None = None,
+        max_retries: int = 2,
+        retry: RetryPolicy | None = None,
+        transfer: TransferConfig | None = None,
+        max_connections: int = 64,
+        allow_insecure: bool = False,
+    ) -> None:
+        self._config = ClientConfig.resolve(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry=retry,
+            transfer=transfer,
+            max_connections=max_connections,
+            allow_insecure=allow_insecure,
+        )
+        self._transport = Transport(self._config)
+        self.files = AsyncFiles(self._transport)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._transport.closed else "open"
+        return (
+            f"<AsyncLabric base_url={self._config.base_url!r} "
+            f"key={self._config.key_prefix!r} {state}>"
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL requests go to."""
+        return self._config.base_url
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved configuration (its ``repr`` hides the key)."""
+        return self._config
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._transport.closed
+
+    async def aclose(self) -> None:
+        """Close the client's connections. Calling it again does nothing."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncLabric:
+        if self._transport.closed:
+            raise ClientClosedError("This client has been closed; create a new one.")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

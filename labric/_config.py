@@ -1,0 +1,223 @@
+"""Client configuration: frozen, validated attrs classes.
+
+Precedence for every setting is: constructor argument, then environment variable, then default.
+The API key is read when a client is constructed (never at import time) and is never shown in a
+``repr``: :func:`redact_key` keeps at most ``lbk_<prefix>_…``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from labric.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENV_API_KEY",
+    "ENV_BASE_URL",
+    "ClientConfig",
+    "RetryPolicy",
+    "Timeout",
+    "TransferConfig",
+    "redact_key",
+]
+
+DEFAULT_BASE_URL = "https://platform.labric.co/api"
+ENV_API_KEY = "LABRIC_API_KEY"
+ENV_BASE_URL = "LABRIC_API_BASE_URL"
+
+_KEY_RE = re.compile(r"^lbk_([A-Za-z0-9]+)_([A-Za-z0-9]+)$")
+MiB = 1024 * 1024
+
+
+def redact_key(key: str) -> str:
+    """Return a display form of an API key that never reveals its secret."""
+    match = _KEY_RE.match(key)
+    if match:
+        return f"lbk_{match.group(1)}_…"
+    return "lbk_…"
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not (isinstance(value, int | float) and value > 0):
+        raise ConfigurationError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not (isinstance(value, int | float) and value >= 0):
+        raise ConfigurationError(f"{attribute.name} must be zero or more, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Timeout:
+    """Per-request timeouts, in seconds; ``None`` disables one.
+
+    There is deliberately no whole-request limit by default: a multi-GB body may take minutes, but
+    a socket silent for ``read`` seconds is a stalled transfer and is failed (and retried).
+
+    Attributes:
+        connect: Time to get a connection, including waiting for a free slot in the pool.
+        read: The longest gap between two reads of the response (and between writes of a body).
+        total: A limit on the whole request, off by default.
+    """
+
+    connect: float | None = attrs.field(default=10.0, validator=_positive)
+    read: float | None = attrs.field(default=60.0, validator=_positive)
+    total: float | None = attrs.field(default=None, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How failed requests are retried.
+
+    Retried: connection errors, timeouts, 408, 409, 429 and 5xx except 501 and 505. The delay is
+    the server's (``retry-after-ms``, ``Retry-After`` seconds or HTTP-date, ``X-RateLimit-Reset``)
+    when it gives one, else capped exponential backoff with full jitter; either is capped at
+    ``max_server_delay``.
+
+    Attributes:
+        max_retries: Retries after the first attempt (2 means at most 3 attempts).
+        initial_delay: Backoff before the first retry, before jitter.
+        max_delay: Cap on the computed backoff.
+        max_server_delay: Cap on a delay the server asks for.
+    """
+
+    max_retries: int = attrs.field(default=2, validator=_non_negative)
+    initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    max_delay: float = attrs.field(default=8.0, validator=_non_negative)
+    max_server_delay: float = attrs.field(default=60.0, validator=_non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class TransferConfig:
+    """Settings of the transfer engine.
+
+    Attributes:
+        part_size: Preferred part size for ranged downloads (uploads use the server's part size).
+        concurrency: Most storage requests in flight at once (never above the connection pool).
+        memory_budget: Most bytes buffered across all files and parts at once.
+        chunk_size: Size of each read or write of a streamed body.
+        multipart_threshold: Downloads at least this large are fetched as concurrent ranges.
+        state_dir: Where resume journals are kept (default: ``~/.cache/labric/transfers``).
+    """
+
+    part_size: int = attrs.field(default=16 * MiB, validator=_positive)
+    concurrency: int = attrs.field(default=16, validator=_positive)
+    memory_budget: int = attrs.field(default=256 * MiB, validator=_positive)
+    chunk_size: int = attrs.field(default=1 * MiB, validator=_positive)
+    multipart_threshold: int = attrs.field(default=64 * MiB, validator=_positive)
+    state_dir: str | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class ClientConfig:
+    """Everything a client needs to talk to one Labric API.
+
+    Build it with :meth:`resolve`, which applies the argument > environment > default precedence
+    and validates the key and URL.
+    """
+
+    api_key: str
+    base_url: str
+    timeout: Timeout = Timeout()
+    retry: RetryPolicy = RetryPolicy()
+    transfer: TransferConfig = TransferConfig()
+    max_connections: int = 64
+    default_headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientConfig(api_key={redact_key(self.api_key)!r}, base_url={self.base_url!r}, "
+            f"timeout={self.timeout!r}, retry={self.retry!r}, transfer={self.transfer!r}, "
+            f"max_connections={self.max_connections!r})"
+        )
+
+    @property
+    def key_prefix(self) -> str:
+        """The public prefix of the key (``lbk_<prefix>_…``), safe to log."""
+        return redact_key(self.api_key)
+
+    @classmethod
+    def resolve(
+        cls,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | Timeout | None = None,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        transfer: TransferConfig | None = None,
+        max_connections: int = 64,
+        allow_insecure: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> ClientConfig:
+        """Apply argument > environment variable > default, and validate the result.
+
+        Raises:
+            ConfigurationError: the key is missing or malformed, the URL is invalid, or it is plain
+                ``http://`` to a non-loopback host without ``allow_insecure=True``.
+        """
+        environ = os.environ if env is None else env
+        key = api_key if api_key is not None else environ.get(ENV_API_KEY)
+        if not key:
+            raise ConfigurationError(
+                f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable."
+            )
+        key = key.strip()
+        if not _KEY_RE.match(key):
+            source = "api_key" if api_key is not None else f"the {ENV_API_KEY} environment variable"
+            raise ConfigurationError(
+                f"The API key in {source} is not of the form lbk_<prefix>_<secret> "
+                f"(got {redact_key(key)!r}); set {ENV_API_KEY} to a key from your organisation."
+            )
+        url = base_url if base_url is not None else environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        url = url.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}, got {url!r} "
+                f"(from {'base_url' if base_url is not None else ENV_BASE_URL})."
+            )
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigurationError("base_url must not carry credentials, a query or a fragment.")
+        if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+            raise ConfigurationError(
+                f"Refusing plain http:// to {parts.hostname}: the API key would travel in clear "
+                "text. Use https://, or pass allow_insecure=True if you really mean it."
+            )
+        if isinstance(timeout, Timeout):
+            timeouts = timeout
+        elif timeout is None:
+            timeouts = Timeout()
+        else:
+            timeouts = Timeout(connect=min(float(timeout), 10.0), read=float(timeout))
+        policy = retry or RetryPolicy()
+        if max_retries is not None:
+            policy = attrs.evolve(policy, max_retries=max_retries)
+        transfer = transfer or TransferConfig()
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        return cls(
+            api_key=key,
+            base_url=url,
+            timeout=timeouts,
+            retry=policy,
+            transfer=transfer,
+            max_connections=max_connections,
+        )

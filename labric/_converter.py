@@ -1,0 +1,139 @@
+"""The one cattrs converter: every model is (un)structured here, and nowhere else.
+
+All hooks are registered in :func:`make_converter`, so the whole wire mapping is visible in one
+function. Models themselves carry no serialization code.
+
+* Datetimes travel as ISO 8601 strings (``Z`` or an offset); naive datetimes are sent as UTC.
+* Open enums (:class:`labric.models.OpenEnum` subclasses in a ``Enum | str`` union) keep unknown
+  values as plain strings, so a newer server never breaks an older client.
+* Unknown response fields are ignored in production and rejected when strict mode is on (the test
+  suite sets ``LABRIC_STRICT_MODELS=1``), so a model that drifts from the server shows up.
+* A body that does not fit its model raises :class:`labric.errors.APIResponseValidationError` with a
+  readable list of the problems (``cattrs.transform_error``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import types
+import typing
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+
+from labric.errors import APIResponseValidationError
+from labric.models._base import OpenEnum
+
+__all__ = ["converter", "make_converter", "structure", "unstructure"]
+
+T = TypeVar("T")
+
+
+def _parse_datetime(value: Any, _type: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    return datetime.fromisoformat(value)
+
+
+def _format_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _open_enum_member(tp: Any) -> type[OpenEnum] | None:
+    """Return the OpenEnum class of a ``SomeEnum | str`` (optionally ``| None``) union."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    enums = [a for a in args if isinstance(a, type) and issubclass(a, OpenEnum)]
+    if len(enums) == 1 and len(args) == 2 and str in args:
+        return enums[0]
+    return None
+
+
+def make_converter(*, strict: bool = False) -> cattrs.Converter:
+    """Build the SDK's converter.
+
+    Args:
+        strict: Reject unknown fields in structured payloads (used by the test suite).
+    """
+    conv = cattrs.Converter(forbid_extra_keys=strict)
+
+    conv.register_structure_hook(datetime, _parse_datetime)
+    conv.register_unstructure_hook(datetime, _format_datetime)
+
+    def structure_open_enum(value: Any, tp: Any) -> Any:
+        if value is None:
+            if type(None) in typing.get_args(tp):
+                return None
+            raise TypeError("value is required")
+        enum_cls = _open_enum_member(tp)
+        assert enum_cls is not None  # guaranteed by the predicate
+        try:
+            return enum_cls(value)
+        except ValueError:
+            if not isinstance(value, str):
+                raise TypeError(f"expected a string, got {type(value).__name__}") from None
+            return value
+
+    conv.register_structure_hook_func(
+        lambda tp: _open_enum_member(tp) is not None, structure_open_enum
+    )
+    conv.register_unstructure_hook_func(
+        lambda tp: isinstance(tp, type) and issubclass(tp, enum.Enum), lambda e: e.value
+    )
+    conv.register_unstructure_hook_func(
+        lambda tp: _open_enum_member(tp) is not None,
+        lambda v: v.value if isinstance(v, enum.Enum) else v,
+    )
+
+    # Generated (not reflective) hooks for every attrs class: fast, and strict when asked.
+    conv.register_unstructure_hook_factory(
+        lambda tp: hasattr(tp, "__attrs_attrs__"),
+        lambda tp: make_dict_unstructure_fn(tp, conv),
+    )
+    conv.register_structure_hook_factory(
+        lambda tp: hasattr(tp, "__attrs_attrs__"),
+        lambda tp: make_dict_structure_fn(tp, conv, _cattrs_forbid_extra_keys=strict),
+    )
+    return conv
+
+
+converter = make_converter(strict=os.environ.get("LABRIC_STRICT_MODELS") == "1")
+
+
+def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
+    """Structure ``data`` into ``cls``, raising a readable validation error on a mismatch.
+
+    Args:
+        data: Decoded JSON.
+        cls: The model class (or a ``list[Model]`` type).
+        what: A short description for the error message, e.g. ``"GET /v1/files"``.
+    """
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:
+        problems = (
+            "; ".join(cattrs.transform_error(exc))
+            if isinstance(exc, cattrs.BaseValidationError)
+            else str(exc)
+        )
+        name = getattr(cls, "__name__", str(cls))
+        where = f" from {what}" if what else ""
+        raise APIResponseValidationError(
+            f"Response{where} does not fit {name}: {problems}"
+        ) from exc
+
+
+def unstructure(obj: Any) -> Any:
+    """Unstructure a model (or a container of models) into JSON-ready data."""
+    return converter.unstructure(obj)

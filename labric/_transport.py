@@ -1,0 +1,543 @@
+"""The HTTP transport: the one aiohttp ``ClientSession`` of a client, and everything on the wire.
+
+Design:
+
+* **One session per client, created lazily inside the running loop.** aiohttp sessions are bound
+  to the loop that created them; the transport records that loop and refuses (with a
+  :class:`~labric.errors.UsageError`) to be used from another one. The connector's pool size comes
+  from the config; its ``connect`` timeout includes the wait for a free slot.
+* **Timeouts per request, not per body.** ``sock_read`` fails a socket that stays silent; there is
+  no ``total`` limit by default, so a multi-GB transfer is never killed for being long.
+* **Auth only for the API's origin.** ``Authorization: Bearer`` goes on requests to the configured
+  base URL's origin and nowhere else: signed storage URLs and redirects to other hosts never get it.
+  Redirects are followed by hand for that reason.
+* **Retries** follow :mod:`labric._retry`. Every POST and PATCH carries an ``Idempotency-Key`` that
+  stays the same across that call's attempts, so a retried write is applied once.
+* **Errors are mapped here, once.** Every aiohttp exception and a bare ``asyncio.TimeoutError``
+  become :class:`~labric.errors.APIConnectionError` / :class:`~labric.errors.APITimeoutError`; a
+  non-2xx becomes the status's :class:`~labric.errors.APIStatusError` subclass, carrying the method,
+  the path (never the query string), the server's ``detail`` and its ``X-Request-ID``.
+* **Secrets.** Logs name the method, path, status and request id; never headers or query strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import platform
+import random
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from labric._config import ClientConfig, Timeout
+from labric._retry import retry_delay, should_retry_status
+from labric._version import __version__
+from labric.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+    UsageError,
+    status_error_class,
+)
+
+__all__ = ["Response", "Transport", "map_exception", "raise_for_status", "split_link_next"]
+
+logger = logging.getLogger("labric")
+
+T = TypeVar("T")
+
+USER_AGENT = (
+    f"labric-python/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
+)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
+
+
+def split_link_next(header: str | None) -> str | None:
+    """Return the ``rel="next"`` target of an RFC 8288 ``Link`` header, or ``None``."""
+    if not header:
+        return None
+    for match in _LINK_RE.finditer(header):
+        target, params = match.group(1), match.group(2)
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
+                return target
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """A fully read API response."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    content: bytes
+    method: str
+    path: str
+    url: str = attrs.field(repr=False)
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's ``X-Request-ID``."""
+        return self.headers.get("X-Request-ID")
+
+    def json(self) -> Any:
+        """Decode the body as JSON (an empty body decodes to ``None``)."""
+        if not self.content:
+            return None
+        return jsonlib.loads(self.content)
+
+    @property
+    def next_url(self) -> str | None:
+        """The absolute URL of the next page, from ``Link: <...>; rel="next"``."""
+        target = split_link_next(self.headers.get("Link"))
+        return urljoin(self.url, target) if target else None
+
+
+def _safe_path(url: str) -> str:
+    return urlsplit(url).path or "/"
+
+
+def _detail_of(body: Any) -> Any:
+    if isinstance(body, dict):
+        if "detail" in body:
+            return body["detail"]
+        if "errors" in body:
+            return body["errors"]
+    return body
+
+
+def _message_of(status: int, detail: Any, reason: str | None) -> str:
+    if isinstance(detail, str) and detail.strip():
+        text = detail.strip()
+        return text if len(text) <= 500 else text[:500] + "…"
+    if isinstance(detail, list) and detail:
+        first = detail[0]
+        msg = first.get("msg") or first.get("message") if isinstance(first, dict) else str(first)
+        more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
+        return f"{msg}{more}"
+    return reason or f"HTTP {status}"
+
+
+def make_status_error(
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    method: str,
+    url: str,
+    reason: str | None = None,
+) -> APIStatusError:
+    """Build the status's error from a response, whatever its body (JSON, HTML, empty)."""
+    body: Any
+    try:
+        body = jsonlib.loads(content) if content else None
+    except ValueError:
+        body = content.decode("utf-8", "replace")
+    detail = _detail_of(body)
+    if isinstance(detail, str) and body is detail and detail.lstrip().startswith("<"):
+        # An HTML page from an edge proxy: keep it in ``body`` but not in the message.
+        detail = None
+    cls = status_error_class(status)
+    return cls(
+        _message_of(status, detail, reason),
+        status_code=status,
+        detail=detail,
+        body=body,
+        headers=dict(headers),
+        method=method,
+        path=_safe_path(url),
+        request_id=headers.get("X-Request-ID"),
+    )
+
+
+def raise_for_status(response: Response) -> Response:
+    """Return a 2xx response, or raise its mapped :class:`APIStatusError`."""
+    if 200 <= response.status < 300:
+        return response
+    raise make_status_error(
+        status=response.status,
+        headers=response.headers,
+        content=response.content,
+        method=response.method,
+        url=response.url,
+    )
+
+
+def map_exception(exc: BaseException, *, method: str, url: str) -> APIError:
+    """Map an aiohttp / asyncio / OS exception to the SDK's error tree."""
+    path = _safe_path(url)
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError | TimeoutError):
+        kind = "read" if isinstance(exc, aiohttp.SocketTimeoutError) else "request"
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            kind = "connect"
+        return APITimeoutError(f"The {kind} timed out", method=method, path=path)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(
+            f"Could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}",
+            method=method,
+            path=path,
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return APIConnectionError("The server closed the connection", method=method, path=path)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return APIConnectionError(
+            "The response body was cut short or malformed", method=method, path=path
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        name = type(exc).__name__
+        text = str(exc).split("?", 1)[0]  # never echo a query string (signatures)
+        return APIConnectionError(f"{name}: {text}" if text else name, method=method, path=path)
+    return APIConnectionError(f"{type(exc).__name__}: {exc}", method=method, path=path)
+
+
+def _aiohttp_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=timeout.total,
+        connect=timeout.connect,
+        sock_connect=timeout.connect,
+        sock_read=timeout.read,
+    )
+
+
+class Transport:
+    """Sends requests for one client; owns its aiohttp session.
+
+    Args:
+        config: The client's resolved configuration.
+    """
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        base = urlsplit(config.base_url)
+        self._origin = (base.scheme, base.hostname, base.port)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._auth_header = f"Bearer {config.api_key}"
+        self._rng = random.Random()
+        self.retries = 0  # total retries made, for reports and tests
+
+    def __repr__(self) -> str:
+        return f"<Transport {self._config.base_url} closed={self._closed}>"
+
+    @property
+    def config(self) -> ClientConfig:
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- session lifecycle ------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        """The client's session, created on first use inside the running loop."""
+        if self._closed:
+            raise ClientClosedError("This client has been closed; create a new one.")
+        loop = asyncio.get_running_loop()
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._config.max_connections,
+                limit_per_host=self._config.max_connections,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=_aiohttp_timeout(self._config.timeout),
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=False,
+                raise_for_status=False,
+                trust_env=False,
+            )
+            self._loop = loop
+        elif self._loop is not loop:
+            raise UsageError(
+                "This client was first used in another event loop; an AsyncLabric belongs to the "
+                "loop that first used it. Create one client per event loop (or use Labric)."
+            )
+        return self._session
+
+    def forget_session(self) -> None:
+        """Drop the session without closing it (after ``fork()``: its loop is not ours)."""
+        self._session = None
+        self._loop = None
+
+    async def aclose(self) -> None:
+        """Close the session; idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """The absolute URL of an API path such as ``/v1/files``."""
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self._config.base_url}/{path.lstrip('/')}"
+
+    def is_api_origin(self, url: str) -> bool:
+        """Whether ``url`` is on the API's origin (so it may carry the key)."""
+        parts = urlsplit(url)
+        return (parts.scheme, parts.hostname, parts.port) == self._origin
+
+    def _headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict(self._config.default_headers)
+        if extra:
+            headers.update(extra)
+        if self.is_api_origin(url):
+            headers["Authorization"] = self._auth_header
+        else:
+            headers.popall("Authorization", None)
+        return headers
+
+    def request_timeout(self, timeout: Timeout | None) -> aiohttp.ClientTimeout | None:
+        return _aiohttp_timeout(timeout) if timeout is not None else None
+
+    async def sleep_before_retry(
+        self, attempt: int, headers: Mapping[str, str] | None, *, method: str, url: str, why: str
+    ) -> None:
+        delay = retry_delay(
+            attempt, self._config.retry, headers, now=time.time(), rand=self._rng.random()
+        )
+        self.retries += 1
+        logger.info(
+            "Retrying %s %s in %.2fs (%s; retry %d of %d)",
+            method,
+            _safe_path(url),
+            delay,
+            why,
+            attempt + 1,
+            self._config.retry.max_retries,
+        )
+        await asyncio.sleep(delay)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Response:
+        """Send an API request with retries and return its 2xx response.
+
+        Args:
+            method: HTTP method.
+            path: An API path (``/v1/files``) or an absolute URL (a ``Link`` from the server).
+            params: Query parameters; ``None`` values are dropped, booleans sent as true/false.
+            json: A JSON body.
+            data: A raw body (bytes or ``aiohttp.FormData``), for requests that are not JSON.
+            headers: Extra headers.
+            timeout: Overrides the client's timeouts for this request.
+            max_retries: Overrides the client's retry count for this request.
+            idempotency_key: Reuse a key (for example across a resumed operation); POST and PATCH
+                get a fresh one otherwise.
+
+        Raises:
+            APIStatusError: a non-2xx after the last attempt.
+            APIConnectionError: no response after the last attempt.
+        """
+        method = method.upper()
+        url = self.url(path)
+        query = _encode_params(params)
+        send_headers = dict(headers or {})
+        if method in ("POST", "PATCH"):
+            send_headers.setdefault("Idempotency-Key", idempotency_key or uuid.uuid4().hex)
+        retries = self._config.retry.max_retries if max_retries is None else max_retries
+        attempt = 0
+        while True:
+            try:
+                response = await self._send_once(
+                    method, url, query, json, data, send_headers, timeout
+                )
+            except APIConnectionError as exc:
+                if attempt >= retries:
+                    raise
+                await self.sleep_before_retry(
+                    attempt, None, method=method, url=url, why=type(exc).__name__
+                )
+                attempt += 1
+                continue
+            if 200 <= response.status < 300:
+                return response
+            if attempt < retries and should_retry_status(response.status):
+                await self.sleep_before_retry(
+                    attempt, response.headers, method=method, url=url, why=str(response.status)
+                )
+                attempt += 1
+                continue
+            raise_for_status(response)
+
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        query: list[tuple[str, str]] | None,
+        json: Any,
+        data: Any,
+        headers: Mapping[str, str],
+        timeout: Timeout | None,
+    ) -> Response:
+        session = self.session()
+        current = url
+        current_method = method
+        for _ in range(_MAX_REDIRECTS + 1):
+            started = time.perf_counter()
+            try:
+                async with session.request(
+                    current_method,
+                    current,
+                    params=query if current == url else None,
+                    json=json if current_method == method else None,
+                    data=data if current_method == method else None,
+                    headers=self._headers(current, headers),
+                    timeout=self.request_timeout(timeout) or aiohttp.helpers.sentinel,
+                    allow_redirects=False,
+                ) as resp:
+                    content = await resp.read()
+                    result = Response(
+                        status=resp.status,
+                        headers=resp.headers,
+                        content=content,
+                        method=current_method,
+                        path=_safe_path(current),
+                        url=str(resp.url),
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise map_exception(exc, method=current_method, url=current) from exc
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s %s -> %d in %.1f ms [request id %s]",
+                    current_method,
+                    result.path,
+                    result.status,
+                    (time.perf_counter() - started) * 1000,
+                    result.request_id,
+                )
+            if result.status not in _REDIRECTS or "Location" not in result.headers:
+                return result
+            current = urljoin(current, result.headers["Location"])
+            if result.status == 303 or (result.status in (301, 302) and current_method == "POST"):
+                current_method = "GET"
+        raise APIConnectionError("Too many redirects", method=method, path=_safe_path(url))
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        timeout: Timeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open one request and yield the live response, for streamed bodies.
+
+        Used for storage URLs (which never get the key, being on another origin or carrying their
+        own signature). No retries here: the transfer engine retries at the part level. A non-2xx
+        status raises its mapped error (with the query string, hence any signature, left out).
+        """
+        session = self.session()
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=self._storage_headers(url, headers),
+                data=data,
+                timeout=self.request_timeout(timeout) or aiohttp.helpers.sentinel,
+                allow_redirects=False,
+            ) as resp:
+                if not 200 <= resp.status < 300:
+                    content = await resp.read()
+                    raise make_status_error(
+                        status=resp.status,
+                        headers=resp.headers,
+                        content=content,
+                        method=method,
+                        url=url,
+                        reason=resp.reason,
+                    )
+                yield resp
+        except (APIError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise map_exception(exc, method=method, url=url) from exc
+
+    def _storage_headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
+        # Storage URLs authenticate by signature; the key is never sent to them, even when the
+        # storage shares the API's origin (as on the local server).
+        headers: CIMultiDict[str] = CIMultiDict(extra or {})
+        headers.popall("Authorization", None)
+        return headers
+
+    async def retrying(
+        self,
+        op: Callable[[], Awaitable[T]],
+        *,
+        method: str,
+        url: str,
+        max_retries: int | None = None,
+    ) -> T:
+        """Run ``op`` (one storage request), retrying it like an API request."""
+        retries = self._config.retry.max_retries if max_retries is None else max_retries
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except APIStatusError as exc:
+                if attempt >= retries or not should_retry_status(exc.status_code):
+                    raise
+                await self.sleep_before_retry(
+                    attempt, exc.headers, method=method, url=url, why=str(exc.status_code)
+                )
+            except APIConnectionError as exc:
+                if attempt >= retries:
+                    raise
+                await self.sleep_before_retry(
+                    attempt, None, method=method, url=url, why=type(exc).__name__
+                )
+            attempt += 1
+
+
+def _encode_params(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+    if not params:
+        return None
+    out: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out.append((key, "true" if value else "false"))
+        elif isinstance(value, list | tuple):
+            out.append((key, ",".join(str(v) for v in value)))
+        else:
+            out.append((key, str(value)))
+    return out

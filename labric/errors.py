@@ -1,0 +1,231 @@
+"""The errors `labric` raises.
+
+Every error the SDK raises is a :class:`LabricError`. Third-party exceptions (aiohttp,
+asyncio timeouts, OS errors during a transfer) are mapped once, at the transport and transfer
+boundaries, to the most specific class below, and chained (``raise ... from exc``) so the original
+cause is still inspectable.
+
+::
+
+    LabricError
+    ├── ConfigurationError            bad or missing configuration (names the variable to set)
+    ├── UsageError                    programmer misuse, never an I/O failure
+    │   ├── ClientClosedError         the client was closed (or not opened where that matters)
+    │   └── PortalUsageError          the sync facade called from its own event-loop thread
+    ├── APIError                      talking to the API or storage failed
+    │   ├── APIConnectionError        no usable HTTP response (refused, reset, DNS, TLS, truncated)
+    │   │   └── APITimeoutError       a connect, read or pool timeout
+    │   ├── APIStatusError            the server answered with a non-2xx status
+    │   │   ├── BadRequestError               400
+    │   │   ├── AuthenticationError           401
+    │   │   ├── PermissionDeniedError         403
+    │   │   ├── NotFoundError                 404
+    │   │   ├── ConflictError                 409
+    │   │   ├── PayloadTooLargeError          413
+    │   │   ├── UnprocessableEntityError      422
+    │   │   ├── RateLimitError                429
+    │   │   └── InternalServerError           >= 500
+    │   └── APIResponseValidationError    a 2xx body that does not fit the expected model
+    └── TransferError                 a file transfer could not be completed safely
+        └── IntegrityError            bytes do not match their checksum or the object changed
+
+Every API error carries what a person needs to act on it: the HTTP method and the URL path (never a
+query string, so never a signed URL's signature), the status, the server's ``detail``, and the
+``X-Request-ID`` the server gave the response. No error message ever contains an API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConflictError",
+    "IntegrityError",
+    "InternalServerError",
+    "LabricError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "PortalUsageError",
+    "RateLimitError",
+    "TransferError",
+    "UnprocessableEntityError",
+    "UsageError",
+    "status_error_class",
+]
+
+
+class LabricError(Exception):
+    """Base class of every error raised by `labric`."""
+
+
+class ConfigurationError(LabricError):
+    """The client's configuration is missing or invalid.
+
+    The message names the argument or environment variable to set.
+    """
+
+
+class UsageError(LabricError):
+    """The SDK was used in a way it does not support (a programming error, not an I/O failure)."""
+
+
+class ClientClosedError(UsageError):
+    """The client has been closed; create a new one."""
+
+
+class PortalUsageError(UsageError):
+    """The sync facade was called from the event-loop thread that runs it (it would deadlock)."""
+
+
+class APIError(LabricError):
+    """A request to the Labric API or its storage failed.
+
+    Attributes:
+        method: The HTTP method of the failed request.
+        path: The URL path of the failed request, without its query string.
+        request_id: The server's ``X-Request-ID`` for the response, when one arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        where = f"{self.method} {self.path}" if self.method and self.path else None
+        parts = [self.message]
+        if where:
+            parts.append(f"({where})")
+        if self.request_id:
+            parts.append(f"[request id {self.request_id}]")
+        return " ".join(parts)
+
+
+class APIConnectionError(APIError):
+    """No usable HTTP response: connection refused or reset, DNS or TLS failure, truncated body."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, socket-read or connection-pool timeout expired."""
+
+
+class APIStatusError(APIError):
+    """The server answered with a non-success status.
+
+    Attributes:
+        status_code: The HTTP status.
+        detail: The server's ``detail`` (a string, or the list of problems of a 422), else the
+            body text, else ``None``.
+        body: The decoded JSON body, or the text when the body is not JSON.
+        headers: The response headers.
+    """
+
+    status_code: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        detail: Any = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path, request_id=request_id)
+        self.status_code = status_code
+        self.detail = detail
+        self.body = body
+        self.headers: Mapping[str, str] = dict(headers or {})
+
+    def __str__(self) -> str:
+        return f"{self.status_code} {super().__str__()}"
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was rejected (its body may be ``{"errors": [...]}``)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, malformed, unknown or expired."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key lacks the scope, or a signed URL is expired or was tampered with."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such object in the key's organisation."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request conflicts with current state (a duplicate name, say)."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the request body is over the route's limit (``detail`` names the limit)."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request failed validation; ``detail`` is the list of problems."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests, or lock contention; retried automatically before it is raised."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed; retried automatically (except 501 and 505) before it is raised."""
+
+
+class APIResponseValidationError(APIError):
+    """A success response whose body does not fit the expected model."""
+
+
+class TransferError(LabricError):
+    """A file transfer could not be completed safely; no partial file was left under its name."""
+
+
+class IntegrityError(TransferError):
+    """The transferred bytes do not match their checksum, or the object changed mid-transfer."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """Return the most specific :class:`APIStatusError` subclass for an HTTP status."""
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)

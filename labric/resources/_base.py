@@ -1,0 +1,87 @@
+"""What every resource shares: the transport, and turning responses into models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from labric._converter import structure
+from labric._pagination import AsyncPager, Page
+from labric._transport import Response, Transport
+from labric.errors import APIResponseValidationError
+
+__all__ = ["AsyncResource"]
+
+T = TypeVar("T")
+
+
+class AsyncResource:
+    """Base of the async resource classes (``AsyncFiles``, ...)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    def _parse(self, response: Response, cls: type[T]) -> T:
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise APIResponseValidationError(
+                "Response body is not JSON",
+                method=response.method,
+                path=response.path,
+                request_id=response.request_id,
+            ) from exc
+        return structure(data, cls, what=f"{response.method} {response.path}")
+
+    def _pager(
+        self,
+        path: str,
+        item: type[T],
+        *,
+        params: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+        method: str = "GET",
+        json: Any = None,
+        extract: Callable[[Any], Any] | None = None,
+    ) -> AsyncPager[T]:
+        """A pager over a list route that answers a bare JSON array and a ``Link`` header.
+
+        ``limit`` is the most items yielded in total; ``page_size`` the items per request. The
+        request carries ``limit=min(limit, page_size)`` when either is set (design.md 3.1).
+        """
+        sizes = [n for n in (limit, page_size) if n is not None]
+        for n in sizes:
+            if n < 1:
+                raise ValueError("limit and page_size must be at least 1")
+        query = dict(params or {})
+        if sizes:
+            query["limit"] = min(sizes)
+        body = dict(json) if isinstance(json, Mapping) else json
+        if body is not None and sizes:
+            body["limit"] = min(sizes)
+            query.pop("limit", None)
+
+        async def fetch(next_url: str | None) -> Page[T]:
+            if next_url is not None and not self._transport.is_api_origin(next_url):
+                raise APIResponseValidationError(
+                    "The server's next-page link points to another host; refusing to follow it",
+                    method=method,
+                    path=path,
+                )
+            if next_url is None:
+                response = await self._transport.request(method, path, params=query, json=body)
+            elif method == "GET":
+                response = await self._transport.request("GET", next_url)
+            else:
+                response = await self._transport.request(method, next_url, json=body)
+            data = response.json()
+            if extract is not None:
+                data = extract(data)
+            items = structure(data, list[item], what=f"{method} {path}")  # type: ignore[valid-type]
+            return Page(items, response.next_url)
+
+        return AsyncPager(fetch, limit=limit)
