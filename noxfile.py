@@ -1,0 +1,57 @@
+"""Developer tasks. ``nox -s check`` is what CI runs (in the current environment)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_venv = "yes"
+
+PY = "3.11"
+
+
+@nox.session(venv_backend="none")
+def check(session: nox.Session) -> None:
+    """Lint, format check, type check and the test suite, in the current environment."""
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "labric")
+    session.run("python", "-m", "labric._generate", "--check")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The test suite in a fresh virtualenv."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PY)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[lint]")
+    session.run("mypy", "labric")
+
+
+@nox.session(python=PY)
+def generate(session: nox.Session) -> None:
+    """Regenerate the sync facade (labric/_sync/) from the async classes."""
+    session.install("-e", ".")
+    session.install("ruff")
+    session.run("python", "-m", "labric._generate", *session.posargs)
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks against a local server (results in .bench-data/)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
