@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -13,11 +15,12 @@ PY = "3.11"
 @nox.session(venv_backend="none")
 def check(session: nox.Session) -> None:
     """Lint, format check, type check and the test suite, in the current environment."""
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "labric")
-    session.run("python", "-m", "labric._generate", "--check")
-    session.run("pytest", "-q", *session.posargs)
+    py = sys.executable  # the environment nox runs in (CI's .venv)
+    session.run(py, "-m", "ruff", "check", ".")
+    session.run(py, "-m", "ruff", "format", "--check", ".")
+    session.run(py, "-m", "mypy", "labric")
+    session.run(py, "-m", "labric._generate", "--check")
+    session.run(py, "-m", "pytest", "-q", *session.posargs)
 
 
 @nox.session(python=PY)
