@@ -5,9 +5,11 @@ from __future__ import annotations
 from types import TracebackType
 
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
+from labric._transfer import TransferEngine
 from labric._transport import Transport
 from labric.errors import ClientClosedError
 from labric.resources.files import AsyncFiles
+from labric.resources.jobs import AsyncJobs
 
 __all__ = ["AsyncLabric"]
 
@@ -60,7 +62,9 @@ class AsyncLabric:
             allow_insecure=allow_insecure,
         )
         self._transport = Transport(self._config)
-        self.files = AsyncFiles(self._transport)
+        self._engine = TransferEngine(self._transport, self._config.transfer)
+        self.files = AsyncFiles(self._transport, self._engine)
+        self.jobs = AsyncJobs(self._transport)
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"
@@ -87,6 +91,7 @@ class AsyncLabric:
     async def aclose(self) -> None:
         """Close the client's connections. Calling it again does nothing."""
         await self._transport.aclose()
+        self._engine.close()
 
     async def __aenter__(self) -> AsyncLabric:
         if self._transport.closed:

@@ -8,6 +8,7 @@ The API key is read when a client is constructed (never at import time) and is n
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -33,26 +34,38 @@ DEFAULT_BASE_URL = "https://platform.labric.co/api"
 ENV_API_KEY = "LABRIC_API_KEY"
 ENV_BASE_URL = "LABRIC_API_BASE_URL"
 
-_KEY_RE = re.compile(r"^lbk_([A-Za-z0-9]+)_([A-Za-z0-9]+)$")
+# The prefix is alphanumeric; the secret may also hold ``-`` and ``_`` (URL-safe base64).
+_KEY_RE = re.compile(r"^lbk_([A-Za-z0-9]+)_([A-Za-z0-9_-]+)$")
 MiB = 1024 * 1024
 
 
 def redact_key(key: str) -> str:
     """Return a display form of an API key that never reveals its secret."""
-    match = _KEY_RE.match(key)
+    match = _KEY_RE.match(key) if isinstance(key, str) else None
     if match:
         return f"lbk_{match.group(1)}_…"
     return "lbk_…"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not (isinstance(value, int | float) and value > 0):
+    if value is not None and not (_is_number(value) and value > 0):
         raise ConfigurationError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
 def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not (isinstance(value, int | float) and value >= 0):
+    if not (_is_number(value) and value >= 0):
         raise ConfigurationError(f"{attribute.name} must be zero or more, got {value!r}")
+
+
+def _non_negative_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise ConfigurationError(
+            f"{attribute.name} must be a whole number, zero or more, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -79,8 +92,9 @@ class RetryPolicy:
 
     Retried: connection errors, timeouts, 408, 409, 429 and 5xx except 501 and 505. The delay is
     the server's (``retry-after-ms``, ``Retry-After`` seconds or HTTP-date, ``X-RateLimit-Reset``)
-    when it gives one, else capped exponential backoff with full jitter; either is capped at
-    ``max_server_delay``.
+    when it gives one (capped at ``max_server_delay``), else capped exponential backoff with jitter:
+    retry ``n`` (0-based) waits between a quarter of and the whole of
+    ``min(max_delay, initial_delay * 2**n)``.
 
     Attributes:
         max_retries: Retries after the first attempt (2 means at most 3 attempts).
@@ -89,7 +103,7 @@ class RetryPolicy:
         max_server_delay: Cap on a delay the server asks for.
     """
 
-    max_retries: int = attrs.field(default=2, validator=_non_negative)
+    max_retries: int = attrs.field(default=2, validator=_non_negative_int)
     initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
     max_delay: float = attrs.field(default=8.0, validator=_non_negative)
     max_server_delay: float = attrs.field(default=60.0, validator=_non_negative)
@@ -123,6 +137,32 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _check_base_url(url: str, *, source: str, insecure: bool) -> str:
+    """Validate a base URL and return it without a trailing slash."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"base_url must be a str, got {type(url).__name__}")
+    url = url.strip().rstrip("/")
+    example = f"an http(s) URL such as {DEFAULT_BASE_URL!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigurationError(f"{source} must be {example} (it does not parse)") from None
+    if parts.username or parts.password:
+        # Checked first, and the URL is not echoed, so a password in it is never shown.
+        raise ConfigurationError(f"{source} must not carry credentials (user:password@).")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{source} must be {example}, got {url!r}.")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{source} must not carry a query or a fragment, got {url!r}.")
+    if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"Refusing plain http:// to {parts.hostname} (from {source}): the API key would "
+            "travel in clear text. Use https://, or pass allow_insecure=True if you really mean it."
+        )
+    return url
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -174,8 +214,13 @@ class ClientConfig:
                 ``http://`` to a non-loopback host without ``allow_insecure=True``.
         """
         environ = os.environ if env is None else env
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigurationError(
+                f"api_key must be a str, got {type(api_key).__name__}; "
+                f"pass a key lbk_<prefix>_<secret> or set {ENV_API_KEY}."
+            )
         key = api_key if api_key is not None else environ.get(ENV_API_KEY)
-        if not key:
+        if not key or not key.strip():
             raise ConfigurationError(
                 f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable."
             )
@@ -187,30 +232,27 @@ class ClientConfig:
                 f"(got {redact_key(key)!r}); set {ENV_API_KEY} to a key from your organisation."
             )
         url = base_url if base_url is not None else environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-        url = url.strip().rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL!r}, got {url!r} "
-                f"(from {'base_url' if base_url is not None else ENV_BASE_URL})."
-            )
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ConfigurationError("base_url must not carry credentials, a query or a fragment.")
-        if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
-            raise ConfigurationError(
-                f"Refusing plain http:// to {parts.hostname}: the API key would travel in clear "
-                "text. Use https://, or pass allow_insecure=True if you really mean it."
-            )
+        url = _check_base_url(
+            url,
+            source="base_url" if base_url is not None else ENV_BASE_URL,
+            insecure=allow_insecure,
+        )
         if isinstance(timeout, Timeout):
             timeouts = timeout
         elif timeout is None:
             timeouts = Timeout()
-        else:
+        elif _is_number(timeout) and timeout > 0:
             timeouts = Timeout(connect=min(float(timeout), 10.0), read=float(timeout))
+        else:
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds or a Timeout, got {timeout!r}"
+            )
         policy = retry or RetryPolicy()
         if max_retries is not None:
             policy = attrs.evolve(policy, max_retries=max_retries)
         transfer = transfer or TransferConfig()
+        if not isinstance(max_connections, int) or isinstance(max_connections, bool):
+            raise ConfigurationError(f"max_connections must be an int, got {max_connections!r}")
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
         return cls(

@@ -32,6 +32,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -62,6 +64,9 @@ USER_AGENT = (
     f"labric-python/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Connectors of sessions dropped after a fork: kept referenced so they are never finalized (which
+# would warn, or touch sockets that belong to the parent process).
+_FORGOTTEN_CONNECTORS: list[aiohttp.BaseConnector] = []
 _MAX_REDIRECTS = 5
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
@@ -89,6 +94,7 @@ class Response:
     method: str
     path: str
     url: str = attrs.field(repr=False)
+    reason: str | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -109,7 +115,28 @@ class Response:
 
 
 def _safe_path(url: str) -> str:
-    return urlsplit(url).path or "/"
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "?"
+
+
+def _strip_queries(text: str) -> str:
+    """Drop the query string of every URL in a message (signed URLs carry signatures there)."""
+    return re.sub(r"(https?://[^\s?#'\"]*)\?[^\s'\"]*", r"\1", text)
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """``(scheme, host, port)`` with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return (scheme, None, None)
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return (scheme, parts.hostname, port)
 
 
 def _detail_of(body: Any) -> Any:
@@ -121,16 +148,30 @@ def _detail_of(body: Any) -> Any:
     return body
 
 
+def _problem(item: Any) -> str:
+    """One problem of a 422 ``detail`` list or a 400 ``errors`` list, as ``where: what``."""
+    if not isinstance(item, dict):
+        return str(item)
+    what = item.get("msg") or item.get("message") or item.get("type") or "invalid"
+    where = item.get("loc", item.get("path"))
+    if isinstance(where, list | tuple):
+        where = ".".join(str(part) for part in where)
+    return f"{where}: {what}" if where not in (None, "") else str(what)
+
+
 def _message_of(status: int, detail: Any, reason: str | None) -> str:
     if isinstance(detail, str) and detail.strip():
         text = detail.strip()
         return text if len(text) <= 500 else text[:500] + "…"
     if isinstance(detail, list) and detail:
-        first = detail[0]
-        msg = first.get("msg") or first.get("message") if isinstance(first, dict) else str(first)
         more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
-        return f"{msg}{more}"
-    return reason or f"HTTP {status}"
+        return f"{_problem(detail[0])}{more}"
+    if reason:
+        return reason
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def make_status_error(
@@ -153,15 +194,16 @@ def make_status_error(
         # An HTML page from an edge proxy: keep it in ``body`` but not in the message.
         detail = None
     cls = status_error_class(status)
+    copied = CIMultiDict(headers)
     return cls(
         _message_of(status, detail, reason),
         status_code=status,
         detail=detail,
         body=body,
-        headers=dict(headers),
+        headers=CIMultiDictProxy(copied),
         method=method,
         path=_safe_path(url),
-        request_id=headers.get("X-Request-ID"),
+        request_id=copied.get("X-Request-ID"),
     )
 
 
@@ -175,11 +217,21 @@ def raise_for_status(response: Response) -> Response:
         content=response.content,
         method=response.method,
         url=response.url,
+        reason=response.reason,
     )
 
 
+#: What the wire can raise: aiohttp's errors, OS socket errors, and a bare timeout (asyncio's
+#: ``TimeoutError`` is the builtin since 3.11; aiohttp lets one escape in some paths).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+
+
 def map_exception(exc: BaseException, *, method: str, url: str) -> APIError:
-    """Map an aiohttp / asyncio / OS exception to the SDK's error tree."""
+    """Map an aiohttp / asyncio / OS exception to the SDK's error tree.
+
+    Timeouts become :class:`APITimeoutError`; every other failure to get a usable response becomes
+    :class:`APIConnectionError`. No message carries a URL's query string.
+    """
     path = _safe_path(url)
     if isinstance(exc, APIError):
         return exc
@@ -202,9 +254,10 @@ def map_exception(exc: BaseException, *, method: str, url: str) -> APIError:
         )
     if isinstance(exc, aiohttp.ClientError | OSError):
         name = type(exc).__name__
-        text = str(exc).split("?", 1)[0]  # never echo a query string (signatures)
+        text = _strip_queries(str(exc))  # never echo a query string (signatures)
         return APIConnectionError(f"{name}: {text}" if text else name, method=method, path=path)
-    return APIConnectionError(f"{type(exc).__name__}: {exc}", method=method, path=path)
+    text = _strip_queries(str(exc))
+    return APIConnectionError(f"{type(exc).__name__}: {text}", method=method, path=path)
 
 
 def _aiohttp_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
@@ -225,8 +278,7 @@ class Transport:
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
-        base = urlsplit(config.base_url)
-        self._origin = (base.scheme, base.hostname, base.port)
+        self._origin = _origin(config.base_url)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -275,16 +327,41 @@ class Transport:
         return self._session
 
     def forget_session(self) -> None:
-        """Drop the session without closing it (after ``fork()``: its loop is not ours)."""
-        self._session = None
+        """Drop the session without closing it (after ``fork()``: its loop is not ours).
+
+        Closing would shut down sockets (and TLS sessions) the parent process still uses, so the
+        session is only detached from its connector (which stops it warning as unclosed) and the
+        connector is parked for the life of the process instead of being finalized.
+        """
+        session, self._session = self._session, None
         self._loop = None
+        if session is not None and not session.closed:
+            connector = session.connector
+            session.detach()
+            if connector is not None:
+                _FORGOTTEN_CONNECTORS.append(connector)
 
     async def aclose(self) -> None:
-        """Close the session; idempotent."""
+        """Close the session; idempotent.
+
+        Normally called in the loop that used the client. From another loop, the session is closed
+        in its own loop if that loop is still running, and dropped (see :meth:`forget_session`)
+        if that loop is gone.
+        """
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
+        session, loop = self._session, self._loop
+        if session is None or session.closed:
+            self._session = None
+            return
+        running = asyncio.get_running_loop()
+        if loop is None or loop is running:
+            self._session = None
             await session.close()
+        elif loop.is_running():
+            self._session = None
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.close(), loop))
+        else:
+            self.forget_session()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -295,9 +372,12 @@ class Transport:
         return f"{self._config.base_url}/{path.lstrip('/')}"
 
     def is_api_origin(self, url: str) -> bool:
-        """Whether ``url`` is on the API's origin (so it may carry the key)."""
-        parts = urlsplit(url)
-        return (parts.scheme, parts.hostname, parts.port) == self._origin
+        """Whether ``url`` is on the API's origin (so it may carry the key).
+
+        Scheme, host and port must all match (an implicit default port equals the explicit one),
+        so an ``http://`` URL never matches an ``https://`` API.
+        """
+        return _origin(url) == self._origin
 
     def _headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict(self._config.default_headers)
@@ -310,11 +390,13 @@ class Transport:
         return headers
 
     def request_timeout(self, timeout: Timeout | None) -> aiohttp.ClientTimeout | None:
+        """The aiohttp form of a per-request :class:`Timeout` (``None``: the client's own)."""
         return _aiohttp_timeout(timeout) if timeout is not None else None
 
     async def sleep_before_retry(
         self, attempt: int, headers: Mapping[str, str] | None, *, method: str, url: str, why: str
     ) -> None:
+        """Wait before retry number ``attempt`` (0-based), as :func:`retry_delay` says."""
         delay = retry_delay(
             attempt, self._config.retry, headers, now=time.time(), rand=self._rng.random()
         )
@@ -352,7 +434,8 @@ class Transport:
             path: An API path (``/v1/files``) or an absolute URL (a ``Link`` from the server).
             params: Query parameters; ``None`` values are dropped, booleans sent as true/false.
             json: A JSON body.
-            data: A raw body (bytes or ``aiohttp.FormData``), for requests that are not JSON.
+            data: A raw body (bytes or ``aiohttp.FormData``), for requests that are not JSON. It is
+                sent again on a retry, so it must not be a one-shot stream.
             headers: Extra headers.
             timeout: Overrides the client's timeouts for this request.
             max_retries: Overrides the client's retry count for this request.
@@ -362,13 +445,18 @@ class Transport:
         Raises:
             APIStatusError: a non-2xx after the last attempt.
             APIConnectionError: no response after the last attempt.
+            ClientClosedError: the client has been closed.
+            UsageError: the client is used from another event loop than the one that opened it.
         """
         method = method.upper()
         url = self.url(path)
         query = _encode_params(params)
-        send_headers = dict(headers or {})
+        send_headers: CIMultiDict[str] = CIMultiDict(headers or {})
         if method in ("POST", "PATCH"):
+            # One key per call, reused by every attempt, so the server applies a retried write once.
             send_headers.setdefault("Idempotency-Key", idempotency_key or uuid.uuid4().hex)
+        elif idempotency_key is not None:
+            send_headers.setdefault("Idempotency-Key", idempotency_key)
         retries = self._config.retry.max_retries if max_retries is None else max_retries
         attempt = 0
         while True:
@@ -405,6 +493,7 @@ class Transport:
         timeout: Timeout | None,
     ) -> Response:
         session = self.session()
+        client_timeout = self.request_timeout(timeout) or session.timeout
         current = url
         current_method = method
         for _ in range(_MAX_REDIRECTS + 1):
@@ -417,7 +506,7 @@ class Transport:
                     json=json if current_method == method else None,
                     data=data if current_method == method else None,
                     headers=self._headers(current, headers),
-                    timeout=self.request_timeout(timeout) or aiohttp.helpers.sentinel,
+                    timeout=client_timeout,
                     allow_redirects=False,
                 ) as resp:
                     content = await resp.read()
@@ -428,10 +517,11 @@ class Transport:
                         method=current_method,
                         path=_safe_path(current),
                         url=str(resp.url),
+                        reason=resp.reason,
                     )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except TRANSPORT_ERRORS as exc:
+                # Only wire failures are mapped (and so retried); a programming error such as a
+                # body json.dumps cannot encode propagates as it is.
                 raise map_exception(exc, method=current_method, url=current) from exc
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
@@ -462,17 +552,22 @@ class Transport:
         """Open one request and yield the live response, for streamed bodies.
 
         Used for storage URLs (which never get the key, being on another origin or carrying their
-        own signature). No retries here: the transfer engine retries at the part level. A non-2xx
-        status raises its mapped error (with the query string, hence any signature, left out).
+        own signature). No retries here: the transfer engine retries at the part level (see
+        :meth:`retrying`). A non-2xx status raises its mapped error (with the query string, hence
+        any signature, left out). Wire errors raised while the caller reads the body inside the
+        ``async with`` block (a reset, a stalled socket) are mapped too; any other exception from
+        the block propagates unchanged.
         """
         session = self.session()
+        client_timeout = self.request_timeout(timeout) or session.timeout
+        in_body = False
         try:
             async with session.request(
                 method,
                 url,
                 headers=self._storage_headers(url, headers),
                 data=data,
-                timeout=self.request_timeout(timeout) or aiohttp.helpers.sentinel,
+                timeout=client_timeout,
                 allow_redirects=False,
             ) as resp:
                 if not 200 <= resp.status < 300:
@@ -485,10 +580,17 @@ class Transport:
                         url=url,
                         reason=resp.reason,
                     )
+                in_body = True
                 yield resp
-        except (APIError, asyncio.CancelledError, GeneratorExit):
+        except APIError:
             raise
-        except Exception as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise map_exception(exc, method=method, url=url) from exc
+        except OSError as exc:
+            # Inside the caller's block a plain OSError is the caller's own (a full disk, say),
+            # not the wire's: aiohttp wraps socket errors in its own classes while reading.
+            if in_body:
+                raise
             raise map_exception(exc, method=method, url=url) from exc
 
     def _storage_headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
@@ -527,17 +629,27 @@ class Transport:
             attempt += 1
 
 
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        when: datetime = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        text = when.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return str(value)
+
+
 def _encode_params(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+    """Query parameters on the wire: ``None`` dropped, booleans ``true``/``false``, datetimes ISO
+    8601, sequences comma-joined (as the hosted ``extensions=csv,txt``)."""
     if not params:
         return None
     out: list[tuple[str, str]] = []
     for key, value in params.items():
         if value is None:
             continue
-        if isinstance(value, bool):
-            out.append((key, "true" if value else "false"))
-        elif isinstance(value, list | tuple):
-            out.append((key, ",".join(str(v) for v in value)))
+        if isinstance(value, list | tuple | set | frozenset):
+            out.append((key, ",".join(_param_text(v) for v in value)))
         else:
-            out.append((key, str(value)))
+            out.append((key, _param_text(value)))
     return out

@@ -137,7 +137,7 @@ class APIStatusError(APIError):
         detail: The server's ``detail`` (a string, or the list of problems of a 422), else the
             body text, else ``None``.
         body: The decoded JSON body, or the text when the body is not JSON.
-        headers: The response headers.
+        headers: The response headers (case-insensitive when built by the transport).
     """
 
     status_code: int
@@ -158,7 +158,9 @@ class APIStatusError(APIError):
         self.status_code = status_code
         self.detail = detail
         self.body = body
-        self.headers: Mapping[str, str] = dict(headers or {})
+        # Kept as given (the transport passes a case-insensitive copy), so
+        # ``err.headers["retry-after"]`` works whatever case the server used.
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
 
     def __str__(self) -> str:
         return f"{self.status_code} {super().__str__()}"

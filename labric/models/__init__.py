@@ -11,14 +11,24 @@ from labric.models.files import (
     UploadURL,
 )
 from labric.models.jobs import ExecutionStatus, OffPlatformExecution
+from labric.models.transfers import (
+    DownloadOutcome,
+    TransferPhase,
+    TransferProgress,
+    UploadOutcome,
+)
 
 __all__ = [
+    "DownloadOutcome",
     "ExecutionStatus",
     "FileContent",
     "FileInfo",
     "FileUpload",
     "OffPlatformExecution",
     "OpenEnum",
+    "TransferPhase",
+    "TransferProgress",
+    "UploadOutcome",
     "UploadPart",
     "UploadStatus",
     "UploadURL",

@@ -83,12 +83,17 @@ class UploadedPart:
 
 @attrs.frozen(kw_only=True)
 class UploadStatus:
-    """Where an upload stands: ``pending`` or ``confirmed``, and the parts already stored."""
+    """Where an upload stands: ``pending`` or ``confirmed``, and the parts already stored.
+
+    For a pending multipart upload, ``missing_parts`` carries freshly signed URLs for the parts the
+    server does not hold yet, so an interrupted upload resumes by sending only those.
+    """
 
     file_id: str
     status: str
     part_size: int | None = None
     parts: list[UploadedPart] = attrs.field(factory=list)
+    missing_parts: list[UploadPart] = attrs.field(factory=list)
 
 
 @attrs.frozen(kw_only=True)

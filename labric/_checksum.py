@@ -1,0 +1,83 @@
+"""CRC32C, the checksum of the storage protocol, in GCS's wire form (base64 of 4 big-endian bytes).
+
+The byte-crunching is done by ``google-crc32c`` (C, hardware-accelerated where the CPU allows).
+:func:`crc32c_combine` joins the checksums of adjacent byte ranges without re-reading them, so parts
+transferred concurrently yield the whole file's checksum: ``combine(crc(A), crc(B), len(B)) ==
+crc(A + B)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import google_crc32c
+
+__all__ = ["crc32c", "crc32c_combine", "crc32c_extend", "crc32c_from_b64", "crc32c_to_b64"]
+
+_POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """The CRC32C of ``data``."""
+    return int(google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data))
+
+
+def crc32c_extend(crc: int, data: bytes | bytearray | memoryview) -> int:
+    """Continue a running CRC32C with more bytes."""
+    return int(google_crc32c.extend(crc, bytes(data) if isinstance(data, memoryview) else data))
+
+
+def crc32c_to_b64(crc: int) -> str:
+    """GCS's form: base64 of the 4 big-endian bytes."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+
+
+def crc32c_from_b64(text: str) -> int:
+    """Parse GCS's form; raises ``ValueError`` when it is not 4 base64-encoded bytes."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not a base64 CRC32C: {text!r}") from exc
+    if len(raw) != 4:
+        raise ValueError(f"not a base64 CRC32C: {text!r}")
+    return int.from_bytes(raw, "big")
+
+
+def _gf2_times(matrix: list[int], vec: int) -> int:
+    total = 0
+    i = 0
+    while vec:
+        if vec & 1:
+            total ^= matrix[i]
+        vec >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC32C of ``A + B`` from ``crc(A)``, ``crc(B)`` and ``len(B)``, in O(log len2)."""
+    if len2 <= 0:
+        return crc1
+    # The operator for one zero bit, then squared to two and four bits.
+    odd = [_POLY] + [1 << n for n in range(31)]
+    even = _gf2_square(odd)
+    odd = _gf2_square(even)
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
