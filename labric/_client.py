@@ -29,14 +29,18 @@ class AsyncLabric:
             ``https://platform.labric.co/api``. Requests go to ``{base_url}/v1/...``.
         timeout: Seconds a socket may stay silent (a number), or a :class:`Timeout`.
         max_retries: Retries after a failed attempt (connection errors, timeouts, 408, 409, 429,
-            5xx except 501/505).
-        retry: A full :class:`RetryPolicy` (``max_retries`` overrides its count).
+            5xx except 501/505); default 2, or ``retry.max_retries`` when ``retry`` is given.
+        retry: A full :class:`RetryPolicy`; an explicit ``max_retries`` overrides its count.
         transfer: Settings of the transfer engine (part size, concurrency, memory budget).
         max_connections: Size of the connection pool.
         allow_insecure: Allow plain ``http://`` to a host that is not loopback.
 
     Raises:
         ConfigurationError: the key is missing or malformed, or the URL is refused.
+
+    A closed client raises :class:`~labric.errors.ClientClosedError` when used. The client belongs
+    to the event loop that first uses it; using it from another loop raises
+    :class:`~labric.errors.UsageError`.
     """
 
     def __init__(
@@ -45,7 +49,7 @@ class AsyncLabric:
         *,
         base_url: str | None = None,
         timeout: float | Timeout | None = None,
-        max_retries: int = 2,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         transfer: TransferConfig | None = None,
         max_connections: int = 64,

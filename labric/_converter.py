@@ -3,7 +3,8 @@
 All hooks are registered in :func:`make_converter`, so the whole wire mapping is visible in one
 function. Models themselves carry no serialization code.
 
-* Datetimes travel as ISO 8601 strings (``Z`` or an offset); naive datetimes are sent as UTC.
+* Datetimes travel as ISO 8601 strings (``Z`` or an offset). A naive datetime is taken as UTC
+  both ways, so every datetime the SDK returns is timezone-aware and comparable.
 * Open enums (:class:`labric.models.OpenEnum` subclasses in a ``Enum | str`` union) keep unknown
   values as plain strings, so a newer server never breaks an older client.
 * Unknown response fields are ignored in production and rejected when strict mode is on (the test
@@ -16,12 +17,16 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
+import cattrs.v
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from labric.errors import APIResponseValidationError
@@ -34,12 +39,22 @@ T = TypeVar("T")
 
 def _parse_datetime(value: Any, _type: Any) -> datetime:
     if isinstance(value, datetime):
-        return value
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if not isinstance(value, str):
+        parsed = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        parsed = datetime.fromtimestamp(value, tz=UTC)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 datetime: {_preview(value)}") from None
+    else:
         raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    return datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _format_datetime(value: datetime) -> str:
@@ -111,6 +126,47 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
 converter = make_converter(strict=os.environ.get("LABRIC_STRICT_MODELS") == "1")
 
 
+def _format_exception(exc: BaseException, tp: type | None) -> str:
+    """cattrs' wording, plus what a conversion itself said (``not an ISO 8601 datetime: 'x'``)."""
+    text = cattrs.v.format_exception(exc, tp)
+    if type(exc) in (ValueError, TypeError) and str(exc) and "expected" in text:
+        text = f"{text} ({str(exc)[:120]})"
+    return _MODULE_PREFIX.sub("", text)
+
+
+_MODULE_PREFIX = re.compile(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Za-z_])")
+
+
+def _type_name(cls: Any) -> str:
+    if typing.get_origin(cls) is not None:
+        return _MODULE_PREFIX.sub("", str(cls))
+    return getattr(cls, "__name__", str(cls))
+
+
+def _json_kind(cls: Any) -> tuple[type | tuple[type, ...], str] | None:
+    """The JSON container a type needs at the top level (object or array), if any."""
+    origin = typing.get_origin(cls) or cls
+    if attrs.has(origin) or origin in (dict, typing.Mapping, Mapping):
+        return (dict, "object")
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        return (list, "array")
+    return None
+
+
+def _json_name(data: Any) -> str:
+    if data is None:
+        return "null (an empty body)"
+    kinds: dict[type, str] = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return kinds.get(type(data), f"a {type(data).__name__}")
+
+
 def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
     """Structure ``data`` into ``cls``, raising a readable validation error on a mismatch.
 
@@ -119,16 +175,22 @@ def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
         cls: The model class (or a ``list[Model]`` type).
         what: A short description for the error message, e.g. ``"GET /v1/files"``.
     """
+    name = _type_name(cls)
+    where = f" from {what}" if what else ""
+    expected = _json_kind(cls)
+    if expected is not None and not isinstance(data, expected[0]):
+        raise APIResponseValidationError(
+            f"Response{where} does not fit {name}: expected a JSON {expected[1]}, "
+            f"got {_json_name(data)}"
+        )
     try:
         return converter.structure(data, cls)
     except Exception as exc:
         problems = (
-            "; ".join(cattrs.transform_error(exc))
+            "; ".join(cattrs.transform_error(exc, format_exception=_format_exception))
             if isinstance(exc, cattrs.BaseValidationError)
-            else str(exc)
+            else f"{type(exc).__name__}: {exc}"
         )
-        name = getattr(cls, "__name__", str(cls))
-        where = f" from {what}" if what else ""
         raise APIResponseValidationError(
             f"Response{where} does not fit {name}: {problems}"
         ) from exc

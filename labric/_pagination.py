@@ -9,29 +9,33 @@ A pager is returned (not awaited) by every ``list``-style method::
         ...
 
 Pages are chained by the server's ``Link: <...>; rel="next"`` header (design.md 3.1). While the
-caller consumes one page, the next one is already being fetched (at most one page ahead). Leaving
-the loop early cancels that prefetch. ``limit`` caps the total number of items yielded.
+caller consumes one page, the next one is already being fetched in a task: at most one page ahead,
+never more, so memory stays bounded by two pages. ``limit`` caps the total number of items yielded;
+once it is reached no further page is requested.
+
+Leaving early is clean. The iterators are plain objects, not async generators, so breaking out of
+``async for`` drops the last reference to the iterator and its finalizer cancels the prefetch at
+once (an async generator would only be finalized later, by the loop). ``aclose()`` does the same and
+waits for the cancelled fetch to finish. A prefetch's failure is raised when the caller asks for
+that page, never lost and never reported twice.
 
 A pager is lazy and can be iterated more than once; each iteration starts again from the first page.
+A ``next`` link the pager has already followed in this iteration ends it with
+:class:`~labric.errors.APIResponseValidationError` rather than looping forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import (
-    AsyncGenerator,
-    Awaitable,
-    Callable,
-    Generator,
-    Iterator,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 import attrs
 
-__all__ = ["AsyncPager", "Page", "PageFetcher"]
+from labric.errors import APIResponseValidationError
+
+__all__ = ["AsyncPager", "ItemIterator", "Page", "PageFetcher", "PageIterator"]
 
 T = TypeVar("T")
 
@@ -66,6 +70,130 @@ class Page(Sequence[T]):
 PageFetcher = Callable[[str | None], Awaitable[Page[T]]]
 
 
+def _consume_result(task: asyncio.Task[Any]) -> None:
+    # Mark a prefetch's exception as retrieved: if the caller never asks for that page (it broke
+    # out early), the failure is moot and must not be logged as "never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+class PageIterator(AsyncIterator[Page[T]]):
+    """Iterates the pages of one listing, prefetching at most one page ahead.
+
+    Returned by :meth:`AsyncPager.pages`. Empty pages in the middle of a listing are skipped.
+    """
+
+    def __init__(self, fetch: PageFetcher[T], limit: int | None) -> None:
+        self._fetch = fetch
+        self._remaining = limit
+        self._started = False
+        self._finished = False
+        self._pending: asyncio.Task[Page[T]] | None = None
+        self._followed: set[str] = set()
+
+    def __aiter__(self) -> PageIterator[T]:
+        return self
+
+    async def __anext__(self) -> Page[T]:
+        while True:
+            if self._finished:
+                raise StopAsyncIteration
+            try:
+                if not self._started:
+                    self._started = True
+                    page = await self._fetch(None)
+                elif self._pending is not None:
+                    page = await self._pending
+                    self._pending = None
+                else:
+                    raise StopAsyncIteration
+            except BaseException:
+                # A failed (or cancelled) page ends the iteration; drop a prefetch still running.
+                self._finished = True
+                self._cancel_pending()
+                raise
+            if self._remaining is not None and len(page.items) >= self._remaining:
+                # The limit is reached within this page: no further request.
+                self._finished = True
+                return Page(page.items[: self._remaining], None)
+            if self._remaining is not None:
+                self._remaining -= len(page.items)
+            if page.next_url is not None:
+                self._pending = self._prefetch(page.next_url)
+            if page.items or self._pending is None:
+                return page
+
+    def _prefetch(self, url: str) -> asyncio.Task[Page[T]]:
+        if url in self._followed:
+            coro: Awaitable[Page[T]] = _refuse_loop()
+        else:
+            self._followed.add(url)
+            coro = self._fetch(url)
+        task: asyncio.Task[Page[T]] = asyncio.ensure_future(coro)
+        task.add_done_callback(_consume_result)
+        return task
+
+    def _cancel_pending(self) -> asyncio.Task[Page[T]] | None:
+        task, self._pending = self._pending, None
+        if task is not None and not task.done():
+            task.cancel()
+        return task
+
+    async def aclose(self) -> None:
+        """Stop iterating: cancel the prefetch, if any, and wait until it has finished."""
+        self._finished = True
+        task = self._cancel_pending()
+        if task is not None:
+            # asyncio.wait neither raises the task's error nor swallows our own cancellation.
+            await asyncio.wait([task])
+
+    def __del__(self) -> None:
+        # Dropped without aclose() (a ``break`` out of ``async for``): cancel the prefetch now.
+        task = self._pending
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+        if loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task.cancel()
+        else:  # finalized from another thread: cancel in the task's own loop
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(task.cancel)
+
+
+async def _refuse_loop() -> Page[Any]:
+    raise APIResponseValidationError(
+        "The server's next-page link repeats a page already fetched; stopping instead of looping"
+    )
+
+
+class ItemIterator(AsyncIterator[T]):
+    """Iterates every item of a listing, page by page. Returned by ``aiter(pager)``."""
+
+    def __init__(self, pages: PageIterator[T]) -> None:
+        self._pages = pages
+        self._items: Iterator[T] = iter(())
+
+    def __aiter__(self) -> ItemIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while True:
+            for item in self._items:
+                return item
+            page = await self._pages.__anext__()
+            self._items = iter(page.items)
+
+    async def aclose(self) -> None:
+        """Stop iterating: cancel the prefetch, if any, and wait until it has finished."""
+        await self._pages.aclose()
+
+
 class AsyncPager(Generic[T]):
     """A lazy, re-iterable listing over all pages.
 
@@ -90,37 +218,12 @@ class AsyncPager(Generic[T]):
             return Page(page.items[: self._limit], None)
         return page
 
-    async def pages(self) -> AsyncGenerator[Page[T], None]:
-        """Yield each page, fetching the next while the caller works on the current one."""
-        remaining = self._limit
-        pending: asyncio.Task[Page[T]] | None = asyncio.ensure_future(self._fetch(None))
-        try:
-            while pending is not None:
-                page = await pending
-                pending = None
-                if remaining is not None and len(page.items) >= remaining:
-                    yield Page(page.items[:remaining], None)
-                    return
-                if page.next_url is not None:
-                    pending = asyncio.ensure_future(self._fetch(page.next_url))
-                if remaining is not None:
-                    remaining -= len(page.items)
-                if page.items or pending is None:
-                    yield page
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+    def pages(self) -> PageIterator[T]:
+        """Iterate page by page (``async for page in pager.pages()``), one page prefetched."""
+        return PageIterator(self._fetch, self._limit)
 
-    async def __aiter__(self) -> AsyncGenerator[T, None]:
-        pages = self.pages()
-        try:
-            async for page in pages:
-                for item in page.items:
-                    yield item
-        finally:
-            await pages.aclose()
+    def __aiter__(self) -> ItemIterator[T]:
+        return ItemIterator(self.pages())
 
     async def to_list(self) -> list[T]:
         """Collect every item into a list."""

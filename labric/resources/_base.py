@@ -25,16 +25,38 @@ class AsyncResource:
         return f"<{type(self).__name__}>"
 
     def _parse(self, response: Response, cls: type[T]) -> T:
+        """Structure a response's JSON body into ``cls``.
+
+        Raises:
+            APIResponseValidationError: the body is not JSON or does not fit ``cls``; it carries
+                the request's method, path and request id.
+        """
+        return self._structure(response, self._json(response), cls)
+
+    @staticmethod
+    def _json(response: Response) -> Any:
+        """The decoded JSON body, or :class:`APIResponseValidationError` naming the request."""
         try:
-            data = response.json()
-        except ValueError as exc:
+            return response.json()
+        except ValueError as exc:  # includes UnicodeDecodeError
             raise APIResponseValidationError(
                 "Response body is not JSON",
                 method=response.method,
                 path=response.path,
                 request_id=response.request_id,
             ) from exc
-        return structure(data, cls, what=f"{response.method} {response.path}")
+
+    @staticmethod
+    def _structure(response: Response, data: Any, cls: type[T]) -> T:
+        try:
+            return structure(data, cls, what=f"{response.method} {response.path}")
+        except APIResponseValidationError as exc:
+            exc.method, exc.path, exc.request_id = (
+                response.method,
+                response.path,
+                response.request_id,
+            )
+            raise
 
     def _pager(
         self,
@@ -67,8 +89,9 @@ class AsyncResource:
 
         async def fetch(next_url: str | None) -> Page[T]:
             if next_url is not None and not self._transport.is_api_origin(next_url):
+                # Following it would send the API key to whoever the link names.
                 raise APIResponseValidationError(
-                    "The server's next-page link points to another host; refusing to follow it",
+                    "The server's next-page link points to another origin; refusing to follow it",
                     method=method,
                     path=path,
                 )
@@ -78,10 +101,10 @@ class AsyncResource:
                 response = await self._transport.request("GET", next_url)
             else:
                 response = await self._transport.request(method, next_url, json=body)
-            data = response.json()
+            data = self._json(response)
             if extract is not None:
                 data = extract(data)
-            items = structure(data, list[item], what=f"{method} {path}")  # type: ignore[valid-type]
+            items: list[T] = self._structure(response, data, list[item])  # type: ignore[valid-type]
             return Page(items, response.next_url)
 
         return AsyncPager(fetch, limit=limit)

@@ -1,0 +1,529 @@
+"""Transfer benchmarks: ours against peers, all against one local server, in one run.
+
+Every contender runs in its own subprocess, so its wall time, CPU seconds (user + system, from
+``wait4``) and peak RSS are its own. The server runs in another process (``labric serve``).
+
+Scenarios:
+  small   N files of 16 KiB: ours (upload_many), ours through the sync facade, a raw aiohttp loop
+          doing the same three requests per file at the same concurrency, and the official
+          ``labric`` client one by one and with ``asyncio.gather`` (when ``.venv-official`` exists).
+  big     one file up and down: ours, a raw aiohttp single stream (1 MiB ``os.pread`` chunks with
+          a Content-Length up; ``iter_chunked`` to a file down), ``curl`` against the same signed
+          URLs, and the official client's upload.
+  rss     peak RSS of our upload and download of files of several sizes (must stay flat).
+
+Usage::
+
+    python -m benchmarks.transfer                      # everything, default sizes
+    python -m benchmarks.transfer --only small --files 500
+    python -m benchmarks.transfer --big-mib 256 --rss-mib 256,1024
+
+Results: a Markdown table on stdout and JSON in ``.bench-data/transfer.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFICIAL_VENV = Path(os.environ.get("LABRIC_OFFICIAL_VENV", ROOT / ".venv-official"))
+MiB = 1024 * 1024
+
+
+# -- harness ------------------------------------------------------------------------------------
+
+
+def run_contender(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one contender process; return its JSON report plus CPU seconds and peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir()
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.stdout:
+        proc.stdout.close()
+    if proc.stderr:
+        proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} failed ({code}):\n{err[-3000:]}")
+    report = json.loads(out.strip().splitlines()[-1])
+    report["process_wall_s"] = wall
+    report["cpu_s"] = usage.ru_utime + usage.ru_stime
+    report["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return report
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labric.cli", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    env: dict[str, str] = {}
+    while len(env) < 2:
+        line = proc.stdout.readline().decode().strip()
+        if not line:
+            raise RuntimeError("labric serve exited before printing its address")
+        key, _, value = line.partition("=")
+        env[key] = value
+    return proc, env["LABRIC_API_BASE_URL"], env["LABRIC_API_KEY"]
+
+
+def me(*args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.transfer", "--worker", *args]
+
+
+def official(*args: str) -> list[str]:
+    return [
+        str(OFFICIAL_VENV / "bin" / "python"),
+        str(ROOT / "benchmarks" / "official_worker.py"),
+        *args,
+    ]
+
+
+def make_small_files(root: Path, count: int, size: int) -> Path:
+    folder = root / "small"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"well_{i:05d}.csv").write_bytes(os.urandom(size))
+    return folder
+
+
+def make_big_file(path: Path, size: int) -> Path:
+    block = os.urandom(MiB)
+    with open(path, "wb") as fh:
+        for _ in range(size // MiB):
+            fh.write(block)
+        fh.write(block[: size % MiB])
+    return path
+
+
+# -- workers (run in their own process) ---------------------------------------------------------
+
+
+async def worker_ours_small(
+    base_url: str, key: str, folder: str, concurrency: int
+) -> dict[str, Any]:
+    from labric import AsyncLabric, TransferConfig
+
+    transfer = TransferConfig(concurrency=concurrency, state_dir=tempfile.mkdtemp())
+    async with AsyncLabric(key, base_url=base_url, transfer=transfer) as client:
+        started = time.perf_counter()
+        outcomes = await client.files.upload_many([folder], concurrency=concurrency)
+        elapsed = time.perf_counter() - started
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
+    return {"files": len(outcomes), "seconds": elapsed}
+
+
+def worker_sync_small(base_url: str, key: str, folder: str, concurrency: int) -> dict[str, Any]:
+    from labric import Labric, TransferConfig  # type: ignore[attr-defined]
+
+    transfer = TransferConfig(concurrency=concurrency, state_dir=tempfile.mkdtemp())
+    with Labric(key, base_url=base_url, transfer=transfer) as client:
+        started = time.perf_counter()
+        outcomes = client.files.upload_many([folder], concurrency=concurrency)
+        elapsed = time.perf_counter() - started
+    assert all(o.ok for o in outcomes)
+    return {"files": len(outcomes), "seconds": elapsed}
+
+
+async def worker_raw_small(
+    base_url: str, key: str, folder: str, concurrency: int
+) -> dict[str, Any]:
+    import aiohttp
+
+    files = sorted(Path(folder).iterdir())
+    auth = {"Authorization": f"Bearer {key}"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(f"{base_url}/v1/job-executions", json={}, headers=auth) as r:
+            execution = (await r.json())["job_execution_id"]
+        queue: asyncio.Queue[Path] = asyncio.Queue()
+        for f in files:
+            queue.put_nowait(f)
+
+        async def loop() -> None:
+            while not queue.empty():
+                path = queue.get_nowait()
+                data = path.read_bytes()
+                body = {"file_name": path.name, "job_execution_id": execution}
+                async with session.post(
+                    f"{base_url}/v1/files/upload-url", json=body, headers=auth
+                ) as r:
+                    ticket = await r.json()
+                headers = {**ticket["headers"], "Content-Length": str(len(data))}
+                async with session.put(ticket["upload_url"], data=data, headers=headers) as r:
+                    r.raise_for_status()
+                async with session.post(
+                    f"{base_url}/v1/files/{ticket['file_id']}/confirm-upload", headers=auth
+                ) as r:
+                    r.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"files": len(files), "seconds": elapsed}
+
+
+async def worker_ours_big(base_url: str, key: str, path: str, direction: str) -> dict[str, Any]:
+    from labric import AsyncLabric, TransferConfig
+
+    transfer = TransferConfig(state_dir=tempfile.mkdtemp())
+    size = os.path.getsize(path) if direction == "up" else 0
+    async with AsyncLabric(key, base_url=base_url, transfer=transfer) as client:
+        if direction == "up":
+            started = time.perf_counter()
+            uploaded = await client.files.upload(path)
+            elapsed = time.perf_counter() - started
+            return {"bytes": size, "seconds": elapsed, "file_id": uploaded.file_id}
+        file_id, dest = path.split("::", 1)
+        started = time.perf_counter()
+        out = await client.files.download(file_id, dest, overwrite=True)
+        elapsed = time.perf_counter() - started
+        return {"bytes": os.path.getsize(out), "seconds": elapsed}
+
+
+async def worker_raw_big(base_url: str, key: str, path: str, direction: str) -> dict[str, Any]:
+    import aiohttp
+
+    auth = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        if direction == "up":
+            size = os.path.getsize(path)
+            async with session.post(f"{base_url}/v1/job-executions", json={}, headers=auth) as r:
+                execution = (await r.json())["job_execution_id"]
+            body = {"file_name": "raw.bin", "job_execution_id": execution}
+            async with session.post(
+                f"{base_url}/v1/files/upload-url", json=body, headers=auth
+            ) as r:
+                ticket = await r.json()
+            fd = os.open(path, os.O_RDONLY)
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                for offset in range(0, size, MiB):
+                    yield await asyncio.to_thread(os.pread, fd, MiB, offset)
+
+            headers = {**ticket["headers"], "Content-Length": str(size)}
+            started = time.perf_counter()
+            async with session.put(ticket["upload_url"], data=chunks(), headers=headers) as r:
+                r.raise_for_status()
+            async with session.post(
+                f"{base_url}/v1/files/{ticket['file_id']}/confirm-upload", headers=auth
+            ) as r:
+                r.raise_for_status()
+            elapsed = time.perf_counter() - started
+            os.close(fd)
+            return {"bytes": size, "seconds": elapsed}
+        url, dest = path.split("::", 1)
+        started = time.perf_counter()
+        total = 0
+        async with session.get(url) as r:
+            r.raise_for_status()
+            with open(dest, "wb") as fh:
+                async for chunk in r.content.iter_chunked(MiB):
+                    fh.write(chunk)
+                    total += len(chunk)
+        return {"bytes": total, "seconds": time.perf_counter() - started}
+
+
+def worker(argv: list[str]) -> None:
+    kind, *args = argv
+    result: dict[str, Any]
+    if kind == "ours-small":
+        result = asyncio.run(worker_ours_small(args[0], args[1], args[2], int(args[3])))
+    elif kind == "sync-small":
+        result = worker_sync_small(args[0], args[1], args[2], int(args[3]))
+    elif kind == "raw-small":
+        result = asyncio.run(worker_raw_small(args[0], args[1], args[2], int(args[3])))
+    elif kind == "ours-big":
+        result = asyncio.run(worker_ours_big(args[0], args[1], args[2], args[3]))
+    elif kind == "raw-big":
+        result = asyncio.run(worker_raw_big(args[0], args[1], args[2], args[3]))
+    else:
+        raise SystemExit(f"unknown worker {kind}")
+    print(json.dumps(result))
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+def _fresh_key(data_dir: Path) -> str:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labric.cli",
+            "keys",
+            "create",
+            "--data-dir",
+            str(data_dir),
+            "--scopes",
+            "read,write",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1].split("=")[-1]
+
+
+def scenario_small(
+    work: Path, base_url: str, key: str, files: int, concurrency: int
+) -> list[dict[str, Any]]:
+    folder = make_small_files(work, files, 16 * 1024)
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, argv: list[str]) -> None:
+        report = run_contender(argv)
+        report["files_per_s"] = report["files"] / report["seconds"]
+        report["contender"] = name
+        rows.append(report)
+        print(f"  small: {name}: {report['files_per_s']:.0f} files/s", file=sys.stderr)
+
+    add(
+        "labric upload_many (async)", me("ours-small", base_url, key, str(folder), str(concurrency))
+    )
+    add(
+        "labric upload_many (sync facade)",
+        me("sync-small", base_url, key, str(folder), str(concurrency)),
+    )
+    add("raw aiohttp loop", me("raw-small", base_url, key, str(folder), str(concurrency)))
+    if (OFFICIAL_VENV / "bin" / "python").exists():
+        origin = base_url.rsplit("/api", 1)[0]
+        add("official client, one by one", official("small-serial", origin, key, str(folder)))
+        add(
+            "official client, asyncio.gather",
+            official("small-gather", origin, key, str(folder), str(concurrency)),
+        )
+    return rows
+
+
+def scenario_big(work: Path, base_url: str, key: str, size: int) -> list[dict[str, Any]]:
+    path = make_big_file(work / "big.bin", size)
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, direction: str, report: dict[str, Any]) -> None:
+        report["contender"] = name
+        report["direction"] = direction
+        report["mb_per_s"] = report["bytes"] / report["seconds"] / 1e6
+        rows.append(report)
+        print(f"  big {direction}: {name}: {report['mb_per_s']:.0f} MB/s", file=sys.stderr)
+
+    up = run_contender(me("ours-big", base_url, key, str(path), "up"))
+    add("labric upload", "up", up)
+    add(
+        "raw aiohttp single stream",
+        "up",
+        run_contender(me("raw-big", base_url, key, str(path), "up")),
+    )
+    if (OFFICIAL_VENV / "bin" / "python").exists():
+        origin = base_url.rsplit("/api", 1)[0]
+        add(
+            "official client upload",
+            "up",
+            run_contender(official("big-up", origin, key, str(path))),
+        )
+
+    dest = work / "down.bin"
+    add(
+        "labric download",
+        "down",
+        run_contender(me("ours-big", base_url, key, f"{up['file_id']}::{dest}", "down")),
+    )
+    url = asyncio.run(_download_url(base_url, key, up["file_id"]))
+    add(
+        "raw aiohttp single stream",
+        "down",
+        run_contender(me("raw-big", base_url, key, f"{url}::{dest}", "down")),
+    )
+    if shutil.which("curl"):
+        started = time.perf_counter()
+        subprocess.run(["curl", "-sS", "-f", "-o", str(dest), url], check=True)
+        add(
+            "curl",
+            "down",
+            {"bytes": os.path.getsize(dest), "seconds": time.perf_counter() - started},
+        )
+        ticket = asyncio.run(_ticket(base_url, key, "curl.bin"))
+        args = ["curl", "-sS", "-f", "-X", "PUT", "-T", str(path)]
+        for name, value in ticket["headers"].items():
+            args += ["-H", f"{name}: {value}"]
+        started = time.perf_counter()
+        subprocess.run([*args, ticket["upload_url"]], check=True, stdout=subprocess.DEVNULL)
+        add("curl", "up", {"bytes": size, "seconds": time.perf_counter() - started})
+    dest.unlink(missing_ok=True)
+    path.unlink()
+    return rows
+
+
+async def _download_url(base_url: str, key: str, file_id: str) -> str:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(
+            f"{base_url}/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {key}"}
+        ) as r,
+    ):
+        return str((await r.json())["download_url"])
+
+
+async def _ticket(base_url: str, key: str, name: str) -> dict[str, Any]:
+    import aiohttp
+
+    auth = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base_url}/v1/job-executions", json={}, headers=auth) as r:
+            execution = (await r.json())["job_execution_id"]
+        body = {"file_name": name, "job_execution_id": execution}
+        async with s.post(f"{base_url}/v1/files/upload-url", json=body, headers=auth) as r:
+            return dict(await r.json())
+
+
+def scenario_rss(work: Path, base_url: str, key: str, sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for size in sizes:
+        path = make_big_file(work / f"rss-{size}.bin", size)
+        up = run_contender(me("ours-big", base_url, key, str(path), "up"))
+        down = run_contender(
+            me("ours-big", base_url, key, f"{up['file_id']}::{work / 'rss-down.bin'}", "down")
+        )
+        for direction, report in (("up", up), ("down", down)):
+            rows.append(
+                {
+                    "size_mib": size // MiB,
+                    "direction": direction,
+                    "peak_rss_mib": report["peak_rss_mib"],
+                    "mb_per_s": report["bytes"] / report["seconds"] / 1e6,
+                }
+            )
+            print(
+                f"  rss {size // MiB} MiB {direction}: {report['peak_rss_mib']:.0f} MiB",
+                file=sys.stderr,
+            )
+        path.unlink()
+        (work / "rss-down.bin").unlink(missing_ok=True)
+    return rows
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Render the results as Markdown tables (ratios are ours ÷ theirs: above 1 means faster)."""
+    lines: list[str] = []
+    small = results.get("small")
+    if small:
+        ours = next(r for r in small if r["contender"] == "labric upload_many (async)")
+        lines += [
+            _row("small files (16 KiB)", "files/s", "ours ÷ this", "CPU s", "peak RSS MiB"),
+            _row("---", "---:", "---:", "---:", "---:"),
+        ]
+        for r in small:
+            ratio = ours["files_per_s"] / r["files_per_s"]
+            lines.append(
+                _row(
+                    r["contender"],
+                    f"{r['files_per_s']:.0f}",
+                    f"{ratio:.2f}×",
+                    f"{r['cpu_s']:.1f}",
+                    f"{r['peak_rss_mib']:.0f}",
+                )
+            )
+        lines.append("")
+    big = results.get("big")
+    if big:
+        lines += [
+            _row("big file", "direction", "MB/s", "ours ÷ this", "CPU s", "peak RSS MiB"),
+            _row("---", "---", "---:", "---:", "---:", "---:"),
+        ]
+        for direction in ("up", "down"):
+            rows = [r for r in big if r["direction"] == direction]
+            ours = next(r for r in rows if r["contender"].startswith("labric"))
+            for r in rows:
+                lines.append(
+                    _row(
+                        r["contender"],
+                        direction,
+                        f"{r['mb_per_s']:.0f}",
+                        f"{ours['mb_per_s'] / r['mb_per_s']:.2f}×",
+                        f"{r['cpu_s']:.1f}" if "cpu_s" in r else "–",
+                        f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "–",
+                    )
+                )
+        lines.append("")
+    rss = results.get("rss")
+    if rss:
+        lines += [
+            _row("file size", "direction", "peak RSS MiB", "MB/s"),
+            _row("---:", "---", "---:", "---:"),
+        ]
+        for r in rss:
+            lines.append(
+                _row(
+                    f"{r['size_mib']} MiB",
+                    r["direction"],
+                    f"{r['peak_rss_mib']:.0f}",
+                    f"{r['mb_per_s']:.0f}",
+                )
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--worker":
+        worker(argv[1:])
+        return
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer")
+    parser.add_argument("--only", choices=["small", "big", "rss"], action="append")
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--rss-mib", default="1024,4096")
+    parser.add_argument("--work-dir", default=None)
+    args = parser.parse_args(argv)
+    only = set(args.only or ["small", "big", "rss"])
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="labric-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    server, base_url, key = start_server(work / "server")
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    }
+    try:
+        if "small" in only:
+            results["small"] = scenario_small(work, base_url, key, args.files, args.concurrency)
+        if "big" in only:
+            results["big"] = scenario_big(work, base_url, key, args.big_mib * MiB)
+        if "rss" in only:
+            sizes = [int(s) * MiB for s in args.rss_mib.split(",") if s]
+            results["rss"] = scenario_rss(work, base_url, key, sizes)
+    finally:
+        server.terminate()
+        server.wait()
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    out = ROOT / ".bench-data"
+    out.mkdir(exist_ok=True)
+    (out / "transfer.json").write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""The server's metadata store: one SQLite database, owned by one thread, migrated in order.
+
+Threading model
+    A :class:`Database` owns exactly one ``sqlite3.Connection`` and one single-worker thread pool;
+    the connection is created in that thread and only ever used there. Every operation is a plain
+    function ``fn(conn, *args)`` submitted to the thread (:meth:`Database.run` from the event loop,
+    :meth:`Database.run_sync` from any other thread). Because there is one worker, operations run
+    one at a time, in submission order, each inside its own ``BEGIN IMMEDIATE`` transaction: a
+    read-modify-write done inside one function is atomic with respect to every other request of
+    this process, and the immediate lock serialises it against other processes sharing the data
+    directory (``labric keys create`` while a server runs), with a busy timeout.
+
+Invariants
+    * ``PRAGMA foreign_keys=ON`` on every connection; WAL journal; ``synchronous=NORMAL`` (a power
+      cut may lose the last commits but never corrupts the database; blob bytes are fsynced by
+      :mod:`labric.server.blobs` before any row points at them).
+    * The schema version lives in ``schema_version``. :data:`MIGRATIONS` is append-only: a
+      release adds migrations at the end and never edits a published one. A database written by
+      a newer release (a version above the last known migration) is refused rather than guessed at.
+    * Timestamps are stored as fixed-width UTC ISO 8601 strings (``2025-01-02T03:04:05.000006Z``),
+      which sort lexicographically in time order and round-trip exactly.
+
+Failure behaviour
+    An exception raised by an operation rolls its transaction back and propagates to the awaiting
+    caller unchanged. Closing waits for the operation in progress, then closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+__all__ = [
+    "MIGRATIONS",
+    "Database",
+    "DatabaseError",
+    "Migration",
+    "from_iso",
+    "iso",
+    "migrate",
+]
+
+T = TypeVar("T")
+
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def iso(ts: float) -> str:
+    """Format a Unix timestamp as the stored (and wire) UTC ISO 8601 form."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime(_ISO_FORMAT)
+
+
+def from_iso(text: str) -> float:
+    """Parse a stored timestamp back into a Unix timestamp."""
+    return datetime.strptime(text, _ISO_FORMAT).replace(tzinfo=UTC).timestamp()
+
+
+class DatabaseError(Exception):
+    """The data directory's database cannot be used (e.g. written by a newer release)."""
+
+
+class Migration(NamedTuple):
+    """One schema step: ``version`` (1, 2, ...), a short ``name`` and the SQL to run."""
+
+    version: int
+    name: str
+    sql: str
+
+
+_INITIAL_SCHEMA = """
+CREATE TABLE organisations (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE server_meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+
+CREATE TABLE instruments (
+    id          TEXT PRIMARY KEY,
+    org_id      TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX instruments_org ON instruments(org_id);
+
+CREATE TABLE jobs (
+    id              TEXT PRIMARY KEY,
+    org_id          TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    description     TEXT,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    publish_status  TEXT NOT NULL DEFAULT 'draft',
+    created_at      TEXT NOT NULL,
+    UNIQUE (org_id, name)
+);
+
+CREATE TABLE job_executions (
+    id            TEXT PRIMARY KEY,
+    org_id        TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    job_id        TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    status        TEXT NOT NULL,
+    off_platform  INTEGER NOT NULL,
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    completed_at  TEXT,
+    timeout_at    TEXT
+);
+CREATE INDEX job_executions_org_job ON job_executions(org_id, job_id);
+CREATE INDEX job_executions_timeout ON job_executions(status, timeout_at)
+    WHERE timeout_at IS NOT NULL;
+
+CREATE TABLE api_keys (
+    id                TEXT PRIMARY KEY,
+    prefix            TEXT NOT NULL UNIQUE,
+    secret_hash       TEXT NOT NULL,
+    org_id            TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    scopes            TEXT NOT NULL,
+    created_at        TEXT NOT NULL,
+    expires_at        TEXT,
+    revoked           INTEGER NOT NULL DEFAULT 0,
+    job_execution_id  TEXT REFERENCES job_executions(id) ON DELETE CASCADE
+);
+
+-- seq orders files that share a created_at (newest first, stable); id is the public id.
+CREATE TABLE files (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                TEXT NOT NULL UNIQUE,
+    org_id            TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    file_name         TEXT NOT NULL,
+    original_path     TEXT NOT NULL,
+    content_type      TEXT NOT NULL,
+    size_bytes        INTEGER,
+    crc32c            TEXT,
+    status            TEXT NOT NULL CHECK (status IN ('pending', 'confirmed')),
+    source_type       TEXT NOT NULL,
+    instrument_id     TEXT REFERENCES instruments(id) ON DELETE SET NULL,
+    job_execution_id  TEXT REFERENCES job_executions(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    confirmed_at      TEXT,
+    part_size         INTEGER,
+    expected_size     INTEGER,
+    expected_crc32c   TEXT,
+    -- 0 while no object is stored; else the generation naming the object's blob.
+    generation        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX files_listing ON files(org_id, status, created_at, seq);
+CREATE INDEX files_instrument ON files(org_id, instrument_id, status);
+CREATE INDEX files_pending_path ON files(org_id, instrument_id, original_path)
+    WHERE status = 'pending';
+
+CREATE TABLE upload_parts (
+    file_id     TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    number      INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    crc32c      TEXT NOT NULL,
+    -- names the part's blob; a re-sent part gets a new generation.
+    generation  INTEGER NOT NULL,
+    PRIMARY KEY (file_id, number)
+);
+
+CREATE TABLE idempotency (
+    key_id      TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+    idem_key    TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    headers     TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (key_id, idem_key, method, path)
+);
+CREATE INDEX idempotency_age ON idempotency(created_at);
+"""
+
+#: Every schema step since the first release, in order. Append only.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "organisations, keys, instruments, jobs, executions, files, idempotency",
+              _INITIAL_SCHEMA),
+)
+
+
+def _casefold(value: str | None) -> str | None:
+    return value.casefold() if isinstance(value, str) else None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database at ``path`` with the server's settings and bring its schema up to date.
+
+    The connection is in autocommit mode (transactions are explicit) and belongs to the calling
+    thread.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        # Unicode-aware case folding for the files query (SQLite's lower() is ASCII only).
+        conn.create_function("casefold", 1, _casefold, deterministic=True)
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration the database has not seen yet; return the resulting version.
+
+    Raises:
+        DatabaseError: the database was written by a newer release.
+    """
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            current = 0
+        else:
+            current = int(row[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    latest = MIGRATIONS[-1].version
+    if current > latest:
+        raise DatabaseError(
+            f"The database is at schema version {current}, newer than this release knows "
+            f"({latest}); upgrade labric to use this data directory"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= current:
+            continue
+        try:
+            # executescript runs the whole step, version bump included, as one transaction.
+            conn.executescript(
+                "BEGIN IMMEDIATE;\n"
+                f"{migration.sql}\n"
+                f"UPDATE schema_version SET version = {migration.version};\n"
+                "COMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        current = migration.version
+    return current
+
+
+class Database:
+    """The metadata store, served by one dedicated thread (see the module docstring).
+
+    Args:
+        path: The SQLite file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.path}>"
+
+    def _open_in_thread(self) -> None:
+        self._conn = connect(self.path)
+
+    def _close_in_thread(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise DatabaseError("The database is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def open_sync(self) -> None:
+        """Start the thread and open (and migrate) the database, blocking until done."""
+        with self._lock:
+            if self._executor is not None:
+                return
+            executor = ThreadPoolExecutor(1, thread_name_prefix="labric-db")
+            try:
+                executor.submit(self._open_in_thread).result()
+            except BaseException:
+                executor.shutdown(wait=True)
+                raise
+            self._executor = executor
+
+    async def open(self) -> None:
+        """Like :meth:`open_sync`, without blocking the event loop."""
+        await asyncio.to_thread(self.open_sync)
+
+    def close_sync(self) -> None:
+        """Wait for the operation in progress, close the connection and stop the thread."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            executor.submit(self._close_in_thread).result()
+        finally:
+            executor.shutdown(wait=True)
+
+    async def close(self) -> None:
+        """Like :meth:`close_sync`, without blocking the event loop."""
+        await asyncio.to_thread(self.close_sync)
+
+    def _require(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            raise DatabaseError("The database is not open")
+        return executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction on the database thread and await it."""
+        future = self._require().submit(self._transaction, fn, args)
+        return await asyncio.wrap_future(future)
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction and block until it is done.
+
+        For synchronous callers on other threads (helpers, the CLI). Never call it from the
+        database thread itself.
+        """
+        return self._require().submit(self._transaction, fn, args).result()
