@@ -58,3 +58,37 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks against a local server (results in .bench-data/)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+OFFICIAL_CLIENT = "labric==0.14.17"
+
+
+@nox.session(python=PY)
+def compat(session: nox.Session) -> None:
+    """Check the official client (PyPI labric 0.14.17) against the local server.
+
+    The official package is also imported as ``labric``, so it gets its own virtualenv,
+    ``.venv-official`` (or ``$LABRIC_OFFICIAL_VENV``), created or refreshed here.
+    """
+    import os
+    from pathlib import Path
+
+    venv = Path(os.environ.get("LABRIC_OFFICIAL_VENV") or ".venv-official").resolve()
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        session.run("python", "-m", "venv", str(venv))
+    session.run(
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--upgrade",
+        OFFICIAL_CLIENT,
+        "httpx",
+        external=True,
+    )
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "-q", "tests/compat", *session.posargs, env={"LABRIC_OFFICIAL_VENV": str(venv)}
+    )

@@ -8,6 +8,7 @@ from labric import errors, models
 from labric._client import AsyncLabric
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._pagination import AsyncPager, Page
+from labric._sync import Labric
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
@@ -29,6 +30,7 @@ __all__ = [
     "AsyncPager",
     "ClientConfig",
     "ConfigurationError",
+    "Labric",
     "LabricError",
     "NotFoundError",
     "Page",

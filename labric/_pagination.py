@@ -17,7 +17,7 @@ Leaving early is clean. The iterators are plain objects, not async generators, s
 ``async for`` drops the last reference to the iterator and its finalizer cancels the prefetch at
 once (an async generator would only be finalized later, by the loop). ``aclose()`` does the same and
 waits for the cancelled fetch to finish. A prefetch's failure is raised when the caller asks for
-that page, never lost and never reported twice.
+that page; if the caller stops before that page, the failure is dropped without a report.
 
 A pager is lazy and can be iterated more than once; each iteration starts again from the first page.
 A ``next`` link the pager has already followed in this iteration ends it with
@@ -191,6 +191,7 @@ class ItemIterator(AsyncIterator[T]):
 
     async def aclose(self) -> None:
         """Stop iterating: cancel the prefetch, if any, and wait until it has finished."""
+        self._items = iter(())
         await self._pages.aclose()
 
 

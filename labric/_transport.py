@@ -6,6 +6,9 @@ Design:
   to the loop that created them; the transport records that loop and refuses (with a
   :class:`~labric.errors.UsageError`) to be used from another one. The connector's pool size comes
   from the config; its ``connect`` timeout includes the wait for a free slot.
+* **Bodies.** API responses are read whole and decompressed; storage streams are handed over as
+  the stored bytes (``Accept-Encoding: identity``, no decompression), since checksums and byte
+  ranges refer to those.
 * **Timeouts per request, not per body.** ``sock_read`` fails a socket that stays silent; there is
   no ``total`` limit by default, so a multi-GB transfer is never killed for being long.
 * **Auth only for the API's origin.** ``Authorization: Bearer`` goes on requests to the configured
@@ -465,6 +468,10 @@ class Transport:
                     method, url, query, json, data, send_headers, timeout
                 )
             except APIConnectionError as exc:
+                if self._closed:
+                    raise ClientClosedError(
+                        "The client was closed while this request was in flight."
+                    ) from exc
                 if attempt >= retries:
                     raise
                 await self.sleep_before_retry(
@@ -508,6 +515,9 @@ class Transport:
                     headers=self._headers(current, headers),
                     timeout=client_timeout,
                     allow_redirects=False,
+                    # API bodies are JSON: undo any Content-Encoding (the session's default is
+                    # off, so storage streams hand over the stored bytes exactly).
+                    auto_decompress=True,
                 ) as resp:
                     content = await resp.read()
                     result = Response(
@@ -598,6 +608,9 @@ class Transport:
         # storage shares the API's origin (as on the local server).
         headers: CIMultiDict[str] = CIMultiDict(extra or {})
         headers.popall("Authorization", None)
+        # Stream bodies are not decompressed, so ask for the stored bytes unless told otherwise
+        # (checksums and ranges are over those bytes).
+        headers.setdefault("Accept-Encoding", "identity")
         return headers
 
     async def retrying(
@@ -621,6 +634,10 @@ class Transport:
                     attempt, exc.headers, method=method, url=url, why=str(exc.status_code)
                 )
             except APIConnectionError as exc:
+                if self._closed:
+                    raise ClientClosedError(
+                        "The client was closed while this request was in flight."
+                    ) from exc
                 if attempt >= retries:
                     raise
                 await self.sleep_before_retry(

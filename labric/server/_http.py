@@ -58,9 +58,7 @@ def json_response(
 ) -> web.Response:
     """A JSON response with compact encoding."""
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return web.Response(
-        body=body, status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 def error_response(
@@ -113,9 +111,7 @@ async def read_json_object(
     if data is None and optional:
         return {}
     if not isinstance(data, dict):
-        raise HTTPError(
-            422, [_problem(["body"], "The body must be a JSON object", "dict_type")]
-        )
+        raise HTTPError(422, [_problem(["body"], "The body must be a JSON object", "dict_type")])
     return data
 
 

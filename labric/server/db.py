@@ -184,8 +184,9 @@ CREATE INDEX idempotency_age ON idempotency(created_at);
 
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "organisations, keys, instruments, jobs, executions, files, idempotency",
-              _INITIAL_SCHEMA),
+    Migration(
+        1, "organisations, keys, instruments, jobs, executions, files, idempotency", _INITIAL_SCHEMA
+    ),
 )
 
 

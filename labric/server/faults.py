@@ -21,8 +21,9 @@ Resets
     otherwise right after the first chunk), ``pace`` aborts the transport and raises
     :class:`ConnectionResetError`, as a real dropped connection would. A handler that never calls
     ``pace`` runs to the end and its connection is aborted before the response is sent. Either way
-    the middleware then raises an HTTP exception that aiohttp cannot write to the closed transport,
-    so the client sees the connection drop and the server logs nothing but its access line.
+    the middleware then raises :class:`InjectedReset`, an HTTP exception that aiohttp cannot write
+    to the closed transport, so the client sees the connection drop and nothing is logged but the
+    access line.
 
 Bandwidth
     ``bandwidth`` caps each request's body stream: ``pace`` sleeps until the bytes seen so far
@@ -60,6 +61,7 @@ __all__ = [
     "FaultConfig",
     "FaultConfigError",
     "FaultInjector",
+    "InjectedReset",
     "RequestFault",
     "pace",
     "parse_faults",
@@ -173,7 +175,7 @@ class FaultConfig:
         """Return the CLI form of the settings that differ from the defaults (``""`` if none)."""
         defaults = FaultConfig()
         parts = [
-            f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+            f"{name}={value!r}"
             for name, value in attrs.asdict(self).items()
             if value != getattr(defaults, name)
         ]
@@ -308,8 +310,12 @@ class RequestFault:
 FAULT_KEY: Final = web.RequestKey("labric.fault", RequestFault)
 
 
-class _ResetResponse(web.HTTPInternalServerError):
-    """Raised after the transport is aborted: aiohttp fails to write it and drops it quietly."""
+class InjectedReset(web.HTTPInternalServerError):
+    """Raised by the middleware once a request's connection is reset.
+
+    The transport is already closed, so aiohttp's attempt to write this response fails and is
+    dropped quietly. Middlewares outside this one should re-raise it unchanged rather than log it.
+    """
 
 
 class FaultInjector:
@@ -408,10 +414,10 @@ class FaultInjector:
             # Whatever the handler made of the reset (or of anything else), the client gets
             # nothing more.
             state.abort(request)
-            raise _ResetResponse() from None
+            raise InjectedReset() from None
         # The handler finished without streaming past the reset point: reset before responding.
         state.abort(request)
-        raise _ResetResponse()
+        raise InjectedReset()
 
 
 def _fault_response(status: int, kind: str, detail: str) -> web.Response:

@@ -139,8 +139,10 @@ def listed(files: list[Any], file_id: str) -> Any:
 
 def run(origin: str, api_key: str) -> Report:
     """Run every check in order; later checks skip what an earlier failure left missing."""
-    from labric import AsyncLabric, Labric, StartJobExecutionSchema
+    # The official package's names (this runs in its venv, not ours).
     from labric.core.api_error import ApiError
+
+    from labric import AsyncLabric, Labric, StartJobExecutionSchema
 
     report = Report()
     client = Labric(base_url=origin, api_key=api_key, max_retries=0, timeout=60)
@@ -175,7 +177,7 @@ def run(origin: str, api_key: str) -> Report:
         client.jobs.close(again.job_execution_id, status="failed")
 
     # 1. The signed-URL upload (create_upload_url, PUT, confirm_upload) from bytes.
-    big = csv_bytes(3000)  # ~110 KB, so the 64 KiB preview is truncated
+    big = csv_bytes(3000)  # ~80 KB, so the 64 KiB preview is truncated
     with report.check("files.upload (signed URL, bytes) with job_execution_id") as c:
         expect(execution_id is not None, "needs an execution")
         uploaded = client.files.upload(
@@ -200,7 +202,7 @@ def run(origin: str, api_key: str) -> Report:
             k: v for k, v in content.model_dump(mode="json").items() if k != "text_preview"
         }
         expect(content.file_id == state["big"].file_id, "a different file_id")
-        expect(content.preview_truncated is True, "preview_truncated is not true for 110 KB")
+        expect(content.preview_truncated is True, "preview_truncated is not true for 80 KB")
         expected_preview = big[:PREVIEW_BYTES].decode()
         expect(
             content.text_preview == expected_preview,
@@ -240,6 +242,27 @@ def run(origin: str, api_key: str) -> Report:
         expect(content.text_preview == multi.decode(), "preview differs")
         expect(fetch(content.download_url) == multi, "downloaded bytes differ")
         state["multi"] = raw.data
+
+    with report.check("files.upload of an empty file (Content-Length: 0)") as c:
+        empty = client.files.upload(file=("compat-empty.txt", b""), job_execution_id=execution_id)
+        c["detail"] = empty.model_dump(mode="json")
+        content = client.files.get_content(empty.file_id)
+        expect(content.text_preview in ("", None), f"preview {content.text_preview!r}")
+        expect(content.preview_truncated is False, "preview_truncated is true")
+        expect(fetch(content.download_url) == b"", "downloaded bytes are not empty")
+
+    unicode_name = "compat résumé data (v2).txt"
+    with report.check("non-ASCII file name with spaces, both upload routes") as c:
+        signed = client.files.upload(file=(unicode_name, b"abc"), job_execution_id=execution_id)
+        raw = client.files.with_raw_response.upload(
+            file=(unicode_name, b"def", "text/plain"), job_execution_id=execution_id
+        )
+        c["detail"] = {"signed": signed.file_name, "multipart": raw.data.file_name}
+        expect(signed.file_name == unicode_name, f"signed URL: file_name {signed.file_name!r}")
+        expect(raw.data.file_name == unicode_name, f"multipart: file_name {raw.data.file_name!r}")
+        found = [f.file_id for f in client.files.list(query="résumé")]
+        expect({signed.file_id, raw.data.file_id} <= set(found), "query 'résumé' misses them")
+        expect(fetch(client.files.get_content(raw.data.file_id).download_url) == b"def", "bytes")
 
     # 4. The async client's signed-URL upload (reads in worker threads, async chunk iterator).
     payload = bytes(range(256)) * 800  # ~200 KB of binary

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
+from labric import AsyncLabric, RetryPolicy
+from labric.server import LocalServer
 from labric.server.faults import (
     FAULT_HEADER,
     FaultConfig,
@@ -104,6 +110,33 @@ def test_from_json_rejects(data: Any, message: str) -> None:
         FaultConfig.from_json(data)
 
 
+@given(
+    fractions=st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    latency_ms=st.floats(0, 1e4),
+    bandwidth=st.integers(0, 10**10),
+    seed=st.none() | st.integers(-(2**63), 2**63),
+    retry_after=st.integers(0, 3600),
+)
+def test_spec_and_json_round_trip(
+    fractions: list[float], latency_ms: float, bandwidth: int, seed: int | None, retry_after: int
+) -> None:
+    scale = max(1.0, sum(fractions))
+    error, throttle, reset = (f / scale for f in fractions)
+    if error + throttle + reset > 1:
+        reset = max(0.0, 1 - error - throttle)
+    config = FaultConfig(
+        error=error,
+        throttle=throttle,
+        reset=reset,
+        latency_ms=latency_ms,
+        bandwidth=bandwidth,
+        seed=seed,
+        retry_after=retry_after,
+    )
+    assert parse_faults(config.to_spec()) == config
+    assert FaultConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
 def test_active() -> None:
     assert not FaultConfig().active
     assert not FaultConfig(seed=4, retry_after=5).active
@@ -187,11 +220,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture(autouse=True)
 def no_server_errors(caplog: pytest.LogCaptureFixture) -> Any:
-    """Injected faults must not make aiohttp log handler errors."""
-    with caplog.at_level(logging.WARNING, logger="aiohttp"):
+    """Injected faults must not make aiohttp (or the server) log handler errors."""
+    with caplog.at_level(logging.WARNING):
         yield
     records = caplog.get_records("call")
-    noisy = [r.getMessage() for r in records if r.name.startswith("aiohttp")]
+    noisy = [r.getMessage() for r in records if r.name.startswith(("aiohttp", "labric"))]
     assert noisy == []
 
 
@@ -203,6 +236,19 @@ async def outcome(session: aiohttp.ClientSession, url: str) -> int | str:
             return response.status
     except RESET_ERRORS:
         return Reset
+
+
+async def download(session: aiohttp.ClientSession, url: str) -> tuple[int, Exception | None]:
+    """Read a streamed body; return the bytes that arrived and the error that ended it."""
+    received = 0
+    try:
+        async with session.get(url) as response:
+            assert response.status == 200
+            async for chunk in response.content.iter_chunked(CHUNK):
+                received += len(chunk)
+    except aiohttp.ClientError as exc:
+        return received, exc
+    return received, None
 
 
 async def outcomes(session: aiohttp.ClientSession, url: str, n: int) -> list[int | str]:
@@ -274,12 +320,8 @@ async def test_reset_mid_download(app: App, session: aiohttp.ClientSession) -> N
     size = 1024 * 1024
     app.injector.update(FaultConfig(reset=1.0, seed=2))
     for _ in range(3):
-        received = 0
-        with pytest.raises(RESET_ERRORS):
-            async with session.get(app.url + f"/stream?size={size}") as response:
-                assert response.status == 200
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    received += len(chunk)
+        received, error = await download(session, app.url + f"/stream?size={size}")
+        assert isinstance(error, RESET_ERRORS)
         assert 0 < received < size
     assert app.injector.counters["resets"] == 3
 
@@ -372,3 +414,93 @@ async def test_pace_without_middleware_is_a_no_op(session: aiohttp.ClientSession
         await runner.cleanup()
     assert calls == [1]
 
+
+# --- through the local server ------------------------------------------------------------------
+
+TINY_RETRIES = RetryPolicy(
+    max_retries=10, initial_delay=0.001, max_delay=0.01, max_server_delay=0.01
+)
+
+
+async def test_admin_route_turns_faults_on_and_off(
+    server: LocalServer, session: aiohttp.ClientSession
+) -> None:
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    faults_url = server.base_url + "/v1/admin/faults"
+    files_url = server.base_url + "/v1/files"
+
+    async with session.put(faults_url, json={"error": 1.0, "seed": 1}, headers=admin) as response:
+        assert response.status == 200
+        assert (await response.json())["config"]["error"] == 1.0
+    for _ in range(3):
+        async with session.get(files_url, headers=admin) as response:
+            assert response.status in (500, 503)
+            assert response.headers[FAULT_HEADER] == "error"
+            assert "detail" in await response.json()
+    async with session.get(faults_url, headers=admin) as response:
+        assert response.status == 200
+        counters = (await response.json())["counters"]
+        assert counters["errors_500"] + counters["errors_503"] == 3
+
+    async with session.put(
+        faults_url, json={"throttle": 1.0, "retry_after": 2}, headers=admin
+    ) as response:
+        assert response.status == 200
+    async with session.get(files_url, headers=admin) as response:
+        assert response.status == 429
+        assert response.headers["Retry-After"] == "2"
+
+    async with session.put(faults_url, json={}, headers=admin) as response:
+        assert (await response.json())["config"] == FaultConfig().to_json()
+    async with session.get(files_url, headers=admin) as response:
+        assert response.status == 200
+    assert server.faults.config == FaultConfig()
+
+
+async def test_admin_route_validates_and_needs_admin(
+    server: LocalServer, session: aiohttp.ClientSession
+) -> None:
+    faults_url = server.base_url + "/v1/admin/faults"
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    async with session.put(faults_url, json={"error": 2}, headers=admin) as response:
+        assert response.status == 422
+        assert "error must be a fraction" in json.dumps(await response.json())
+    async with session.put(faults_url, json={"errors": 0.1}, headers=admin) as response:
+        assert response.status == 422
+        assert "valid settings are" in json.dumps(await response.json())
+
+    writer = {"Authorization": f"Bearer {server.create_key('read,write')}"}
+    async with session.put(faults_url, json={"error": 1.0}, headers=writer) as response:
+        assert response.status == 403
+    assert not server.faults.config.active
+
+
+async def test_faults_from_the_constructor(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    async with LocalServer(tmp_path / "srv", faults="throttle=1,retry_after=4") as srv:
+        headers = {"Authorization": f"Bearer {srv.admin_key}"}
+        async with session.get(srv.base_url + "/v1/files", headers=headers) as response:
+            assert response.status == 429
+            assert response.headers["Retry-After"] == "4"
+
+
+async def test_sdk_client_lists_through_errors(server: LocalServer) -> None:
+    async with AsyncLabric(server.admin_key, base_url=server.base_url, retry=TINY_RETRIES) as c:
+        uploaded = await c.files.upload(b"a,b\n1,2\n", name="faults.csv")
+        server.faults.update(FaultConfig(error=0.3, seed=21))
+        for _ in range(20):
+            page = await c.files.list()
+            assert [f.file_id for f in page] == [uploaded.file_id]
+    counters = server.faults.counters
+    assert counters["errors_500"] + counters["errors_503"] > 0
+
+
+async def test_sdk_client_lists_through_mixed_faults(server: LocalServer) -> None:
+    async with AsyncLabric(server.admin_key, base_url=server.base_url, retry=TINY_RETRIES) as c:
+        uploaded = await c.files.upload(b"x" * 1000, name="mixed.bin")
+        server.faults.update(FaultConfig(error=0.2, throttle=0.1, reset=0.1, seed=5))
+        for _ in range(20):
+            page = await c.files.list()
+            assert [f.file_id for f in page] == [uploaded.file_id]
+    counters = server.faults.counters
+    assert counters["throttled"] > 0
+    assert counters["resets"] > 0

@@ -1,0 +1,229 @@
+"""The ``labric`` command.
+
+Subcommands::
+
+    labric serve --data-dir DIR [--host 127.0.0.1] [--port 8765] [--part-size N] [--faults SPEC]
+    labric keys create --data-dir DIR [--org NAME] --scopes read,write [--expires-in SECONDS]
+
+``serve`` prints exactly two shell-ready lines on stdout once it is listening
+(``LABRIC_API_BASE_URL=...`` and ``LABRIC_API_KEY=...``, so ``eval "$(labric serve ...)"``-style
+wrappers and tests can read them), then serves until SIGINT or SIGTERM and exits 0.
+
+Each subcommand registers itself through a function in :data:`COMMANDS` that adds its parser and
+sets ``func``; a new subcommand is one more such function. Failures are one line on stderr
+(``labric: error: ...``) and a non-zero exit status; the library's errors never surface as
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from labric._version import __version__
+
+if TYPE_CHECKING:
+    from labric.server import LocalServer
+
+__all__ = ["COMMANDS", "CLIError", "build_parser", "main"]
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size: ``16777216``, ``16M``, ``16MiB`` (units are powers of 1024)."""
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 16777216 or 16MiB)")
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if size < 1:
+        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
+    return size
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def _add_serve(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the local Labric server",
+        description="Run the local Labric server on a data directory (created if missing). "
+        "Prints LABRIC_API_BASE_URL and LABRIC_API_KEY, then serves until interrupted.",
+    )
+    parser.add_argument("--data-dir", required=True, help="where metadata and file bytes live")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to bind (8765; 0 = any)")
+    parser.add_argument(
+        "--part-size", type=parse_size, default=None, help="multipart upload part size (16MiB)"
+    )
+    parser.add_argument(
+        "--faults", default=None, help='fault injection, e.g. "error=0.1,latency_ms=20,seed=7"'
+    )
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from labric.server import LocalServer, parse_faults
+    from labric.server.state import DEFAULT_PART_SIZE
+
+    try:
+        faults = parse_faults(args.faults) if args.faults else None
+    except ValueError as exc:
+        raise CLIError(f"--faults: {exc}") from None
+    server = LocalServer(
+        args.data_dir,
+        args.host,
+        args.port,
+        part_size=args.part_size or DEFAULT_PART_SIZE,
+        faults=faults,
+    )
+    return asyncio.run(_serve_until_signalled(server, f"{args.host}:{args.port}"))
+
+
+async def _serve_until_signalled(server: LocalServer, address: str) -> int:
+    from labric.server.db import DatabaseError
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                raise CLIError(f"cannot listen on {address}: {reason}") from None
+            raise CLIError(
+                f"cannot start the server: {reason} ({exc.filename or address})"
+            ) from None
+        except DatabaseError as exc:
+            raise CLIError(str(exc)) from None
+        try:
+            print(f"LABRIC_API_BASE_URL={server.base_url}", flush=True)
+            print(f"LABRIC_API_KEY={server.admin_key}", flush=True)
+            print(
+                f"labric: serving {server.data_dir.root} at {server.origin} (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await server.stop()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def _add_keys(commands: Any) -> None:
+    parser = commands.add_parser("keys", help="manage API keys of a data directory")
+    actions = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create",
+        help="create an API key and print it",
+        description="Create an API key in a data directory (the server may be running) and "
+        "print it. Scopes nest: admin implies write, which implies read.",
+    )
+    create.add_argument("--data-dir", required=True, help="the server's data directory")
+    create.add_argument("--org", default=None, help="organisation name (created if missing)")
+    create.add_argument("--scopes", required=True, help="comma-separated: read,write,admin")
+    create.add_argument(
+        "--expires-in", type=float, default=None, metavar="SECONDS", help="key lifetime"
+    )
+    create.set_defaults(func=_keys_create)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from labric.server import auth, records
+    from labric.server.datadir import DataDir
+    from labric.server.db import Database, DatabaseError, iso
+
+    try:
+        scopes = auth.parse_scopes(args.scopes)
+    except ValueError as exc:
+        raise CLIError(f"--scopes: {exc}") from None
+    if args.expires_in is not None and args.expires_in <= 0:
+        raise CLIError("--expires-in must be positive")
+    now = time.time()
+    expires_at = now + args.expires_in if args.expires_in is not None else None
+    data_dir = DataDir(args.data_dir)
+    try:
+        data_dir.create()
+        db = Database(data_dir.db_path)
+        db.open_sync()
+    except (OSError, DatabaseError) as exc:
+        raise CLIError(f"cannot open the data directory {data_dir.root}: {exc}") from None
+    try:
+        identity = data_dir.initialise(db, now)
+
+        def create(conn: Any) -> str:
+            org_id = (
+                identity.default_org_id
+                if args.org is None
+                else records.get_or_create_org(conn, args.org, iso(now))
+            )
+            return auth.create_key(
+                conn, org_id=org_id, scopes=scopes, now=now, expires_at=expires_at
+            )
+
+        key = db.run_sync(create)
+    finally:
+        db.close_sync()
+    print(key, flush=True)
+    return 0
+
+
+#: Subcommand registrations, in help order. Each adds its parser and sets ``func``.
+COMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_keys]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``labric`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="labric", description="The Labric SDK's command line: a local Labric server and more."
+    )
+    parser.add_argument("--version", action="version", version=f"labric {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``labric`` command; return its exit status.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except CLIError as exc:
+        print(f"labric: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

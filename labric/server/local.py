@@ -1,0 +1,464 @@
+"""``LocalServer``: the local Labric server as an async context manager, and its threaded twin.
+
+Lifecycle
+    :meth:`LocalServer.start` opens (and migrates) the database on its own thread, initialises
+    the data directory (secret, default organisation, admin key), empties ``tmp/``, removes blob
+    files no record names, then binds the socket and serves. :meth:`LocalServer.stop` stops
+    accepting, gives in-flight requests a moment to finish, then closes the database and waits
+    for disk threads. Restarting on the same data directory keeps organisations, keys, files and
+    bytes; signed URLs stay valid (same secret) until they expire.
+
+Threads
+    The server runs on the event loop that starts it. SQLite work runs on one database thread,
+    blob I/O on a small pool (see :mod:`labric.server.db` and :mod:`labric.server.blobs`).
+    :class:`ThreadedServer` runs all of that on a private event loop in a daemon thread, for
+    synchronous code and benchmarks; its helpers may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from labric.server import auth, records
+from labric.server.app import build_app
+from labric.server.blobs import BlobStore
+from labric.server.datadir import DataDir, Identity
+from labric.server.db import Database, iso
+from labric.server.faults import FaultConfig, FaultInjector, parse_faults
+from labric.server.idempotency import RETENTION_SECONDS
+from labric.server.signing import URLSigner
+from labric.server.state import (
+    DEFAULT_PART_SIZE,
+    MAX_MULTIPART_BODY,
+    MAX_SINGLE_PUT,
+    ServerState,
+    Settings,
+    Stats,
+)
+
+__all__ = ["LocalServer", "ThreadedServer"]
+
+#: Seconds in-flight requests get to finish when the server stops.
+SHUTDOWN_TIMEOUT = 2.0
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class LocalServer:
+    """A local Labric server on a data directory.
+
+    Use it as an async context manager::
+
+        async with LocalServer("./labric-data") as server:
+            async with AsyncLabric(server.admin_key, base_url=server.base_url) as client:
+                ...
+
+    Args:
+        data_dir: Where metadata and bytes live (created if missing; reused on restart).
+        host: The interface to bind.
+        port: The port to bind (0: any free port; see :attr:`port` once started).
+        part_size: Part size of multipart uploads.
+        faults: Fault injection from the start: a :class:`FaultConfig` or the CLI syntax
+            (``"error=0.1,latency_ms=20,seed=7"``).
+        max_single_put: The largest object a single signed PUT may store.
+        max_multipart_body: The largest ``POST /v1/files`` request body.
+        upload_url_ttl: Seconds upload URLs stay valid.
+        download_url_ttl: Seconds download URLs stay valid.
+        default_page_size: Page size of listings when the request has no ``limit``.
+        clock: Returns the current Unix time; inject one to expire URLs, keys and executions in
+            tests without waiting.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        faults: FaultConfig | str | None = None,
+        max_single_put: int = MAX_SINGLE_PUT,
+        max_multipart_body: int = MAX_MULTIPART_BODY,
+        upload_url_ttl: float = 15 * 60,
+        download_url_ttl: float = 60 * 60,
+        default_page_size: int = 100,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if part_size < 1:
+            raise ValueError("part_size must be at least 1 byte")
+        self.data_dir = DataDir(data_dir)
+        self.host = host
+        self._requested_port = port
+        self.settings = Settings(
+            part_size=part_size,
+            max_single_put=max_single_put,
+            max_multipart_body=max_multipart_body,
+            upload_url_ttl=upload_url_ttl,
+            download_url_ttl=download_url_ttl,
+            default_page_size=default_page_size,
+        )
+        config = parse_faults(faults) if isinstance(faults, str) else faults
+        self._injector = FaultInjector(config)
+        self._stats = Stats()
+        self._clock = clock or time.time
+        self._db: Database | None = None
+        self._blobs: BlobStore | None = None
+        self._runner: web.AppRunner | None = None
+        self._identity: Identity | None = None
+        self._port: int | None = None
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "not started"
+        return f"<LocalServer {self.data_dir.root} {where}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the data directory and start serving.
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: the server is already running.
+        """
+        if self._runner is not None:
+            raise RuntimeError("This server is already running")
+        self.data_dir.create()
+        db = Database(self.data_dir.db_path)
+        blobs = BlobStore(self.data_dir.root)
+        try:
+            await db.open()
+            now = self._clock()
+            identity = await asyncio.to_thread(self.data_dir.initialise, db, now)
+            objects, parts = await db.run(records.all_generations)
+            await blobs.run(blobs.prepare_sync)
+            await blobs.run(blobs.sweep_sync, objects, parts)
+            await db.run(records.idem_prune, iso(now - RETENTION_SECONDS))
+            state = ServerState(
+                settings=self.settings,
+                db=db,
+                blobs=blobs,
+                signer=URLSigner(identity.secret, self._clock),
+                injector=self._injector,
+                stats=self._stats,
+                clock=self._clock,
+            )
+            runner = web.AppRunner(
+                build_app(state), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, self.host, self._requested_port)
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+        except BaseException:
+            await asyncio.to_thread(blobs.close)
+            await db.close()
+            raise
+        self._db, self._blobs, self._runner, self._identity = db, blobs, runner, identity
+        self._port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving and release the data directory; idempotent."""
+        runner, self._runner = self._runner, None
+        db, self._db = self._db, None
+        blobs, self._blobs = self._blobs, None
+        try:
+            if runner is not None:
+                await runner.cleanup()
+        finally:
+            if blobs is not None:
+                await asyncio.to_thread(blobs.close)
+            if db is not None:
+                await db.close()
+
+    async def __aenter__(self) -> LocalServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @classmethod
+    def run_in_thread(cls, *args: Any, **kwargs: Any) -> ThreadedServer:
+        """A :class:`ThreadedServer` with these arguments (use it as a ``with`` block)."""
+        return ThreadedServer(*args, **kwargs)
+
+    # -- addresses and credentials -----------------------------------------------------------------
+
+    def _require_identity(self) -> Identity:
+        if self._identity is None:
+            raise RuntimeError("The server has not been started")
+        return self._identity
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._port is None:
+            raise RuntimeError("The server has not been started")
+        return self._port
+
+    @property
+    def origin(self) -> str:
+        """``http://HOST:PORT``."""
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, ``http://HOST:PORT/api`` (requests go to ``{base_url}/v1/...``)."""
+        return f"{self.origin}/api"
+
+    @property
+    def admin_key(self) -> str:
+        """The default organisation's admin key (read, write, admin); stable across restarts."""
+        return self._require_identity().admin_key
+
+    @property
+    def default_org_id(self) -> str:
+        """The id of the ``default`` organisation."""
+        return self._require_identity().default_org_id
+
+    @property
+    def faults(self) -> FaultInjector:
+        """The fault injector (``server.faults.update(FaultConfig(...))``)."""
+        return self._injector
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (as ``GET /v1/admin/stats`` returns them)."""
+        snapshot = self._stats.snapshot()
+        snapshot["faults"] = dict(self._injector.counters)
+        return snapshot
+
+    def reset_stats(self) -> None:
+        """Zero the counters."""
+        self._stats.reset()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _database(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("The server has not been started")
+        return self._db
+
+    def _org_id(self, conn: Any, org: str | None) -> str:
+        if org is None:
+            return self.default_org_id
+        return records.get_or_create_org(conn, org, iso(self._clock()))
+
+    def create_key(
+        self,
+        scopes: str | Iterable[str],
+        org: str | None = None,
+        *,
+        expires_at: float | None = None,
+        job_execution_id: str | None = None,
+    ) -> str:
+        """Create an API key (blocks briefly; callable from any thread).
+
+        Args:
+            scopes: ``"read,write"`` or a list of scope names (``read``, ``write``, ``admin``).
+            org: The organisation's name (created if missing); default: the ``default`` one.
+            expires_at: Unix time after which the key is refused.
+            job_execution_id: Make it a job execution's ephemeral key: valid only while that
+                execution runs, and uploads default to it.
+
+        Returns:
+            The new key, ``lbk_<prefix>_<secret>``.
+
+        Raises:
+            ValueError: an unknown scope.
+        """
+        scope_set = auth.parse_scopes(scopes)
+        now = self._clock()
+
+        def create(conn: Any) -> str:
+            return auth.create_key(
+                conn,
+                org_id=self._org_id(conn, org),
+                scopes=scope_set,
+                now=now,
+                expires_at=expires_at,
+                job_execution_id=job_execution_id,
+            )
+
+        return self._database().run_sync(create)
+
+    def revoke_key(self, key: str) -> bool:
+        """Revoke a key; return whether it existed."""
+        parsed = auth.parse_key(key)
+        if parsed is None:
+            return False
+        return self._database().run_sync(records.revoke_key, parsed[0])
+
+    def create_instrument(self, name: str, org: str | None = None) -> str:
+        """Create an instrument and return its id (until the instruments routes exist).
+
+        Args:
+            name: The instrument's name.
+            org: The organisation's name (created if missing); default: the ``default`` one.
+        """
+        now = iso(self._clock())
+        return self._database().run_sync(
+            lambda conn: records.insert_instrument(conn, self._org_id(conn, org), name, now)
+        )
+
+
+class ThreadedServer:
+    """A :class:`LocalServer` running on its own event loop in a daemon thread.
+
+    A synchronous context manager with the same attributes::
+
+        with ThreadedServer(tmp_path) as server:
+            client = Labric(server.admin_key, base_url=server.base_url)
+
+    Takes the same arguments as :class:`LocalServer`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.server = LocalServer(*args, **kwargs)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<ThreadedServer {self.server!r}>"
+
+    def start(self) -> None:
+        """Start the server thread and wait until it serves (or re-raise why it could not)."""
+        if self._thread is not None:
+            raise RuntimeError("This server is already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop_event = asyncio.Event()
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            try:
+                await self._stop_event.wait()
+            finally:
+                await self.server.stop()
+
+        thread = threading.Thread(
+            target=asyncio.run, args=(main(),), name="labric-server", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Stop the server and join its thread; idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+        thread.join()
+
+    def __enter__(self) -> ThreadedServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def data_dir(self) -> DataDir:
+        """The data directory."""
+        return self.server.data_dir
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self.server.port
+
+    @property
+    def origin(self) -> str:
+        """``http://HOST:PORT``."""
+        return self.server.origin
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL."""
+        return self.server.base_url
+
+    @property
+    def admin_key(self) -> str:
+        """The default organisation's admin key."""
+        return self.server.admin_key
+
+    @property
+    def default_org_id(self) -> str:
+        """The id of the ``default`` organisation."""
+        return self.server.default_org_id
+
+    @property
+    def faults(self) -> FaultInjector:
+        """The fault injector."""
+        return self.server.faults
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters."""
+        return self.server.stats
+
+    def reset_stats(self) -> None:
+        """Zero the counters."""
+        self.server.reset_stats()
+
+    def create_key(
+        self,
+        scopes: str | Iterable[str],
+        org: str | None = None,
+        *,
+        expires_at: float | None = None,
+        job_execution_id: str | None = None,
+    ) -> str:
+        """See :meth:`LocalServer.create_key`."""
+        return self.server.create_key(
+            scopes, org, expires_at=expires_at, job_execution_id=job_execution_id
+        )
+
+    def revoke_key(self, key: str) -> bool:
+        """See :meth:`LocalServer.revoke_key`."""
+        return self.server.revoke_key(key)
+
+    def create_instrument(self, name: str, org: str | None = None) -> str:
+        """See :meth:`LocalServer.create_instrument`."""
+        return self.server.create_instrument(name, org)

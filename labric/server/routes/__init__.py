@@ -1,0 +1,1 @@
+"""The server's route modules; each exposes ``register(router)``."""

@@ -1,0 +1,79 @@
+"""Admin routes (``admin`` scope): fault injection and counters, for tests and benchmarks.
+
+* ``GET /v1/admin/faults`` -> ``{"config": {...}, "counters": {...}}``
+* ``PUT /v1/admin/faults`` with the FaultConfig keys replaces the configuration (keys left out
+  take their defaults, so ``{}`` turns every fault off) and answers like ``GET``.
+* ``GET /v1/admin/stats`` -> the server's counters (see :meth:`labric.server.state.Stats.snapshot`)
+  plus the injector's counters under ``"faults"``; ``DELETE /v1/admin/stats`` zeroes them.
+
+These routes are exempt from fault injection, so faults can always be turned off again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from labric.server._http import HTTPError, json_response, read_json_object
+from labric.server.faults import FaultConfig
+from labric.server.routing import Router
+from labric.server.state import STATE, ServerState
+
+__all__ = ["register"]
+
+
+def _faults(state: ServerState) -> dict[str, Any]:
+    return {
+        "config": attrs.asdict(state.injector.config),
+        "counters": dict(state.injector.counters),
+    }
+
+
+async def get_faults(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/admin/faults``."""
+    return json_response(_faults(request.app[STATE]))
+
+
+async def put_faults(request: web.Request) -> web.StreamResponse:
+    """``PUT /v1/admin/faults``: replace the fault configuration."""
+    state = request.app[STATE]
+    body = await read_json_object(request, optional=True)
+    try:
+        config = FaultConfig.from_json(body)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise HTTPError(
+            422,
+            [
+                {
+                    "loc": ["body"],
+                    "msg": f"Invalid fault configuration: {exc}",
+                    "type": "value_error",
+                }
+            ],
+        ) from None
+    state.injector.update(config)
+    return json_response(_faults(state))
+
+
+async def get_stats(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/admin/stats``."""
+    state = request.app[STATE]
+    snapshot = state.stats.snapshot()
+    snapshot["faults"] = dict(state.injector.counters)
+    return json_response(snapshot)
+
+
+async def reset_stats(request: web.Request) -> web.StreamResponse:
+    """``DELETE /v1/admin/stats``: zero the counters."""
+    request.app[STATE].stats.reset()
+    return web.Response(status=204)
+
+
+def register(router: Router) -> None:
+    """Add the admin routes."""
+    router.api("GET", "/v1/admin/faults", get_faults, scope="admin")
+    router.api("PUT", "/v1/admin/faults", put_faults, scope="admin")
+    router.api("GET", "/v1/admin/stats", get_stats, scope="admin")
+    router.api("DELETE", "/v1/admin/stats", reset_stats, scope="admin")

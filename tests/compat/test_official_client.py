@@ -1,0 +1,86 @@
+"""The official client (``labric`` 0.14.17 from PyPI) works unchanged against the local server.
+
+The official package is imported as ``labric`` too, so it lives in its own virtualenv and runs in
+a subprocess: ``official_client_script.py`` makes the calls and reports them as JSON. The venv is
+``$LABRIC_OFFICIAL_VENV``, else ``.venv-official`` in the repository root; ``nox -s compat``
+creates it and runs this test. Without it the test is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pytest
+
+if TYPE_CHECKING:
+    from labric.server import LocalServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("official_client_script.py")
+ENV_VENV = "LABRIC_OFFICIAL_VENV"
+SCRIPT_TIMEOUT = 240.0
+
+
+def official_python() -> Path:
+    """The official venv's interpreter, or skip the test saying how to create it."""
+    venv = Path(os.environ.get(ENV_VENV) or REPO_ROOT / ".venv-official")
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        pytest.skip(
+            f"no official-client venv at {venv}; create it with `nox -s compat` "
+            f"(or point {ENV_VENV} at a venv with labric==0.14.17 and httpx installed)"
+        )
+    return python
+
+
+def origin_of(base_url: str) -> str:
+    """``http://127.0.0.1:PORT/api`` -> ``http://127.0.0.1:PORT``: the official client adds
+    ``api/v1/...`` to the origin itself."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def run_script(python: Path, origin: str, key: str, cwd: Path) -> tuple[int, str, str]:
+    # -I keeps the repository (and PYTHONPATH) off sys.path, so `import labric` is the official
+    # package. The key travels in the environment, not on the command line.
+    process = await asyncio.create_subprocess_exec(
+        str(python),
+        "-I",
+        str(SCRIPT),
+        origin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "LABRIC_API_KEY": key},
+        cwd=cwd,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), SCRIPT_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.communicate()
+        raise
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    return [
+        f"{c['name']}: {c.get('error')}" for c in report["checks"] if c["required"] and not c["ok"]
+    ]
+
+
+async def test_official_client_against_local_server(server: LocalServer, tmp_path: Path) -> None:
+    python = official_python()
+    # The scopes the hosted API documents for these calls; none needs admin.
+    key = server.create_key("read,write")
+    returncode, stdout, stderr = await run_script(python, origin_of(server.base_url), key, tmp_path)
+    assert returncode in (0, 1), f"the script could not run (exit {returncode}):\n{stderr}"
+    report = json.loads(stdout)
+    assert report["package"] == report["expected_package"], report["package"]
+    assert report["ok"], "official client checks failed:\n" + "\n".join(failures(report))
+    assert returncode == 0

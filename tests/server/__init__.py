@@ -1,0 +1,1 @@
+"""Tests of the local server (labric.server), over real sockets."""
