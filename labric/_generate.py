@@ -636,8 +636,28 @@ def _method_lines(
     return lines
 
 
-def _nested_resources(cls: AsyncClass, resource_names: set[str]) -> list[tuple[str, str]]:
-    """``self.attr = AsyncY(...)`` assignments in ``__init__``: (attr, AsyncY)."""
+def _chain(cls: AsyncClass, by_name: dict[str, AsyncClass]) -> list[AsyncClass]:
+    """The class, then the resource classes it derives from (breadth first)."""
+    chain = [cls]
+    index = 0
+    while index < len(chain):
+        for base in chain[index].bases:
+            if base in by_name and by_name[base] not in chain:
+                chain.append(by_name[base])
+        index += 1
+    return chain
+
+
+def _nested_resources(cls: AsyncClass, by_name: dict[str, AsyncClass]) -> list[tuple[str, str]]:
+    """``self.attr = AsyncY(...)`` assignments in ``__init__`` (inherited too): (attr, AsyncY)."""
+    found: dict[str, str] = {}
+    for owner in reversed(_chain(cls, by_name)):
+        for attr, async_name in _own_nested_resources(owner, set(by_name)):
+            found[attr] = async_name
+    return list(found.items())
+
+
+def _own_nested_resources(cls: AsyncClass, resource_names: set[str]) -> list[tuple[str, str]]:
     found = []
     for stmt in cls.node.body:
         if not (isinstance(stmt, ast.FunctionDef) and stmt.name == "__init__"):
@@ -669,14 +689,7 @@ def _public_methods(
 ) -> Iterator[tuple[AsyncClass, ast.FunctionDef | ast.AsyncFunctionDef]]:
     """Public methods, own first, then those inherited from other resource classes."""
     seen: set[str] = set()
-    chain = [cls]
-    index = 0
-    while index < len(chain):
-        for base in chain[index].bases:
-            if base in by_name and by_name[base] not in chain:
-                chain.append(by_name[base])
-        index += 1
-    for owner in chain:
+    for owner in _chain(cls, by_name):
         overloaded: set[str] = set()
         for stmt in owner.node.body:
             if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -718,7 +731,7 @@ def _resource_module(
         body += ["", ""]
         body.append(f"class {cls.sync_name}(SyncResource[AsyncLabric, {cls.name}]):")
         body += _class_docstring(ast.get_docstring(cls.node), renamer)
-        nested = _nested_resources(cls, set(by_name))
+        nested = _nested_resources(cls, by_name)
         if nested:
             body += [
                 "",
@@ -780,7 +793,7 @@ def _client_module(
             body.append("        self._portal: Portal[AsyncLabric] = Portal(")
             body.append(f"            lambda: AsyncLabric({sig.forward}), name='labric-portal'")
             body.append("        )")
-            for attr, async_name in _nested_resources(client, set(by_name)):
+            for attr, async_name in _own_nested_resources(client, set(by_name)):
                 sync_name = renamer.names[async_name]
                 emitter.need(sync_modules[sync_name], sync_name)
                 body.append(f"        self.{attr} = {sync_name}(self._portal, lambda c: c.{attr})")

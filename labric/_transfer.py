@@ -43,6 +43,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -58,6 +59,7 @@ from labric._journal import Journal, journal_key
 from labric._transport import Response, Transport
 from labric.errors import (
     APIStatusError,
+    APITimeoutError,
     IntegrityError,
     TransferError,
 )
@@ -557,6 +559,27 @@ class TransferEngine:
         await self.limiter.on_success()
         return result
 
+    @contextlib.asynccontextmanager
+    async def _stall_guard(self, method: str, url: str) -> AsyncIterator[Callable[[], None]]:
+        """Fail an upload whose body stops moving for the read timeout.
+
+        aiohttp has no write timeout: a storage server that stops reading would hold the request
+        forever. The body generator calls the yielded ``touch`` after each chunk it hands over,
+        which pushes the deadline back; a stall turns into a (retryable) ``APITimeoutError``.
+        """
+        delay = self._transport.config.timeout.read
+        if delay is None:
+            yield lambda: None
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(delay) as deadline:
+                yield lambda: deadline.reschedule(loop.time() + delay)
+        except TimeoutError as exc:
+            raise APITimeoutError(
+                f"The transfer stalled for {delay:g} s", method=method, path=urlsplit(url).path
+            ) from exc
+
     async def api(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> Response:
@@ -687,13 +710,14 @@ class TransferEngine:
         crc_holder = [0]
         sent = [0]
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body(touch: Callable[[], None]) -> AsyncIterator[bytes]:
             crc = 0
             for offset, length in plan_parts(src.size, chunk):
                 data = await src.read(offset, length)
                 crc = crc32c_extend(crc, data)
                 sent[0] += len(data)
                 progress.advance(src.name, len(data), sent[0], src.size)
+                touch()
                 yield data
             crc_holder[0] = crc
 
@@ -701,13 +725,16 @@ class TransferEngine:
             progress.total_done -= sent[0]
             sent[0] = 0
             headers = {**ticket.headers, "Content-Length": str(src.size)}
-            payload: Any = body() if src.size else b""
 
             async def send() -> int | None:
                 async with (
                     self.memory.reserve(min(chunk, src.size)),
+                    self._stall_guard("PUT", ticket.upload_url) as touch,
                     self._transport.stream(
-                        "PUT", ticket.upload_url, headers=headers, data=payload
+                        "PUT",
+                        ticket.upload_url,
+                        headers=headers,
+                        data=body(touch) if src.size else b"",
                     ) as resp,
                 ):
                     await resp.read()
@@ -758,9 +785,15 @@ class TransferEngine:
 
                 async def put_once() -> None:
                     async def send() -> None:
-                        async with self._transport.stream(
-                            "PUT", part.url, headers=headers, data=data
-                        ) as resp:
+                        async with (
+                            self._stall_guard("PUT", part.url) as touch,
+                            self._transport.stream(
+                                "PUT",
+                                part.url,
+                                headers=headers,
+                                data=_slices(data, self._config.chunk_size, touch),
+                            ) as resp,
+                        ):
                             await resp.read()
 
                     await self._slot_call(send)
@@ -1228,6 +1261,14 @@ async def _gather_all(coros: list[Awaitable[Any]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def _slices(data: bytes, size: int, touch: Callable[[], None]) -> AsyncIterator[memoryview]:
+    """Hand a buffer to aiohttp in ``size`` slices, so the stall guard sees progress."""
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        touch()
+        yield view[start : start + size]
 
 
 def _goog_crc(header: str | None) -> int | None:

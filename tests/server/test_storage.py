@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import aiohttp
 import pytest
 
 from labric.server import LocalServer
@@ -87,7 +88,7 @@ async def test_urls_expire(swire: Wire, sinstrument: str, clock: FakeClock) -> N
     assert (await swire.get(url)).status == 403
 
 
-async def test_urls_survive_a_restart(tmp_path: Any, session: Any) -> None:
+async def test_urls_survive_a_restart(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     async with LocalServer(tmp_path / "d", port=0) as first:
         wire = Wire(session, first)
         file_id, _ = await _stored(wire, first.create_instrument("i"), b"kept")
@@ -161,12 +162,22 @@ async def test_conditional_downloads(wire: Wire, instrument: str) -> None:
 
 
 async def test_etag_changes_with_the_bytes(wire: Wire, instrument: str) -> None:
-    file_a, url_a = await _stored(wire, instrument, b"same")
-    file_b, url_b = await _stored(wire, instrument, b"same")
-    etag_a = (await wire.get(url_a)).headers["ETag"]
-    etag_b = (await wire.get(url_b)).headers["ETag"]
-    assert etag_a != etag_b  # different objects (generations), even with equal bytes
-    assert (await wire.get(url_a)).headers["ETag"] == etag_a  # stable while unchanged
+    ticket = await wire.ticket("tool.bin", instrument_id=instrument)
+    elf = b"\x7fELF" + b"\0" * 60
+    first = await wire.put(ticket["upload_url"], data=elf, headers=ticket["headers"])
+    # Confirm discards the executable; the same file id then takes other bytes.
+    assert (await wire.post(f"/v1/files/{ticket['file_id']}/confirm-upload")).status == 400
+    again = await wire.ticket("tool.bin", instrument_id=instrument)
+    assert again["file_id"] == ticket["file_id"]
+    second = await wire.put(again["upload_url"], data=b"plain text", headers=again["headers"])
+    assert second.status == 200
+    assert second.headers["ETag"] != first.headers["ETag"]
+    await wire.post(f"/v1/files/{ticket['file_id']}/confirm-upload")
+    url = (await wire.get(f"/v1/files/{ticket['file_id']}/content")).json()["download_url"]
+    served = await wire.get(url)
+    assert served.headers["ETag"] == second.headers["ETag"]
+    assert (await wire.get(url)).headers["ETag"] == served.headers["ETag"]  # stable
+    assert (await wire.get(url, headers={"If-Match": first.headers["ETag"]})).status == 412
 
 
 # -- multipart uploads ----------------------------------------------------------------------
