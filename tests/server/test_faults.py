@@ -220,11 +220,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture(autouse=True)
 def no_server_errors(caplog: pytest.LogCaptureFixture) -> Any:
-    """Injected faults must not make aiohttp (or the server) log handler errors."""
+    """Injected faults must not make aiohttp, asyncio or the server log errors."""
     with caplog.at_level(logging.WARNING):
         yield
     records = caplog.get_records("call")
-    noisy = [r.getMessage() for r in records if r.name.startswith(("aiohttp", "labric"))]
+    noisy = [r.getMessage() for r in records if r.name.startswith(("aiohttp", "asyncio", "labric"))]
     assert noisy == []
 
 

@@ -169,9 +169,9 @@ async def test_sdk_multipart_upload(tmp_path: Path) -> None:
         LocalServer(tmp_path / "d", part_size=KiB) as srv,
         AsyncLabric(srv.admin_key, base_url=srv.base_url) as sdk,
     ):
-        source = tmp_path / "big.bin"
-        source.write_bytes(DATA)
-        uploaded = await sdk.files.upload(source, instrument_id=srv.create_instrument("r"))
+        uploaded = await sdk.files.upload(
+            DATA, name="big.bin", instrument_id=srv.create_instrument("r")
+        )
         assert uploaded.crc32c_hash == crc_b64(DATA)
         assert srv.stats["storage"]["part_puts"] == 10
         assert await sdk.files.read_bytes(uploaded.file_id) == DATA

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import struct
 from pathlib import Path
@@ -297,14 +296,12 @@ async def test_temp_blob_installs_atomically_and_aborts_cleanly(tmp_path: Path) 
         await blob.install(dest)
         assert dest.read_bytes() == b"hello world"
         aborted = store.writer()
-        await aborted.write(b"x" * 1000)
+        await aborted.write(b"x" * 1000)  # may still be running when abort() is called
         aborted.abort()
         aborted.abort()
-        await asyncio.sleep(0)
-        await store.run(lambda: None)  # the cleanup ran on the disk threads
-        assert list(store.tmp_dir.iterdir()) == []
     finally:
-        store.close()
+        store.close()  # waits for the disk threads, hence for the chained cleanup
+    assert list(store.tmp_dir.iterdir()) == []
 
 
 async def test_sweep_removes_unreferenced_blobs(tmp_path: Path) -> None:

@@ -60,11 +60,11 @@ class AsyncLabric:
         await self.aclose()
 '''
 
-BASE = '''
+BASE = """
 class AsyncResource:
     def __init__(self, transport: object) -> None:
         self._transport = transport
-'''
+"""
 
 WIDGETS = '''
 """``client.widgets``: widgets."""

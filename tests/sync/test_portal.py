@@ -54,7 +54,9 @@ def run_script(
 
 def test_plain_script_exits_cleanly_without_close(stub: StubAPI) -> None:
     script = """
-        import os
+        import atexit, os
+        # Registered first, so it runs last: after the client was closed at exit.
+        atexit.register(lambda: print("closed at exit:", client.is_closed))
         from labric import Labric
         client = Labric(os.environ["STUB_KEY"], base_url=os.environ["STUB_BASE_URL"])
         print(client.files.get("f0001").file_id)
@@ -63,7 +65,7 @@ def test_plain_script_exits_cleanly_without_close(stub: StubAPI) -> None:
     started = time.monotonic()
     proc = run_script(script, stub)
     out, err = proc.communicate(timeout=30)
-    assert (proc.returncode, out.strip(), err) == (0, "f0001", "")
+    assert (proc.returncode, out.splitlines(), err) == (0, ["f0001", "closed at exit: True"], "")
     assert time.monotonic() - started < 15
 
 
