@@ -1,7 +1,7 @@
 """Benchmark worker for the official ``labric`` client (run with ``.venv-official``'s python).
 
-It imports the official package, never this repository's: run it as a script (so only
-``benchmarks/`` is on ``sys.path``) from a directory outside the repository.
+It imports the official package, never this repository's: it is run in isolated mode
+(``python -I``), from a directory outside the repository.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 
 def small_serial(origin: str, key: str, folder: str) -> dict[str, Any]:
-    from labric import Labric
+    from labric import Labric, StartJobExecutionSchema
 
     client = Labric(api_key=key, base_url=origin)
-    execution = client.jobs.start(job_name="bench official serial").job_execution_id
+    request = StartJobExecutionSchema(job_name="bench official serial")
+    execution = client.jobs.start(request=request).job_execution_id
     files = sorted(Path(folder).iterdir())
     started = time.perf_counter()
     for path in files:
@@ -29,10 +30,11 @@ def small_serial(origin: str, key: str, folder: str) -> dict[str, Any]:
 
 
 async def small_gather(origin: str, key: str, folder: str, concurrency: int) -> dict[str, Any]:
-    from labric import AsyncLabric
+    from labric import AsyncLabric, StartJobExecutionSchema
 
     client = AsyncLabric(api_key=key, base_url=origin)
-    execution = (await client.jobs.start(job_name="bench official gather")).job_execution_id
+    request = StartJobExecutionSchema(job_name="bench official gather")
+    execution = (await client.jobs.start(request=request)).job_execution_id
     files = sorted(Path(folder).iterdir())
     gate = asyncio.Semaphore(concurrency)
 
@@ -49,10 +51,11 @@ async def small_gather(origin: str, key: str, folder: str, concurrency: int) -> 
 
 
 def big_up(origin: str, key: str, path: str) -> dict[str, Any]:
-    from labric import Labric
+    from labric import Labric, StartJobExecutionSchema
 
     client = Labric(api_key=key, base_url=origin)
-    execution = client.jobs.start(job_name="bench official big").job_execution_id
+    request = StartJobExecutionSchema(job_name="bench official big")
+    execution = client.jobs.start(request=request).job_execution_id
     size = Path(path).stat().st_size
     started = time.perf_counter()
     with open(path, "rb") as fh:

@@ -91,6 +91,7 @@ def me(*args: str) -> list[str]:
 def official(*args: str) -> list[str]:
     return [
         str(OFFICIAL_VENV / "bin" / "python"),
+        "-I",
         str(ROOT / "benchmarks" / "official_worker.py"),
         *args,
     ]

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS entries (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
     value TEXT NOT NULL,
-    updated_at REAL NOT NULL DEFAULT (unixepoch('subsec')),
+    updated_at REAL NOT NULL,
     PRIMARY KEY (kind, key)
 )
 """
@@ -99,10 +100,10 @@ class Journal:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO entries (kind, key, value) VALUES (?, ?, ?) "
+                "INSERT INTO entries (kind, key, value, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
-                "updated_at = unixepoch('subsec')",
-                (kind, key, text),
+                "updated_at = excluded.updated_at",
+                (kind, key, text, time.time()),
             )
 
         await self._run(op)
