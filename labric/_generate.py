@@ -64,16 +64,11 @@ BASE_RENAMES = {
     "AsyncContextManager": "ContextManager",
 }
 
-#: Where the names the facade introduces come from.
+#: Where the names the renames introduce come from (when the async module does not import them).
 FACADE_IMPORTS = {
     "SyncPager": "labric._sync_pager",
-    "Portal": "labric._portal",
-    "SyncResource": "labric._portal",
     "AbstractContextManager": "contextlib",
     "ContextManager": "typing",
-    "Callable": "collections.abc",
-    "ClientClosedError": "labric.errors",
-    "AsyncLabric": "labric._client",
 }
 
 #: Docstring rewrites, in order, before the name renames.
@@ -481,7 +476,6 @@ class Emitter:
         self.sync_modules = sync_modules  # sync class name -> its generated module
         self.runtime: dict[str, set[tuple[str, str | None]]] = {}
         self.type_only: dict[str, set[tuple[str, str | None]]] = {}
-        self.lines: list[str] = []
 
     def need(self, module_name: str, name: str | None, *, type_only: bool = False) -> None:
         table = self.type_only if type_only else self.runtime
@@ -499,9 +493,6 @@ class Emitter:
                     # alone, which also keeps the generated modules free of import cycles.
                     self.need(sync_home, name, type_only=True)
                 continue
-            if name in FACADE_IMPORTS:
-                self.need(FACADE_IMPORTS[name], name)
-                continue
             imported = source.imports.get(name)
             if imported is not None:
                 if imported.name is None:
@@ -511,6 +502,9 @@ class Emitter:
                 continue
             if name in source.defined:
                 self.need(source.dotted, name)
+                continue
+            if name in FACADE_IMPORTS:
+                self.need(FACADE_IMPORTS[name], name)
                 continue
             if hasattr(builtins, name):
                 continue

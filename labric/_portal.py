@@ -56,14 +56,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import anyio
 from anyio.from_thread import BlockingPortal  # noqa: TID251 (this is its one home)
 
 from labric.errors import ClientClosedError, PortalUsageError
 
-__all__ = ["Portal", "SyncResource"]
+__all__ = ["AsyncClient", "Portal", "SyncResource"]
 
 logger = logging.getLogger("labric")
 
@@ -86,21 +86,24 @@ _LOOP_THREAD = (
 )
 
 
-class _AsyncClient(Protocol):
+class AsyncClient(Protocol):
+    """What a portal can host: an async client that closes with ``aclose()``."""
+
     async def aclose(self) -> None: ...
 
 
-C = TypeVar("C", bound=_AsyncClient)
+C = TypeVar("C", bound=AsyncClient)
 
 
 class _Call:
     """One crossing: the caller blocks on ``done`` until the loop side has filled in the outcome."""
 
-    __slots__ = ("done", "error", "finished", "result", "task")
+    __slots__ = ("done", "error", "finished", "result", "submitted", "task")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
         self.done.acquire()
+        self.submitted = False
         self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -193,6 +196,7 @@ class _Runtime(Generic[C]):
         with self.lock:
             if self.stopping:
                 raise ClientClosedError(_CLOSED)
+            call.submitted = True
             self.loop.call_soon_threadsafe(self._spawn, call, fn, awaited)
 
     def cancel(self, call: _Call) -> None:
@@ -280,21 +284,23 @@ class Portal(Generic[C]):
     def call(self, fn: Callable[[C], Awaitable[R]]) -> R:
         """Await ``fn(client)`` in the loop thread and return its result.
 
+        If the caller is interrupted while it waits (Ctrl-C), the loop-side task is cancelled and
+        given :data:`DEFAULT_CANCEL_GRACE` seconds to unwind before the interruption propagates.
+
         Raises:
             ClientClosedError: the client is closed (or was closed during the call).
             PortalUsageError: called from the loop thread itself.
+            Exception: whatever ``fn`` raised (a single-error group unwrapped to its error).
         """
         rt = self._runtime()
         call = _Call()
-        rt.submit(call, fn, awaited=True)
-        return self._wait(rt, call)  # type: ignore[no-any-return]
+        return cast(R, self._wait(rt, call, lambda: rt.submit(call, fn, awaited=True)))
 
     def call_sync(self, fn: Callable[[C], R]) -> R:
         """Call ``fn(client)`` in the loop thread (without awaiting) and return its result."""
         rt = self._runtime()
         call = _Call()
-        rt.submit(call, fn, awaited=False)
-        return self._wait(rt, call)  # type: ignore[no-any-return]
+        return cast(R, self._wait(rt, call, lambda: rt.submit(call, fn, awaited=False)))
 
     def wrap_context(
         self, make: Callable[[C], AbstractAsyncContextManager[T]]
@@ -335,17 +341,32 @@ class Portal(Generic[C]):
                 self._box.rt = rt
             return rt
 
-    def _wait(self, rt: _Runtime[C], call: _Call, task: _Call | None = None) -> Any:
+    def _wait(
+        self,
+        rt: _Runtime[C],
+        call: _Call,
+        submit: Callable[[], object],
+        task: _Call | None = None,
+    ) -> Any:
+        """Run ``submit``, then block until ``call`` has finished and return its outcome.
+
+        ``task`` is the submitted call to cancel on interruption when ``call`` is only a
+        milestone of it (the ``__aenter__`` of a context manager's holding task).
+        """
+        target = task or call
         try:
+            submit()
             while not call.done.acquire(timeout=_WAIT_SLICE):
-                if not rt.thread.is_alive() and not call.finished:
-                    raise ClientClosedError("The client's event-loop thread has stopped.")
+                if not rt.thread.is_alive():
+                    break
         except BaseException:
-            # Interrupted while waiting (Ctrl-C): cancel the loop-side work and let it unwind.
-            if not call.finished:
-                rt.cancel(task or call)
+            # Interrupted (Ctrl-C): cancel the loop-side work and give it a moment to unwind.
+            if target.submitted and not call.finished and rt.thread.is_alive():
+                rt.cancel(target)
                 call.done.acquire(timeout=DEFAULT_CANCEL_GRACE)
             raise
+        if not call.finished:
+            raise ClientClosedError("The client's event-loop thread has stopped.")
         error = call.error
         if error is None:
             return call.result
@@ -381,8 +402,7 @@ class _BlockingContext(AbstractContextManager[T], Generic[C, T]):
         self._entered = _Call()  # finished when __aenter__ has returned or raised
         self._held = _Call()  # the holding task: finished after __aexit__
         self._exit_info: tuple[Any, Any, Any] = (None, None, None)
-        rt.submit(self._held, self._hold, awaited=True)
-        return portal._wait(rt, self._entered, task=self._held)  # type: ignore[no-any-return]
+        return cast(T, portal._wait(rt, self._entered, self._start, task=self._held))
 
     def __exit__(
         self,
@@ -392,9 +412,14 @@ class _BlockingContext(AbstractContextManager[T], Generic[C, T]):
     ) -> bool | None:
         rt = self._rt
         self._exit_info = (exc_type, exc, tb)
+        return bool(self._portal._wait(rt, self._held, self._release))
+
+    def _start(self) -> None:
+        self._rt.submit(self._held, self._hold, awaited=True)
+
+    def _release(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop stopped; the holder was cancelled
-            rt.loop.call_soon_threadsafe(self._resume.set)
-        return bool(self._portal._wait(rt, self._held))
+            self._rt.loop.call_soon_threadsafe(self._resume.set)
 
     async def _hold(self, client: C) -> bool | None:
         entered = self._entered

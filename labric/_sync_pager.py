@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from labric._pagination import AsyncPager, Page
-from labric._portal import Portal
+from labric._portal import AsyncClient, Portal
 from labric.errors import UsageError
 
 __all__ = ["SyncPager"]
 
 T = TypeVar("T")
-C = TypeVar("C", bound=Any)
+C = TypeVar("C", bound=AsyncClient)
 
 
 class _PageStream(Protocol[T]):

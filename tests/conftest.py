@@ -10,25 +10,24 @@ os.environ["LABRIC_STRICT_MODELS"] = "1"
 os.environ.pop("LABRIC_API_KEY", None)
 os.environ.pop("LABRIC_API_BASE_URL", None)
 
-from collections.abc import AsyncIterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from labric import AsyncLabric  # noqa: E402
+from labric import AsyncLabric
+from labric.server import LocalServer
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator["LocalServer"]:  # noqa: F821
+async def server(tmp_path: Path) -> AsyncIterator[LocalServer]:
     """A fresh local server with its own data directory, on an ephemeral port."""
-    from labric.server import LocalServer
-
     async with LocalServer(tmp_path / "server") as srv:
         yield srv
 
 
 @pytest.fixture
-async def client(server: "LocalServer") -> AsyncIterator[AsyncLabric]:  # noqa: F821
+async def client(server: LocalServer) -> AsyncIterator[AsyncLabric]:
     """An AsyncLabric with the server's admin key (read, write, admin)."""
     async with AsyncLabric(server.admin_key, base_url=server.base_url) as c:
         yield c

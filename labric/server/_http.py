@@ -20,6 +20,7 @@ __all__ = [
     "Fields",
     "HTTPError",
     "error_response",
+    "invalid",
     "json_response",
     "read_json_object",
 ]
@@ -70,6 +71,11 @@ def error_response(
 
 def _problem(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": kind}
+
+
+def invalid(loc: list[str | int], msg: str, kind: str = "value_error") -> HTTPError:
+    """A 422 with one problem, e.g. ``invalid(["body", "file"], "Field required", "missing")``."""
+    return HTTPError(422, [_problem(loc, msg, kind)])
 
 
 async def read_json_object(

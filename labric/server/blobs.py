@@ -21,7 +21,9 @@ Invariants
 Threading model
     All disk work runs on a small dedicated thread pool, never on the event loop. A
     :class:`TempBlob` keeps at most one write in flight while the caller reads the next chunk from
-    the network (double buffering), and computes CRC32C on the writing thread. Cancelling the
+    the network (double buffering). CRC32C is computed as chunks are queued (on the loop thread
+    for network bodies, where it is cheaper than the GIL hand-offs of doing it elsewhere; on the
+    copying thread when parts are assembled). Cancelling the
     awaiting coroutine does not stop a write in progress: :meth:`TempBlob.abort` chains the
     cleanup (close, unlink) after it, so no temporary file or descriptor is leaked.
 """
@@ -108,6 +110,11 @@ def native_executable_kind(
     return None
 
 
+def _close_opened(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -149,8 +156,6 @@ class TempBlob:
         while view:
             written = f.write(view)
             view = view[written or 0 :]
-        self._crc.update(data)
-        self._size += len(data)
 
     def _copy_sync(self, sources: Sequence[tuple[Path, int]]) -> None:
         f = self._ensure_open()
@@ -191,6 +196,11 @@ class TempBlob:
 
     async def write(self, data: bytes) -> None:
         """Queue ``data`` for writing, after waiting for the previous chunk's write."""
+        # The checksum is taken here, on the loop thread: it costs well under a millisecond per
+        # MiB, and doing it on the writing thread makes the two threads fight over the GIL
+        # (measured: about a third of upload throughput lost).
+        self._crc.update(data)
+        self._size += len(data)
         await self._settle()
         self._pending = self._store.executor.submit(self._write_sync, data)
 
@@ -358,8 +368,16 @@ class BlobStore:
         return kind
 
     async def open_read(self, path: Path) -> BinaryIO:
-        """Open a stored file for reading (the caller closes it)."""
-        f: BinaryIO = await self.run(open, path, "rb")
+        """Open a stored file for reading (the caller closes it).
+
+        If the caller is cancelled while the file is being opened, it is closed once open.
+        """
+        future: Future[BinaryIO] = self.executor.submit(open, path, "rb")
+        try:
+            f = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_close_opened)
+            raise
         return f
 
     async def read_at(self, f: BinaryIO, offset: int, size: int) -> bytes:

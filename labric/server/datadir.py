@@ -25,6 +25,7 @@ from pathlib import Path
 import attrs
 
 from labric.server import auth, records
+from labric.server._http import HTTPError
 from labric.server.db import Database, iso
 
 __all__ = ["DEFAULT_ORG", "DataDir", "Identity"]
@@ -109,7 +110,7 @@ class DataDir:
         def still_valid(conn: sqlite3.Connection, key: str) -> bool:
             try:
                 principal = auth.authenticate(conn, f"Bearer {key}", now)
-            except Exception:
+            except HTTPError:
                 return False
             return principal.allows("admin") and principal.org_id == org_id
 

@@ -3,8 +3,9 @@
 For ``POST``, ``PATCH`` and ``PUT`` on API routes carrying an ``Idempotency-Key`` header, the
 first complete response with a 2xx or 4xx status is stored under (API key, idempotency key,
 method, path) and replayed for every later request with the same four values, marked with
-``Idempotent-Replayed: true``. 5xx answers are not stored (the client may retry them for real).
-Stored answers are kept for 24 hours and survive a restart.
+``Idempotent-Replayed: true``. Answers that invite a retry are not stored, so the retry really
+runs: 5xx, and the "try again" 4xx statuses (408, 409, 425, 429). Stored answers are kept for
+24 hours and survive a restart.
 
 Concurrency: requests sharing the four values are serialised by an in-process lock, so two
 concurrent duplicates never both execute; the second waits for the first and replays its answer.
@@ -27,6 +28,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 RETENTION_SECONDS = 24 * 60 * 60
 _METHODS = frozenset({"POST", "PATCH", "PUT"})
 _KEPT_HEADERS = ("Content-Type", "Link", "Location", "Retry-After")
+_NOT_STORED = frozenset({408, 409, 425, 429})
 
 
 @web.middleware
@@ -58,6 +60,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         if (
             isinstance(response, web.Response)
             and response.status < 500
+            and response.status not in _NOT_STORED
             and isinstance(response.body, bytes)
         ):
             kept = {h: response.headers[h] for h in _KEPT_HEADERS if h in response.headers}

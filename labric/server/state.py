@@ -127,7 +127,13 @@ class Stats:
                 self._parts_by_file.setdefault(file_id, Counter())[part] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters as JSON-ready data (the body of ``GET /v1/admin/stats``)."""
+        """The counters as JSON-ready data (the body of ``GET /v1/admin/stats``, less ``faults``).
+
+        ``requests.by_route`` is keyed ``"METHOD /path/{template}"``; ``requests.by_status`` by
+        status, with ``"0"`` for requests whose connection was dropped before an answer.
+        ``storage.bytes_received`` counts every body byte storage PUTs read (also of PUTs that
+        then failed), so a resumed upload shows exactly what was sent again.
+        """
         with self._lock:
             return {
                 "requests": {

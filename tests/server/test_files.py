@@ -354,6 +354,13 @@ async def test_multipart_limits_and_rules(swire: Wire, sinstrument: str) -> None
     assert (await swire.post("/v1/files", data=_form(ELF, instrument_id=sinstrument))).status == 400
     not_multipart = await swire.post("/v1/files", json={"file": "x"})
     assert not_multipart.status == 422
+    truncated = await swire.post(
+        "/v1/files",
+        data=b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc',
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert truncated.status == 400
+    assert "Malformed multipart" in truncated.detail
     assert (await swire.get("/v1/files")).json() == []
 
 

@@ -288,6 +288,9 @@ def test_fork_child_gets_a_fresh_client_and_the_parent_is_untouched(stub: StubAP
         print("parent", client.files.get("f0001").file_id)   # a pooled keep-alive connection
         pid = os.fork()
         if pid == 0:
+            import weakref
+            # The parent's client must never be torn down here (its sockets are shared).
+            weakref.finalize(parent_client, print, "parent client finalized!").atexit = False
             print("child", client.files.get("f0002").file_id, flush=True)
             print("child-fresh", client._portal.client is not parent_client, flush=True)
             print("child-list", len(client.files.list(page_size=100).to_list()), flush=True)

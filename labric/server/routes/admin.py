@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from labric.server._http import HTTPError, json_response, read_json_object
+from labric.server._http import invalid, json_response, read_json_object
 from labric.server.faults import FaultConfig
 from labric.server.routing import Router
 from labric.server.state import STATE, ServerState
@@ -43,16 +43,7 @@ async def put_faults(request: web.Request) -> web.StreamResponse:
     try:
         config = FaultConfig.from_json(body)
     except (TypeError, ValueError, KeyError) as exc:
-        raise HTTPError(
-            422,
-            [
-                {
-                    "loc": ["body"],
-                    "msg": f"Invalid fault configuration: {exc}",
-                    "type": "value_error",
-                }
-            ],
-        ) from None
+        raise invalid(["body"], f"Invalid fault configuration: {exc}") from None
     state.injector.update(config)
     return json_response(_faults(state))
 

@@ -23,9 +23,10 @@ import re
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from labric.server import records
-from labric.server._http import Fields, HTTPError, json_response, read_json_object
+from labric.server._http import Fields, HTTPError, invalid, json_response, read_json_object
 from labric.server.auth import Principal
 from labric.server.blobs import TempBlob, crc32c_b64, decode_crc32c
 from labric.server.faults import pace
@@ -256,16 +257,7 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError) as exc:
-        raise HTTPError(
-            422,
-            [
-                {
-                    "loc": ["body"],
-                    "msg": f"Expected a multipart/form-data body ({exc})",
-                    "type": "value_error",
-                }
-            ],
-        ) from None
+        raise invalid(["body"], f"Expected a multipart/form-data body ({exc})") from None
     paced = state.injector.config.active
     values: dict[str, str] = {}
     blob: TempBlob | None = None
@@ -278,16 +270,7 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
             if part is None:
                 break
             if not isinstance(part, BodyPartReader):
-                raise HTTPError(
-                    422,
-                    [
-                        {
-                            "loc": ["body"],
-                            "msg": "Nested multipart is not supported",
-                            "type": "value_error",
-                        }
-                    ],
-                )
+                raise invalid(["body"], "Nested multipart is not supported")
             name = part.name or ""
             if name == "file" and blob is None:
                 upload_name = part.filename
@@ -322,16 +305,7 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
                         raise too_large
                     data += chunk
                     if len(data) > _FIELD_LIMIT:
-                        raise HTTPError(
-                            422,
-                            [
-                                {
-                                    "loc": ["body", name],
-                                    "msg": "Field too long",
-                                    "type": "string_too_long",
-                                }
-                            ],
-                        )
+                        raise invalid(["body", name], "Field too long", "string_too_long")
                 values.setdefault(name, data.decode("utf-8", "replace").strip())
         fields = Fields({k: v or None for k, v in values.items()})
         instrument_id = fields.string("instrument_id", max_length=128)
@@ -356,6 +330,10 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
         generation = state.blobs.new_generation()
         dest = state.blobs.object_path(file_id, generation)
         await blob.install(dest)
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        if blob is not None:
+            blob.abort()
+        raise HTTPError(400, f"Malformed multipart body: {exc}", close=True) from None
     except BaseException:
         if blob is not None:
             blob.abort()

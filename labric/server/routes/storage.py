@@ -435,7 +435,7 @@ async def _send_body(
             raise OSError("the stored object is shorter than its record")
         await response.write(chunk)
         if paced:
-            await pace(request, len(chunk))
+            await pace(request, len(chunk), total=length)
         offset += len(chunk)
         remaining -= len(chunk)
 
