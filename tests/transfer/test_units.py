@@ -110,7 +110,8 @@ async def test_limiter_bounds_in_flight_and_adapts() -> None:
         await asyncio.sleep(0)
     for _ in range(5):
         await asyncio.sleep(0)
-    assert limiter.in_flight == 4 and entered == 4
+    assert limiter.in_flight == 4
+    assert entered == 4
     limiter.on_throttle()
     assert limiter.limit == 2
     limiter.on_throttle()
@@ -187,7 +188,8 @@ async def test_open_source_measures_each_kind(tmp_path: Path) -> None:
     buf = io.BytesIO(b"0123456789")
     buf.seek(4)
     src = await open_source(buf, name="tail.bin", content_type=None, chunk_size=4)
-    assert src.size == 6 and await src.read(0, 2) == b"45"
+    assert src.size == 6
+    assert await src.read(0, 2) == b"45"
 
     async def stream():  # type: ignore[no-untyped-def]
         for piece in (b"ab", b"cd", b"e"):
@@ -195,7 +197,8 @@ async def test_open_source_measures_each_kind(tmp_path: Path) -> None:
 
     src = await open_source(stream(), name="s.bin", content_type=None, chunk_size=2)
     try:
-        assert src.size == 5 and await src.read(1, 3) == b"bcd"
+        assert src.size == 5
+        assert await src.read(1, 3) == b"bcd"
         assert src.spooled
     finally:
         src.close()
