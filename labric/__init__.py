@@ -9,6 +9,7 @@ from labric._client import AsyncLabric
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._pagination import AsyncPager, Page
 from labric._sync import Labric
+from labric._sync_pager import SyncPager
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
@@ -34,6 +35,7 @@ __all__ = [
     "LabricError",
     "NotFoundError",
     "Page",
+    "SyncPager",
     "RetryPolicy",
     "Timeout",
     "TransferConfig",

@@ -59,7 +59,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import anyio
-from anyio.from_thread import BlockingPortal  # noqa: TID251 (this is its one home)
+from anyio.from_thread import BlockingPortal
 
 from labric.errors import ClientClosedError, PortalUsageError
 
