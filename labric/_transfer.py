@@ -43,7 +43,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import attrs
 
@@ -657,7 +657,7 @@ class TransferEngine:
         file_id = entry["file_id"]
         try:
             status = structure(
-                (await self.api("GET", f"/v1/files/{file_id}/upload-status")).json(),
+                (await self.api("GET", _fpath(file_id, "/upload-status"))).json(),
                 UploadStatus,
             )
         except APIStatusError as exc:
@@ -667,7 +667,7 @@ class TransferEngine:
             raise
         if status.status == "confirmed":
             await self.journal.delete("upload", key)
-            info = (await self.api("GET", f"/v1/files/{file_id}")).json()
+            info = (await self.api("GET", _fpath(file_id))).json()
             upload = FileUpload(
                 file_id=file_id,
                 file_name=info.get("file_name") or src.name,
@@ -749,7 +749,7 @@ class TransferEngine:
                 f"Upload of {src.name!r} was corrupted in transit (CRC32C "
                 f"{crc32c_to_b64(local)} sent, {crc32c_to_b64(server_crc)} stored)"
             )
-        response = await self.api("POST", f"/v1/files/{ticket.file_id}/confirm-upload")
+        response = await self.api("POST", _fpath(ticket.file_id, "/confirm-upload"))
         return self._check_confirm(response, src, local)
 
     async def _upload_parts(
@@ -821,9 +821,7 @@ class TransferEngine:
         manifest = {
             "parts": [{"number": p.number, "crc32c": crc32c_to_b64(crcs[p.number])} for p in parts]
         }
-        response = await self.api(
-            "POST", f"/v1/files/{ticket.file_id}/confirm-upload", json=manifest
-        )
+        response = await self.api("POST", _fpath(ticket.file_id, "/confirm-upload"), json=manifest)
         return self._check_confirm(response, src, whole)
 
     def _check_confirm(self, response: Response, src: _Source, local_crc: int) -> FileUpload:
@@ -837,8 +835,19 @@ class TransferEngine:
 
     # -- downloads ------------------------------------------------------------------------
 
+    async def _original_path(self, file_id: str) -> str | None:
+        """The file's platform path (``GET /v1/files/{id}``), or ``None`` where not served."""
+        try:
+            response = await self.api("GET", _fpath(file_id))
+        except APIStatusError as exc:
+            if exc.status_code in (404, 405):
+                return None  # the content request that follows reports a missing file
+            raise
+        value = response.json().get("original_path")
+        return value if isinstance(value, str) and value else None
+
     async def content(self, file_id: str) -> FileContent:
-        response = await self.api("GET", f"/v1/files/{file_id}/content")
+        response = await self.api("GET", _fpath(file_id, "/content"))
         return structure(response.json(), FileContent, what="GET content")
 
     async def download(
@@ -849,19 +858,26 @@ class TransferEngine:
         overwrite: bool,
         progress: _Progress,
         skip_existing: bool = False,
-        relative_name: bool = False,
+        claimed: set[Path] | None = None,
     ) -> tuple[Path, bool]:
         """Download one file to ``dest`` (a file path, or a directory to put it in).
 
+        With ``claimed`` (bulk downloads), ``dest`` is a directory and the file keeps its platform
+        path under it; the final path is claimed in that set before any byte is written, so two
+        files that map to one path never write over each other.
+
         Returns the final path and whether an identical file was already there.
         """
+        original_path = await self._original_path(file_id) if claimed is not None else None
         info = await self.content(file_id)
         final = dest
-        if dest.is_dir() or relative_name:
-            name = info.file_name or file_id
-            final = dest / (
-                safe_relative_path(name) if relative_name else Path(safe_relative_path(name).name)
-            )
+        if claimed is not None:
+            final = dest / safe_relative_path(original_path or info.file_name or file_id)
+            if final in claimed:
+                raise TransferError(f"Another file in this download also maps to {final}")
+            claimed.add(final)
+        elif dest.is_dir():
+            final = dest / safe_relative_path(info.file_name or file_id).name
         total = info.size_bytes
         progress.started_file(file_id, total)
         if final.exists():
@@ -1231,11 +1247,8 @@ class TransferEngine:
                     overwrite=overwrite,
                     progress=progress,
                     skip_existing=skip_existing,
-                    relative_name=True,
+                    claimed=claimed,
                 )
-                if path in claimed:
-                    raise TransferError(f"Two files in this download map to {path}")
-                claimed.add(path)
                 return DownloadOutcome(file_id=file_id, path=path, skipped=skipped)
             except asyncio.CancelledError:
                 raise
@@ -1247,6 +1260,10 @@ class TransferEngine:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _fpath(file_id: str, suffix: str = "") -> str:
+    return f"/v1/files/{quote(file_id, safe='')}{suffix}"
 
 
 async def _gather_all(coros: list[Awaitable[Any]]) -> None:

@@ -2,6 +2,7 @@
 
 Subcommands::
 
+    labric demo [--data-dir DIR] [--plates N] [--reads N] [--big-mib N] [--keep]
     labric serve --data-dir DIR [--host 127.0.0.1] [--port 8765] [--part-size N] [--faults SPEC]
     labric keys create --data-dir DIR [--org NAME] --scopes read,write [--expires-in SECONDS]
 
@@ -192,8 +193,37 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo -------------------------------------------------------------------------------------
+
+
+def _add_demo(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="run the SDK's main job end to end against a temporary local server",
+        description="Start a local server, generate an instrument run, bulk-upload it, list it, "
+        "download it back and verify every byte. Exits non-zero if any check fails.",
+    )
+    parser.add_argument("--data-dir", default=None, help="server data directory (default: temp)")
+    parser.add_argument("--plates", type=int, default=24, help="plates in the generated run")
+    parser.add_argument("--reads", type=int, default=12, help="CSV reads per plate")
+    parser.add_argument("--big-mib", type=int, default=256, help="size of the large raw file")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from labric.demo import run_demo
+
+    for name in ("plates", "reads", "big_mib"):
+        if getattr(args, name) < 0:
+            raise CLIError(f"--{name.replace('_', '-')} must not be negative")
+    return run_demo(
+        args.data_dir, plates=args.plates, reads=args.reads, big_mib=args.big_mib, keep=args.keep
+    )
+
+
 #: Subcommand registrations, in help order. Each adds its parser and sets ``func``.
-COMMANDS: list[Callable[[Any], None]] = [_add_serve, _add_keys]
+COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_serve, _add_keys]
 
 
 def build_parser() -> argparse.ArgumentParser:

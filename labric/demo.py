@@ -125,9 +125,9 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
                 out.write(f"FAILED: {len(bad)} downloads, first: {bad[0].error}\n")
                 return 1
         mismatched = [
-            src
-            for src, outcome in zip(sources, downloads, strict=True)
-            if outcome.path is None or _digest(src) != _digest(Path(outcome.path))
+            up.source
+            for up, down in zip(uploads, downloads, strict=True)
+            if down.path is None or _digest(Path(str(up.source))) != _digest(Path(down.path))
         ]
         if mismatched:
             out.write(f"FAILED: {len(mismatched)} files differ after the round trip\n")
