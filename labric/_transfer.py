@@ -622,16 +622,24 @@ class TransferEngine:
         progress.started_file(src.name, src.size)
         key = None
         if resume and src.identity is not None:
-            key = journal_key(self._origin, self._key_prefix, src.name, *src.identity)
+            key = journal_key(
+                self._origin,
+                self._key_prefix,
+                src.name,
+                attribution.get("instrument_id", ""),
+                *src.identity,
+            )
             resumed = await self._try_resume(key, src, progress)
             if resumed is not None:
                 return resumed
         body: dict[str, Any] = {
             "file_name": src.name,
             "content_type": src.content_type,
-            "size_bytes": src.size,
             **attribution,
         }
+        if src.size >= self._config.multipart_threshold:
+            # The size lets the server offer parts: concurrent, checksummed, resumable.
+            body["size_bytes"] = src.size
         ticket = structure(
             (await self.api("POST", "/v1/files/upload-url", json=body)).json(), UploadURL
         )
@@ -642,11 +650,31 @@ class TransferEngine:
         else:
             if key is not None:
                 await self.journal.put("upload", key, {"file_id": ticket.file_id, "parts": None})
-            result = await self._upload_single(src, ticket, progress)
+            result = await self._upload_single(src, ticket, progress, key)
         if key is not None:
-            await self.journal.delete("upload", key)
+            await self.journal.put("upload", key, {"file_id": result.file_id, "confirmed": True})
         progress.finished_file(TransferPhase.COMPLETED, src.name, src.size, src.size)
         return result, False
+
+    async def _confirmed_upload(self, file_id: str, src: _Source) -> FileUpload | None:
+        """The file as the server has it, or ``None`` if it is gone."""
+        try:
+            info = (await self.api("GET", _fpath(file_id))).json()
+        except APIStatusError as exc:
+            if exc.status_code in (404, 410):
+                return None
+            raise
+        return FileUpload(
+            file_id=file_id,
+            file_name=info.get("file_name") or src.name,
+            size_kilobytes=info.get("size_kilobytes"),
+            size_bytes=info.get("size_bytes"),
+            crc32c_hash=info.get("crc32c_hash"),
+        )
+
+    def _skipped(self, src: _Source, progress: _Progress) -> None:
+        progress.total_done += src.size
+        progress.finished_file(TransferPhase.SKIPPED, src.name, src.size, src.size)
 
     async def _try_resume(
         self, key: str, src: _Source, progress: _Progress
@@ -655,6 +683,13 @@ class TransferEngine:
         if entry is None:
             return None
         file_id = entry["file_id"]
+        if entry.get("confirmed"):
+            existing = await self._confirmed_upload(file_id, src)
+            if existing is not None:
+                self._skipped(src, progress)
+                return existing, True
+            await self.journal.delete("upload", key)
+            return None
         try:
             status = structure(
                 (await self.api("GET", _fpath(file_id, "/upload-status"))).json(),
@@ -666,20 +701,21 @@ class TransferEngine:
                 return None
             raise
         if status.status == "confirmed":
-            await self.journal.delete("upload", key)
-            info = (await self.api("GET", _fpath(file_id))).json()
-            upload = FileUpload(
-                file_id=file_id,
-                file_name=info.get("file_name") or src.name,
-                size_kilobytes=info.get("size_kilobytes"),
-                size_bytes=info.get("size_bytes"),
-                crc32c_hash=info.get("crc32c_hash"),
-            )
-            progress.total_done += src.size
-            progress.finished_file(TransferPhase.SKIPPED, src.name, src.size, src.size)
-            return upload, True
+            existing = await self._confirmed_upload(file_id, src)
+            if existing is not None:
+                await self.journal.put("upload", key, {"file_id": file_id, "confirmed": True})
+                self._skipped(src, progress)
+                return existing, True
+            return None
         if entry.get("parts") is None:
-            return None  # an unconfirmed single PUT: start over with a fresh ticket
+            # A single PUT that may have landed before the crash: confirming tells.
+            landed = await self._confirm_landed(file_id, src)
+            if landed is None:
+                return None  # nothing stored: start over with a fresh ticket
+            await self.journal.put("upload", key, {"file_id": file_id, "confirmed": True})
+            progress.total_done += src.size
+            progress.finished_file(TransferPhase.COMPLETED, src.name, src.size, src.size)
+            return landed, False
         # The status carries fresh URLs for the parts the server lacks; send only those.
         stored = {p.number: crc32c_from_b64(p.crc32c) for p in status.parts}
         plan = plan_parts(src.size, status.part_size or src.size or 1)
@@ -699,12 +735,12 @@ class TransferEngine:
         )
         done = stored
         result = await self._upload_parts(src, ticket, done, key, progress)
-        await self.journal.delete("upload", key)
+        await self.journal.put("upload", key, {"file_id": file_id, "confirmed": True})
         progress.finished_file(TransferPhase.COMPLETED, src.name, src.size, src.size)
         return result, False
 
     async def _upload_single(
-        self, src: _Source, ticket: UploadURL, progress: _Progress
+        self, src: _Source, ticket: UploadURL, progress: _Progress, key: str | None
     ) -> FileUpload:
         chunk = self._config.chunk_size
         crc_holder = [0]
@@ -742,15 +778,45 @@ class TransferEngine:
 
             return await self._slot_call(send)
 
-        server_crc = await self._transport.retrying(put_once, method="PUT", url=ticket.upload_url)
+        try:
+            server_crc = await self._transport.retrying(
+                put_once, method="PUT", url=ticket.upload_url
+            )
+        except APIStatusError as exc:
+            if exc.status_code != 412:
+                raise
+            # Create-only: an earlier attempt stored the object but its answer was lost.
+            landed = await self._confirm_landed(ticket.file_id, src)
+            if landed is None:
+                raise
+            return landed
         local = crc_holder[0]
         if server_crc is not None and server_crc != local:
             raise IntegrityError(
                 f"Upload of {src.name!r} was corrupted in transit (CRC32C "
                 f"{crc32c_to_b64(local)} sent, {crc32c_to_b64(server_crc)} stored)"
             )
+        if key is not None:
+            await self.journal.flush()  # the file id is on disk before the upload can finish
         response = await self.api("POST", _fpath(ticket.file_id, "/confirm-upload"))
         return self._check_confirm(response, src, local)
+
+    async def _confirm_landed(self, file_id: str, src: _Source) -> FileUpload | None:
+        """Confirm an upload whose bytes may be stored already; ``None`` when they are not.
+
+        The source is read once more to check the stored CRC32C (this only happens when a PUT's
+        answer was lost or a run was interrupted between PUT and confirm).
+        """
+        try:
+            response = await self.api("POST", _fpath(file_id, "/confirm-upload"))
+        except APIStatusError as exc:
+            if exc.status_code in (400, 404, 409):
+                return None
+            raise
+        crc = 0
+        for offset, length in plan_parts(src.size, self._config.chunk_size):
+            crc = crc32c_extend(crc, await src.read(offset, length))
+        return self._check_confirm(response, src, crc)
 
     async def _upload_parts(
         self,
@@ -821,6 +887,8 @@ class TransferEngine:
         manifest = {
             "parts": [{"number": p.number, "crc32c": crc32c_to_b64(crcs[p.number])} for p in parts]
         }
+        if key is not None:
+            await self.journal.flush()
         response = await self.api("POST", _fpath(ticket.file_id, "/confirm-upload"), json=manifest)
         return self._check_confirm(response, src, whole)
 
