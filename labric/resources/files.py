@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import attrs
 
+from labric._context import current_execution_id
 from labric._pagination import AsyncPager
 from labric._transfer import ProgressCallback, TransferEngine, UploadSourceType, _Progress
 from labric._transport import Transport
@@ -19,8 +20,6 @@ from labric.errors import TransferError
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.transfers import DownloadOutcome, UploadOutcome
 from labric.resources._base import AsyncResource
-
-ENV_JOB_EXECUTION_ID = "LABRIC_JOB_EXECUTION_ID"
 
 
 @attrs.define
@@ -54,14 +53,15 @@ class AsyncFiles(AsyncResource):
         """The ids uploads are recorded under; opens (and closes) an execution when none is given.
 
         The hosted upload routes need a job execution or an instrument. Without either (and
-        outside a job, where ``LABRIC_JOB_EXECUTION_ID`` is set), one off-platform execution is
+        outside ``jobs.track()`` or a job, see :func:`labric._context.current_execution_id`),
+        one off-platform execution is
         opened for the call and closed ``completed``, or ``failed`` if anything failed, so the
         batch can be found and reverted as a unit.
         """
         given = _Attribution()
         if instrument_id is not None:
             given.ids["instrument_id"] = instrument_id
-        execution = job_execution_id or os.environ.get(ENV_JOB_EXECUTION_ID) or None
+        execution = job_execution_id or current_execution_id()
         if execution is not None:
             given.ids["job_execution_id"] = execution
         if given.ids:

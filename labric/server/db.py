@@ -182,11 +182,85 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_age ON idempotency(created_at);
 """
 
+_DATASETS_SCHEMA = """
+-- The ledger of committed data writes (POST /v1/data/write), one row per request, under the job
+-- execution it was recorded in. The rows themselves live in the organisation's own dataset
+-- database (datasets/<org_id>.sqlite3), which also tracks exactly which rows each execution
+-- created; this ledger keeps what revert cannot undo (updates, deletes, series replaced on
+-- parents the execution did not create), so revert can report it as warnings.
+CREATE TABLE dataset_writes (
+    id                TEXT PRIMARY KEY,
+    org_id            TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    job_execution_id  TEXT NOT NULL REFERENCES job_executions(id) ON DELETE CASCADE,
+    created_at        TEXT NOT NULL,
+    -- JSON: {"tables": [{table, mode, created, updated, deleted, cascade_deleted}],
+    --        "series": [{table, parents, parents_not_created, points_written, points_replaced}]}
+    summary           TEXT NOT NULL,
+    reverted_at       TEXT
+);
+CREATE INDEX dataset_writes_execution ON dataset_writes(job_execution_id);
+"""
+
+_JOBS_SCHEMA = """
+-- Jobs: the current script version (0: no script, e.g. a job made for off-platform runs),
+-- parameter definitions (a JSON list) and a default time limit for platform runs.
+ALTER TABLE jobs ADD COLUMN script_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN parameter_definitions TEXT;
+ALTER TABLE jobs ADD COLUMN timeout_seconds INTEGER;
+ALTER TABLE jobs ADD COLUMN updated_at TEXT;
+CREATE INDEX jobs_listing ON jobs(org_id, archived, created_at);
+
+-- Every version of every script; executions keep the version they ran.
+CREATE TABLE job_scripts (
+    job_id      TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    version     INTEGER NOT NULL,
+    code        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (job_id, version)
+);
+
+-- At most one trigger per job. instrument_id has no foreign key on purpose: a trigger restricted
+-- to an instrument that is later deleted must match nothing, not everything.
+CREATE TABLE job_triggers (
+    id             TEXT PRIMARY KEY,
+    job_id         TEXT NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,
+    org_id         TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    category       TEXT NOT NULL,
+    instrument_id  TEXT,
+    conditions     TEXT,
+    -- job_completed: the source job (copied out of conditions for the lookup)
+    source_job_id  TEXT,
+    -- schedule: when it fires next (stored UTC form)
+    next_fire_at   TEXT,
+    created_at     TEXT NOT NULL
+);
+CREATE INDEX job_triggers_category ON job_triggers(org_id, category);
+CREATE INDEX job_triggers_source ON job_triggers(source_job_id) WHERE source_job_id IS NOT NULL;
+CREATE INDEX job_triggers_due ON job_triggers(next_fire_at) WHERE next_fire_at IS NOT NULL;
+
+-- Platform executions: what they run (script version, input files, parameters), what started
+-- them (trigger_info, JSON; NULL for manual and off-platform runs), the chain of jobs that led
+-- to them (lineage, a JSON list of job ids), their time limit, exit code and captured logs.
+ALTER TABLE job_executions ADD COLUMN script_version INTEGER;
+ALTER TABLE job_executions ADD COLUMN file_ids TEXT;
+ALTER TABLE job_executions ADD COLUMN parameters TEXT;
+ALTER TABLE job_executions ADD COLUMN trigger_info TEXT;
+ALTER TABLE job_executions ADD COLUMN lineage TEXT;
+ALTER TABLE job_executions ADD COLUMN timeout_seconds REAL;
+ALTER TABLE job_executions ADD COLUMN exit_code INTEGER;
+ALTER TABLE job_executions ADD COLUMN logs TEXT;
+ALTER TABLE job_executions ADD COLUMN logs_truncated INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX job_executions_queue ON job_executions(status, created_at) WHERE off_platform = 0;
+CREATE INDEX job_executions_listing ON job_executions(org_id, created_at);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "organisations, keys, instruments, jobs, executions, files, idempotency", _INITIAL_SCHEMA
     ),
+    Migration(2, "datasets: the write ledger", _DATASETS_SCHEMA),
+    Migration(3, "jobs: script versions, triggers, platform executions", _JOBS_SCHEMA),
 )
 
 

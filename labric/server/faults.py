@@ -112,6 +112,16 @@ def _optional_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         raise FaultConfigError(f"{attribute.name} must be a whole number or null, got {value!r}")
 
 
+_SCOPES: Final = ("all", "api", "storage")
+
+
+def _scope(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in _SCOPES:
+        raise FaultConfigError(
+            f"{attribute.name} must be one of {', '.join(_SCOPES)}, got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class FaultConfig:
     """What to inject; the default injects nothing.
@@ -124,6 +134,8 @@ class FaultConfig:
         bandwidth: Bytes per second allowed on each request's body stream; 0 means no cap.
         seed: Seed of the decisions, so a run can be repeated; ``None`` draws a fresh one.
         retry_after: Seconds sent in ``Retry-After`` on injected 429s.
+        scope: Which requests get faults: ``all`` (default), ``api`` (``/api/...``) or
+            ``storage`` (the signed storage routes), so a test can break one side only.
 
     Raises:
         FaultConfigError: A value is out of range, or ``error + throttle + reset`` exceeds 1.
@@ -136,6 +148,7 @@ class FaultConfig:
     bandwidth: int = attrs.field(default=0, validator=_non_negative_int)
     seed: int | None = attrs.field(default=None, validator=_optional_int)
     retry_after: int = attrs.field(default=1, validator=_non_negative_int)
+    scope: str = attrs.field(default="all", validator=_scope)
 
     def __attrs_post_init__(self) -> None:
         total = self.error + self.throttle + self.reset
@@ -175,7 +188,7 @@ class FaultConfig:
         """Return the CLI form of the settings that differ from the defaults (``""`` if none)."""
         defaults = FaultConfig()
         parts = [
-            f"{name}={value!r}"
+            f"{name}={value if isinstance(value, str) else repr(value)}"
             for name, value in attrs.asdict(self).items()
             if value != getattr(defaults, name)
         ]
@@ -202,12 +215,14 @@ def _check_keys(keys: Mapping[str, Any]) -> None:
         )
 
 
-def _parse_value(key: str, text: str) -> float | int:
+def _parse_value(key: str, text: str) -> float | int | str:
     if key == "bandwidth":
         # Bandwidth is easier to read with a unit: 50M, 1.5MB, 200k/s (decimal, bytes per second).
         match = _SIZE_RE.match(text)
         if match:
             return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if key == "scope":
+        return text  # validated by FaultConfig
     try:
         return int(text) if key in _INT_FIELDS else float(text)
     except ValueError:
@@ -244,6 +259,13 @@ def parse_faults(spec: str) -> FaultConfig:
             raise FaultConfigError(f"fault setting {key!r} is given more than once")
         values[key] = _parse_value(key, text)
     return FaultConfig(**values)
+
+
+def _in_scope(scope: str, path: str) -> bool:
+    if scope == "all":
+        return True
+    is_api = path == "/api" or path.startswith("/api/")
+    return is_api if scope == "api" else not is_api
 
 
 class _Outcome(enum.Enum):
@@ -376,10 +398,10 @@ class FaultInjector:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The aiohttp middleware that injects the configured faults."""
-        if self.is_exempt(request.path):
+        config = self.config
+        if self.is_exempt(request.path) or not _in_scope(config.scope, request.path):
             return await handler(request)
         self.counters["requests"] += 1
-        config = self.config
         if not config.active:
             return await handler(request)
         outcome, detail = self._decide(config)
