@@ -50,7 +50,9 @@ def load_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise CronError(f"Unknown timezone {name!r}: use an IANA name such as 'Europe/Berlin'")
+        raise CronError(
+            f"Unknown timezone {name!r}: use an IANA name such as 'Europe/Berlin'"
+        ) from None
 
 
 def _value(text: str, name: str, low: int, high: int, names: list[str]) -> int:

@@ -697,7 +697,9 @@ def fire_file_uploaded(
         job = _runnable(conn, trigger_row["job_id"])
         if job is None or job.trigger is None:
             continue
-        if not triggers.file_matches(job.trigger.conditions or {}, job.trigger.instrument_id, facts):
+        if not triggers.file_matches(
+            job.trigger.conditions or {}, job.trigger.instrument_id, facts
+        ):
             continue
         execution_id = _start_triggered(
             conn,

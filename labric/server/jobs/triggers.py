@@ -194,11 +194,11 @@ def _check_file_conditions(given: dict[str, Any], problems: list[Problem]) -> No
     if pattern is not None and (not isinstance(pattern, str) or not pattern):
         problems.append((["file_name_pattern"], "Expected a non-empty glob string"))
     extensions = given.get("file_extensions")
-    if extensions is not None:
-        if not isinstance(extensions, list) or not all(
-            isinstance(e, str) and e.strip(" .") for e in extensions
-        ):
-            problems.append((["file_extensions"], 'Expected a list of extensions like ".csv"'))
+    valid = isinstance(extensions, list) and all(
+        isinstance(e, str) and e.strip(" .") for e in extensions
+    )
+    if extensions is not None and not valid:
+        problems.append((["file_extensions"], 'Expected a list of extensions like ".csv"'))
     source_type = given.get("source_type")
     if source_type is not None and not isinstance(source_type, str):
         problems.append((["source_type"], "Expected a string"))
@@ -217,9 +217,7 @@ def _check_completed_conditions(given: dict[str, Any], problems: list[Problem]) 
         problems.append((["source_job_id"], "A job_completed trigger needs source_job_id"))
     statuses = given.get("statuses")
     if statuses is not None and (
-        not isinstance(statuses, list)
-        or not statuses
-        or not all(s in _STATUSES for s in statuses)
+        not isinstance(statuses, list) or not statuses or not all(s in _STATUSES for s in statuses)
     ):
         problems.append((["statuses"], "Expected a non-empty list of 'completed' and 'failed'"))
 
