@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from labric import AsyncLabric
+from labric import AsyncLabric, TransferConfig
 from labric.server import LocalServer, ThreadedServer
 
 from ._support import KiB, Wire, crc_b64
@@ -167,7 +167,11 @@ async def test_sdk_round_trip(client: AsyncLabric, server: LocalServer, tmp_path
 async def test_sdk_multipart_upload(tmp_path: Path) -> None:
     async with (
         LocalServer(tmp_path / "d", part_size=KiB) as srv,
-        AsyncLabric(srv.admin_key, base_url=srv.base_url) as sdk,
+        AsyncLabric(
+            srv.admin_key,
+            base_url=srv.base_url,
+            transfer=TransferConfig(multipart_threshold=KiB, state_dir=str(tmp_path / "s")),
+        ) as sdk,
     ):
         uploaded = await sdk.files.upload(
             DATA, name="big.bin", instrument_id=srv.create_instrument("r")
