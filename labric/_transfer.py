@@ -837,7 +837,6 @@ class TransferEngine:
         already = sum(p.size for p in parts if p.number in done)
         progress.advance(src.name, already, already, src.size)
         sent = [already]
-        journal_lock = asyncio.Lock()
 
         async def one(part: Any) -> None:
             async with self.memory.reserve(part.size):
@@ -869,15 +868,14 @@ class TransferEngine:
             sent[0] += part.size
             progress.advance(src.name, part.size, sent[0], src.size)
             if key is not None:
-                async with journal_lock:
-                    await self.journal.put(
-                        "upload",
-                        key,
-                        {
-                            "file_id": ticket.file_id,
-                            "parts": {str(n): crc32c_to_b64(c) for n, c in crcs.items()},
-                        },
-                    )
+                await self.journal.put(
+                    "upload",
+                    key,
+                    {
+                        "file_id": ticket.file_id,
+                        "parts": {str(n): crc32c_to_b64(c) for n, c in crcs.items()},
+                    },
+                )
 
         todo = [p for p in parts if p.number not in done]
         await _gather_all([one(p) for p in todo])
@@ -1022,27 +1020,20 @@ class TransferEngine:
             done[0] = 0
 
             async def fetch() -> tuple[int, int]:
-                crc = 0
                 fd = await asyncio.to_thread(
                     os.open, part_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
                 )
                 try:
+
+                    def moved(n: int) -> None:
+                        done[0] += n
+                        progress.advance(info.file_id, n, done[0], info.size_bytes)
+
                     async with (
                         self.memory.reserve(2 * chunk),
                         self._transport.stream("GET", info.download_url) as resp,
                     ):
-                        buf = bytearray()
-                        async for piece in resp.content.iter_chunked(chunk):
-                            buf += piece
-                            if len(buf) >= chunk:
-                                crc = await asyncio.to_thread(_write_crc, fd, bytes(buf), crc)
-                                done[0] += len(buf)
-                                progress.advance(info.file_id, len(buf), done[0], info.size_bytes)
-                                buf.clear()
-                        if buf:
-                            crc = await asyncio.to_thread(_write_crc, fd, bytes(buf), crc)
-                            done[0] += len(buf)
-                            progress.advance(info.file_id, len(buf), done[0], info.size_bytes)
+                        crc, _ = await self._receive(resp, fd, 0, moved)
                         header_crc = _goog_crc(resp.headers.get("x-goog-hash"))
                         if header_crc is not None and header_crc != crc:
                             raise IntegrityError(
@@ -1083,7 +1074,6 @@ class TransferEngine:
         already = sum(ranges[i][1] for i in crcs)
         progress.advance(info.file_id, already, already, size)
         done = [already]
-        journal_lock = asyncio.Lock()
         fd = await asyncio.to_thread(os.open, part_path, os.O_WRONLY)
         try:
 
@@ -1100,8 +1090,10 @@ class TransferEngine:
                     got[0] = 0
 
                     async def fetch() -> str | None:
-                        crc = 0
-                        pos = offset
+                        def moved(n: int) -> None:
+                            got[0] += n
+                            progress.advance(info.file_id, n, done[0] + got[0], size)
+
                         async with (
                             self.memory.reserve(2 * self._config.chunk_size),
                             self._transport.stream(
@@ -1111,26 +1103,11 @@ class TransferEngine:
                             if resp.status != 206:
                                 raise TransferError("The storage server ignored a Range request")
                             tag = resp.headers.get("ETag")
-                            buf = bytearray()
-                            async for piece in resp.content.iter_chunked(self._config.chunk_size):
-                                buf += piece
-                                if len(buf) >= self._config.chunk_size:
-                                    crc = await asyncio.to_thread(
-                                        _pwrite_crc, fd, bytes(buf), pos, crc
-                                    )
-                                    pos += len(buf)
-                                    got[0] += len(buf)
-                                    progress.advance(info.file_id, len(buf), done[0], size)
-                                    buf.clear()
-                            if buf:
-                                crc = await asyncio.to_thread(_pwrite_crc, fd, bytes(buf), pos, crc)
-                                pos += len(buf)
-                                got[0] += len(buf)
-                                progress.advance(info.file_id, len(buf), done[0], size)
-                        if pos - offset != length:
+                            crc, received = await self._receive(resp, fd, offset, moved)
+                        if received != length:
                             raise TransferError(
                                 f"Range {offset}-{offset + length - 1} of {info.file_id} "
-                                f"returned {pos - offset} bytes"
+                                f"returned {received} bytes"
                             )
                         crcs[index] = crc
                         return tag
@@ -1146,18 +1123,17 @@ class TransferEngine:
                 if etag is not None and tag is not None and tag != etag:
                     raise _ObjectChanged
                 done[0] += length
-                async with journal_lock:
-                    await self.journal.put(
-                        "download",
-                        key,
-                        {
-                            "file_id": info.file_id,
-                            "size": size,
-                            "part_size": part_size,
-                            "etag": etag,
-                            "ranges": {str(i): crc32c_to_b64(c) for i, c in crcs.items()},
-                        },
-                    )
+                await self.journal.put(
+                    "download",
+                    key,
+                    {
+                        "file_id": info.file_id,
+                        "size": size,
+                        "part_size": part_size,
+                        "etag": etag,
+                        "ranges": {str(i): crc32c_to_b64(c) for i, c in crcs.items()},
+                    },
+                )
                 return tag
 
             todo = [i for i in range(len(ranges)) if i not in crcs]
@@ -1171,6 +1147,51 @@ class TransferEngine:
         for index, (_offset, length) in enumerate(ranges):
             whole = crc32c_combine(whole, crcs[index], length)
         return whole
+
+    async def _receive(
+        self, resp: Any, fd: int, offset: int, moved: Callable[[int], None]
+    ) -> tuple[int, int]:
+        """Stream a response body into ``fd`` at ``offset``; return its CRC32C and length.
+
+        Pieces are gathered (never concatenated) into batches of ``chunk_size`` and written with
+        ``pwritev`` in a worker thread while the next batch is being received: one write in
+        flight at a time, so the CRC chains in order and memory stays at two batches.
+        """
+        loop = asyncio.get_running_loop()
+        chunk = self._config.chunk_size
+        crc = 0
+        total = 0
+        writing: asyncio.Future[int] | None = None
+        pieces: list[bytes] = []
+        batched = 0
+        try:
+            async for piece in resp.content.iter_any():
+                pieces.append(piece)
+                batched += len(piece)
+                if batched >= chunk:
+                    if writing is not None:
+                        crc = await writing
+                    writing = loop.run_in_executor(
+                        None, _pwritev_crc, fd, pieces, offset + total, crc
+                    )
+                    total += batched
+                    moved(batched)
+                    pieces, batched = [], 0
+            if writing is not None:
+                crc = await writing
+                writing = None
+            if pieces:
+                crc = await loop.run_in_executor(
+                    None, _pwritev_crc, fd, pieces, offset + total, crc
+                )
+                total += batched
+                moved(batched)
+        finally:
+            if writing is not None and not writing.done():
+                # Never close the file under a write still running in the worker thread.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(writing)
+        return crc, total
 
     async def read_bytes(self, file_id: str) -> bytes:
         """Fetch a whole file into memory, verified against its CRC32C."""
@@ -1367,21 +1388,22 @@ def _goog_crc(header: str | None) -> int | None:
     return None
 
 
-def _write_crc(fd: int, data: bytes, crc: int) -> int:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-    return crc32c_extend(crc, data)
-
-
-def _pwrite_crc(fd: int, data: bytes, offset: int, crc: int) -> int:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
+def _pwritev_crc(fd: int, pieces: list[bytes], offset: int, crc: int) -> int:
+    """Write ``pieces`` at ``offset`` (handling short writes) and extend ``crc`` over them."""
+    views = [memoryview(p) for p in pieces if p]
+    while views:
+        written = os.pwritev(fd, views[:1024], offset)  # IOV_MAX is 1024 on Linux
         offset += written
-    return crc32c_extend(crc, data)
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
+    for piece in pieces:
+        crc = crc32c_extend(crc, piece)
+    return crc
 
 
 def _preallocate(path: Path, size: int) -> None:
