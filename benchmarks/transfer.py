@@ -239,6 +239,9 @@ async def worker_raw_big(base_url: str, key: str, path: str, direction: str) -> 
                 async for chunk in r.content.iter_chunked(MiB):
                     fh.write(chunk)
                     total += len(chunk)
+                if direction == "down-fsync":
+                    fh.flush()
+                    os.fsync(fh.fileno())
         return {"bytes": total, "seconds": time.perf_counter() - started}
 
 
@@ -351,6 +354,11 @@ def scenario_big(work: Path, base_url: str, key: str, size: int) -> list[dict[st
         "raw aiohttp single stream",
         "down",
         run_contender(me("raw-big", base_url, key, f"{url}::{dest}", "down")),
+    )
+    add(
+        "raw aiohttp single stream + fsync",
+        "down",
+        run_contender(me("raw-big", base_url, key, f"{url}::{dest}", "down-fsync")),
     )
     if shutil.which("curl"):
         started = time.perf_counter()
