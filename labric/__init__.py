@@ -5,11 +5,13 @@ generated from it, which runs the async client on a private event-loop thread.
 """
 
 from labric import errors, models
+from labric._batching import WriteBatchError
 from labric._client import AsyncLabric
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._pagination import AsyncPager, Page
 from labric._sync import Labric
 from labric._sync_pager import SyncPager
+from labric._types import NOT_GIVEN, NotGiven
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
@@ -23,6 +25,7 @@ from labric.errors import (
 )
 
 __all__ = [
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -33,6 +36,7 @@ __all__ = [
     "ConfigurationError",
     "Labric",
     "LabricError",
+    "NotGiven",
     "NotFoundError",
     "Page",
     "RetryPolicy",
@@ -40,6 +44,7 @@ __all__ = [
     "Timeout",
     "TransferConfig",
     "UsageError",
+    "WriteBatchError",
     "__version__",
     "errors",
     "models",

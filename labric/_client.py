@@ -8,6 +8,7 @@ from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._transfer import TransferEngine
 from labric._transport import Transport
 from labric.errors import ClientClosedError
+from labric.resources.datasets import AsyncDatasets
 from labric.resources.files import AsyncFiles
 from labric.resources.jobs import AsyncJobs
 
@@ -68,6 +69,7 @@ class AsyncLabric:
         self._transport = Transport(self._config)
         self._engine = TransferEngine(self._transport, self._config.transfer)
         self.files = AsyncFiles(self._transport, self._engine)
+        self.datasets = AsyncDatasets(self._transport)
         self.jobs = AsyncJobs(self._transport)
 
     def __repr__(self) -> str:

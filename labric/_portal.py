@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import sys
@@ -305,7 +306,12 @@ class Portal(Generic[C]):
     def wrap_context(
         self, make: Callable[[C], AbstractAsyncContextManager[T]]
     ) -> AbstractContextManager[T]:
-        """A context manager that enters and exits ``make(client)`` in one loop-side task."""
+        """A context manager that enters and exits ``make(client)`` in one loop-side task.
+
+        Context variables that ``__aenter__`` sets (``jobs.track()`` sets the current execution)
+        are also set in the calling thread for the duration of the ``with`` block, so calls made
+        inside it see them, as calls inside the ``async with`` block would.
+        """
         return _BlockingContext(self, make)
 
     def close(self) -> None:
@@ -402,7 +408,12 @@ class _BlockingContext(AbstractContextManager[T], Generic[C, T]):
         self._entered = _Call()  # finished when __aenter__ has returned or raised
         self._held = _Call()  # the holding task: finished after __aexit__
         self._exit_info: tuple[Any, Any, Any] = (None, None, None)
-        return cast(T, portal._wait(rt, self._entered, self._start, task=self._held))
+        self._changed: list[tuple[contextvars.ContextVar[Any], Any]] = []
+        value = cast(T, portal._wait(rt, self._entered, self._start, task=self._held))
+        # Each later call's task copies this thread's context (call_soon_threadsafe does), so
+        # setting here is what makes the variables visible to calls inside the block.
+        self._tokens = [(var, var.set(v)) for var, v in self._changed]
+        return value
 
     def __exit__(
         self,
@@ -412,6 +423,9 @@ class _BlockingContext(AbstractContextManager[T], Generic[C, T]):
     ) -> bool | None:
         rt = self._rt
         self._exit_info = (exc_type, exc, tb)
+        for var, token in reversed(self._tokens):
+            with contextlib.suppress(ValueError):  # left in another context: nothing to undo
+                var.reset(token)
         return bool(self._portal._wait(rt, self._held, self._release))
 
     def _start(self) -> None:
@@ -423,6 +437,7 @@ class _BlockingContext(AbstractContextManager[T], Generic[C, T]):
 
     async def _hold(self, client: C) -> bool | None:
         entered = self._entered
+        before = contextvars.copy_context()
         try:
             cm = self._make(client)
             entered.result = await cm.__aenter__()
@@ -430,6 +445,11 @@ class _BlockingContext(AbstractContextManager[T], Generic[C, T]):
             entered.error = exc
             entered.finish()
             return None
+        self._changed = [
+            (var, value)
+            for var, value in contextvars.copy_context().items()
+            if var not in before or before[var] is not value
+        ]
         self._resume = asyncio.Event()
         entered.finish()
         try:

@@ -58,12 +58,20 @@ from labric._converter import structure
 from labric._journal import Journal, journal_key
 from labric._transport import Response, Transport
 from labric.errors import (
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     IntegrityError,
     TransferError,
 )
-from labric.models.files import FileContent, FileUpload, UploadPart, UploadStatus, UploadURL
+from labric.models.files import (
+    FileContent,
+    FileInfo,
+    FileUpload,
+    UploadPart,
+    UploadStatus,
+    UploadURL,
+)
 from labric.models.transfers import (
     DownloadOutcome,
     TransferPhase,
@@ -640,9 +648,7 @@ class TransferEngine:
         if src.size >= self._config.multipart_threshold:
             # The size lets the server offer parts: concurrent, checksummed, resumable.
             body["size_bytes"] = src.size
-        ticket = structure(
-            (await self.api("POST", "/v1/files/upload-url", json=body)).json(), UploadURL
-        )
+        ticket = _model(await self.api("POST", "/v1/files/upload-url", json=body), UploadURL)
         if ticket.parts:
             if key is not None:
                 await self.journal.put("upload", key, {"file_id": ticket.file_id, "parts": {}})
@@ -659,7 +665,7 @@ class TransferEngine:
     async def _confirmed_upload(self, file_id: str, src: _Source) -> FileUpload | None:
         """The file as the server has it, or ``None`` if it is gone."""
         try:
-            info = (await self.api("GET", _fpath(file_id))).json()
+            info = _json_object(await self.api("GET", _fpath(file_id)))
         except APIStatusError as exc:
             if exc.status_code in (404, 410):
                 return None
@@ -691,10 +697,7 @@ class TransferEngine:
             await self.journal.delete("upload", key)
             return None
         try:
-            status = structure(
-                (await self.api("GET", _fpath(file_id, "/upload-status"))).json(),
-                UploadStatus,
-            )
+            status = _model(await self.api("GET", _fpath(file_id, "/upload-status")), UploadStatus)
         except APIStatusError as exc:
             if exc.status_code in (404, 410):
                 await self.journal.delete("upload", key)
@@ -891,7 +894,7 @@ class TransferEngine:
         return self._check_confirm(response, src, whole)
 
     def _check_confirm(self, response: Response, src: _Source, local_crc: int) -> FileUpload:
-        upload = structure(response.json(), FileUpload, what="POST confirm-upload")
+        upload = _model(response, FileUpload)
         if upload.crc32c_hash is not None and crc32c_from_b64(upload.crc32c_hash) != local_crc:
             raise IntegrityError(
                 f"The server stored {src.name!r} with CRC32C {upload.crc32c_hash}, "
@@ -909,12 +912,11 @@ class TransferEngine:
             if exc.status_code in (404, 405):
                 return None  # the content request that follows reports a missing file
             raise
-        value = response.json().get("original_path")
+        value = _json_object(response).get("original_path")
         return value if isinstance(value, str) and value else None
 
     async def content(self, file_id: str) -> FileContent:
-        response = await self.api("GET", _fpath(file_id, "/content"))
-        return structure(response.json(), FileContent, what="GET content")
+        return _model(await self.api("GET", _fpath(file_id, "/content")), FileContent)
 
     async def download(
         self,
@@ -1286,13 +1288,24 @@ class TransferEngine:
         found: dict[str, str] = {}
         url: str | None = "/v1/files"
         params: dict[str, Any] | None = {"limit": 1000}
+        followed: set[str] = set()
         while url is not None:
             response = await self.api("GET", url, params=params)
-            for item in response.json():
-                name = item.get("original_path") or item.get("file_name")
-                if name and item.get("crc32c_hash"):
-                    found.setdefault(name, f"{item['file_id']}\x1f{item['crc32c_hash']}")
+            for item in _model(response, list[FileInfo]):
+                name = item.original_path or item.file_name
+                if name and item.crc32c_hash:
+                    found.setdefault(name, f"{item.file_id}\x1f{item.crc32c_hash}")
             url, params = response.next_url, None
+            if url is not None and (url in followed or not self._transport.is_api_origin(url)):
+                # As the pager does: never follow a link off the API's origin, nor loop.
+                raise APIResponseValidationError(
+                    "The file listing's next-page link leaves the API or repeats a page",
+                    method="GET",
+                    path="/v1/files",
+                    request_id=response.request_id,
+                )
+            if url is not None:
+                followed.add(url)
         return found
 
     async def _skip_if_present(
@@ -1353,6 +1366,40 @@ class TransferEngine:
 
 def _fpath(file_id: str, suffix: str = "") -> str:
     return f"/v1/files/{quote(file_id, safe='')}{suffix}"
+
+
+def _json(response: Response) -> Any:
+    """A response's decoded JSON, or :class:`APIResponseValidationError` naming the request."""
+    try:
+        return response.json()
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise APIResponseValidationError(
+            "Response body is not JSON",
+            method=response.method,
+            path=response.path,
+            request_id=response.request_id,
+        ) from exc
+
+
+def _model(response: Response, cls: type[T]) -> T:
+    """Structure a response's body into ``cls``; a misfit names the request and its id."""
+    try:
+        return structure(_json(response), cls, what=f"{response.method} {response.path}")
+    except APIResponseValidationError as exc:
+        exc.method, exc.path, exc.request_id = response.method, response.path, response.request_id
+        raise
+
+
+def _json_object(response: Response) -> dict[str, Any]:
+    data = _json(response)
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"Response from {response.method} {response.path} is not a JSON object",
+            method=response.method,
+            path=response.path,
+            request_id=response.request_id,
+        )
+    return data
 
 
 async def _gather_all(coros: list[Awaitable[Any]]) -> None:

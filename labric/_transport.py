@@ -21,6 +21,9 @@ Design:
   non-2xx becomes the status's :class:`~labric.errors.APIStatusError` subclass, carrying the method,
   the path (never the query string), the server's ``detail`` and its ``X-Request-ID``.
 * **Secrets.** Logs name the method, path, status and request id; never headers or query strings.
+  A wire error whose text shows the URL's query string (aiohttp puts the whole URL in some
+  messages, such as a connect timeout's or an invalid URL's) is not chained as the cause, so a
+  traceback never prints a signed URL's signature; a note names the withheld exception instead.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -57,7 +60,14 @@ from labric.errors import (
     status_error_class,
 )
 
-__all__ = ["Response", "Transport", "map_exception", "raise_for_status", "split_link_next"]
+__all__ = [
+    "Response",
+    "Transport",
+    "map_exception",
+    "raise_for_status",
+    "raise_mapped",
+    "split_link_next",
+]
 
 logger = logging.getLogger("labric")
 
@@ -261,6 +271,37 @@ def map_exception(exc: BaseException, *, method: str, url: str) -> APIError:
         return APIConnectionError(f"{name}: {text}" if text else name, method=method, path=path)
     text = _strip_queries(str(exc))
     return APIConnectionError(f"{type(exc).__name__}: {text}", method=method, path=path)
+
+
+def _shows_query(exc: BaseException, url: str) -> bool:
+    """Whether the text of ``exc`` or of anything it chains shows a URL's query string."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        query = ""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for text in (str(current), repr(current)):
+            if (query and query in text) or _strip_queries(text) != text:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def raise_mapped(exc: BaseException, *, method: str, url: str) -> NoReturn:
+    """Raise :func:`map_exception` of ``exc``, chained to it unless its text shows the query."""
+    mapped = map_exception(exc, method=method, url=url)
+    if mapped is exc:
+        raise mapped
+    if _shows_query(exc, url):
+        mapped.add_note(
+            f"(caused by {type(exc).__name__}, not shown: its message holds the URL's query "
+            "string, which may carry a signature)"
+        )
+        raise mapped from None
+    raise mapped from exc
 
 
 def _aiohttp_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
@@ -532,7 +573,7 @@ class Transport:
             except TRANSPORT_ERRORS as exc:
                 # Only wire failures are mapped (and so retried); a programming error such as a
                 # body json.dumps cannot encode propagates as it is.
-                raise map_exception(exc, method=current_method, url=current) from exc
+                raise_mapped(exc, method=current_method, url=current)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s -> %d in %.1f ms [request id %s]",
@@ -595,13 +636,13 @@ class Transport:
         except APIError:
             raise
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise map_exception(exc, method=method, url=url) from exc
+            raise_mapped(exc, method=method, url=url)
         except OSError as exc:
             # Inside the caller's block a plain OSError is the caller's own (a full disk, say),
             # not the wire's: aiohttp wraps socket errors in its own classes while reading.
             if in_body:
                 raise
-            raise map_exception(exc, method=method, url=url) from exc
+            raise_mapped(exc, method=method, url=url)
 
     def _storage_headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
         # Storage URLs authenticate by signature; the key is never sent to them, even when the

@@ -26,6 +26,7 @@ cause is still inspectable.
     │   │   ├── RateLimitError                429
     │   │   └── InternalServerError           >= 500
     │   └── APIResponseValidationError    a 2xx body that does not fit the expected model
+    ├── WaitTimeoutError              jobs.wait() gave up before the execution ended
     └── TransferError                 a file transfer could not be completed safely
         └── IntegrityError            bytes do not match their checksum or the object changed
 
@@ -61,6 +62,7 @@ __all__ = [
     "TransferError",
     "UnprocessableEntityError",
     "UsageError",
+    "WaitTimeoutError",
     "status_error_class",
 ]
 
@@ -204,6 +206,22 @@ class InternalServerError(APIStatusError):
 
 class APIResponseValidationError(APIError):
     """A success response whose body does not fit the expected model."""
+
+
+class WaitTimeoutError(LabricError, TimeoutError):
+    """Waiting for a job execution to end took longer than the caller allowed.
+
+    The execution itself goes on; wait again, or look at it with ``jobs.executions.get``.
+
+    Attributes:
+        execution_id: The execution waited for.
+        status: Its status when the wait gave up.
+    """
+
+    def __init__(self, message: str, *, execution_id: str, status: str | None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.status = status
 
 
 class TransferError(LabricError):

@@ -9,6 +9,7 @@ from types import TracebackType
 from labric._client import AsyncLabric
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._portal import Portal
+from labric._sync.datasets import Datasets
 from labric._sync.files import Files
 from labric._sync.jobs import Jobs
 from labric.errors import ClientClosedError
@@ -73,6 +74,7 @@ class Labric:
             name="labric-portal",
         )
         self.files = Files(self._portal, lambda c: c.files)
+        self.datasets = Datasets(self._portal, lambda c: c.datasets)
         self.jobs = Jobs(self._portal, lambda c: c.jobs)
 
     def __repr__(self) -> str:

@@ -4,18 +4,76 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 from labric._client import AsyncLabric
 from labric._portal import Portal, SyncResource
-from labric.models.jobs import ExecutionStatus, OffPlatformExecution
-from labric.resources.jobs import AsyncJobExecutions, AsyncJobs
+from labric._sync_pager import SyncPager
+from labric._types import NOT_GIVEN, NotGiven
+from labric.models.jobs import (
+    ExecutionLogs,
+    ExecutionStatus,
+    Job,
+    JobExecution,
+    OffPlatformExecution,
+    ParameterDefinition,
+    PublishStatus,
+    RevertResult,
+    ScriptEdit,
+    TriggerCategory,
+)
+from labric.resources.jobs import DEFAULT_POLL_INTERVAL, AsyncJobExecutions, AsyncJobs
 
 __all__ = ["JobExecutions", "Jobs"]
 
 
 class JobExecutions(SyncResource[AsyncLabric, AsyncJobExecutions]):
     """Job executions: runs of a job, on the platform or off it."""
+
+    def list(
+        self,
+        *,
+        job_id: str | None = None,
+        status: ExecutionStatus | str | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> SyncPager[JobExecution]:
+        """List executions, newest first.
+
+        Args:
+            job_id: Only this job's executions.
+            status: Only executions with this status (``queued``, ``running``, ``completed``,
+                ``failed``).
+            limit: The most executions to yield in total.
+            page_size: Executions fetched per request (the server's default when unset).
+
+        Returns:
+            A pager: call ``first_page()`` for the first page, iterate over it for every execution.
+        """
+        return SyncPager(
+            self._portal,
+            lambda c: self._get(c).list(
+                job_id=job_id, status=status, limit=limit, page_size=page_size
+            ),
+        )
+
+    def get(self, execution_id: str) -> JobExecution:
+        """Get one execution: its status, inputs, parameters, trigger and exit code.
+
+        Raises:
+            NotFoundError: no such execution in the key's organisation.
+        """
+        return self._portal.call(lambda c: self._get(c).get(execution_id))
+
+    def logs(self, execution_id: str) -> ExecutionLogs:
+        """Get an execution's captured output (stdout and stderr; live while it runs).
+
+        Raises:
+            NotFoundError: no such execution in the key's organisation.
+        """
+        return self._portal.call(lambda c: self._get(c).logs(execution_id))
 
     def start(
         self,
@@ -26,7 +84,8 @@ class JobExecutions(SyncResource[AsyncLabric, AsyncJobExecutions]):
     ) -> OffPlatformExecution:
         """Open an execution for a script running outside the platform; it is running at once.
 
-        Files uploaded and rows written under its id can later be reverted together.
+        Files uploaded and rows written under its id can later be reverted together. Prefer
+        :meth:`Jobs.track`, which also closes it and makes it the default for uploads.
 
         Args:
             job_id: The job it belongs to.
@@ -47,12 +106,276 @@ class JobExecutions(SyncResource[AsyncLabric, AsyncJobExecutions]):
         """
         return self._portal.call(lambda c: self._get(c).close(execution_id, status=status))
 
+    def revert(self, execution_id: str) -> RevertResult:
+        """Undo what an execution created (rows with their series, files), in one step.
+
+        Updates and deletes cannot be undone; they come back as ``warnings``.
+        """
+        return self._portal.call(lambda c: self._get(c).revert(execution_id))
+
 
 class Jobs(SyncResource[AsyncLabric, AsyncJobs]):
-    """Jobs: Python scripts the platform runs when files arrive or on demand."""
+    """Jobs: Python scripts the platform runs when files arrive or on demand.
+
+    A job's script runs with the variables :class:`labric.job.JobContext` reads (its input
+    files, parameters and execution), and with ``Labric()`` / ``Labric()`` configured for
+    the platform: uploads and dataset writes it makes default to its execution.
+    """
 
     def __init__(
         self, portal: Portal[AsyncLabric], get: Callable[[AsyncLabric], AsyncJobs]
     ) -> None:
         super().__init__(portal, get)
         self.executions = JobExecutions(portal, lambda c: get(c).executions)
+
+    def list(
+        self,
+        *,
+        name: str | None = None,
+        archived: bool | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> SyncPager[Job]:
+        """List jobs, newest first.
+
+        Args:
+            name: Only the job with this exact name (names are unique, so 0 or 1 job).
+            archived: Include archived jobs (they are left out unless this is true).
+            limit: The most jobs to yield in total.
+            page_size: Jobs fetched per request (the server's default when unset).
+
+        Returns:
+            A pager: call ``first_page()`` for the first page, iterate over it for every job.
+        """
+        return SyncPager(
+            self._portal,
+            lambda c: self._get(c).list(
+                name=name, archived=archived, limit=limit, page_size=page_size
+            ),
+        )
+
+    def get(self, job_id: str) -> Job:
+        """Get one job, with its current script in ``code``.
+
+        Raises:
+            NotFoundError: no such job in the key's organisation.
+        """
+        return self._portal.call(lambda c: self._get(c).get(job_id))
+
+    def create(
+        self,
+        *,
+        name: str,
+        code: str,
+        description: str | None = None,
+        trigger_enabled: bool | None = None,
+        trigger_category: TriggerCategory | str | None = None,
+        trigger_instrument_id: str | None = None,
+        trigger_conditions: Mapping[str, Any] | None = None,
+        parameter_definitions: Sequence[ParameterDefinition | Mapping[str, Any]] | None = None,
+        timeout_seconds: int | None = None,
+    ) -> Job:
+        """Create a job (as a draft).
+
+        Args:
+            name: Unique within the organisation.
+            code: The Python script; dependencies go in a PEP 723 ``# /// script`` block.
+            description: What the job does.
+            trigger_enabled: Create the trigger the ``trigger_*`` arguments describe.
+            trigger_category: ``file_uploaded``, ``job_completed`` or ``schedule`` (needed when
+                ``trigger_enabled``).
+            trigger_instrument_id: Only that instrument's uploads fire it (``file_uploaded``).
+            trigger_conditions: The category's conditions, e.g.
+                ``{"file_name_pattern": "*.csv"}``, ``{"source_job_id": ...}`` or
+                ``{"cron": "0 6 * * *", "timezone": "Europe/Berlin"}``.
+            parameter_definitions: The parameters the job takes.
+            timeout_seconds: The job's time limit for platform runs (local server).
+
+        Raises:
+            ConflictError: a job with this name exists.
+            UnprocessableEntityError: a field is invalid (the error lists each problem).
+
+        Example::
+
+            job = client.jobs.create(
+                name="plate-parser",
+                code=Path("parse.py").read_text(),
+                trigger_enabled=True,
+                trigger_category="file_uploaded",
+                trigger_instrument_id=reader_id,
+                trigger_conditions={"file_name_pattern": "*.csv"},
+            )
+        """
+        return self._portal.call(
+            lambda c: self._get(c).create(
+                name=name,
+                code=code,
+                description=description,
+                trigger_enabled=trigger_enabled,
+                trigger_category=trigger_category,
+                trigger_instrument_id=trigger_instrument_id,
+                trigger_conditions=trigger_conditions,
+                parameter_definitions=parameter_definitions,
+                timeout_seconds=timeout_seconds,
+            )
+        )
+
+    def update(
+        self,
+        job_id: str,
+        *,
+        name: str | NotGiven = NOT_GIVEN,
+        description: str | NotGiven = NOT_GIVEN,
+        code: str | NotGiven = NOT_GIVEN,
+        edits: Sequence[ScriptEdit | Mapping[str, str]] | NotGiven = NOT_GIVEN,
+        archived: bool | NotGiven = NOT_GIVEN,
+        trigger_enabled: bool | NotGiven = NOT_GIVEN,
+        trigger_category: TriggerCategory | str | NotGiven = NOT_GIVEN,
+        trigger_instrument_id: str | NotGiven = NOT_GIVEN,
+        trigger_conditions: Mapping[str, Any] | NotGiven = NOT_GIVEN,
+        parameter_definitions: Sequence[ParameterDefinition | Mapping[str, Any]]
+        | NotGiven = NOT_GIVEN,
+        publish_status: PublishStatus | str | NotGiven = NOT_GIVEN,
+        timeout_seconds: int | NotGiven = NOT_GIVEN,
+    ) -> Job:
+        """Change a job; only the arguments given are sent, and only those fields change.
+
+        Args:
+            job_id: The job.
+            name: A new unique name.
+            description: A new description; ``""`` clears it.
+            code: A whole new script (a new script version; past executions keep theirs).
+            edits: Replacements applied in order, each ``old_string`` matching the current
+                script exactly once (a new script version). If any fails to match, nothing is
+                saved. Not together with ``code``.
+            archived: Archive (hide, stop triggering) or restore the job.
+            trigger_enabled: ``True`` creates or replaces the trigger from the ``trigger_*``
+                arguments given; ``False`` removes it. Without it, ``trigger_*`` arguments change
+                the existing trigger.
+            trigger_category: See :meth:`create`.
+            trigger_instrument_id: See :meth:`create`.
+            trigger_conditions: See :meth:`create`.
+            parameter_definitions: The new list (``[]`` removes them all).
+            publish_status: ``draft``, ``in_review`` or ``published``.
+            timeout_seconds: The job's time limit for platform runs (local server).
+
+        Raises:
+            BadRequestError: an edit does not match exactly once (the message says which).
+            ConflictError: the new name is taken.
+
+        Example::
+
+            client.jobs.update(
+                job.id, edits=[ScriptEdit(old_string="sep=','", new_string="sep=';'")]
+            )
+        """
+        return self._portal.call(
+            lambda c: self._get(c).update(
+                job_id,
+                name=name,
+                description=description,
+                code=code,
+                edits=edits,
+                archived=archived,
+                trigger_enabled=trigger_enabled,
+                trigger_category=trigger_category,
+                trigger_instrument_id=trigger_instrument_id,
+                trigger_conditions=trigger_conditions,
+                parameter_definitions=parameter_definitions,
+                publish_status=publish_status,
+                timeout_seconds=timeout_seconds,
+            )
+        )
+
+    def archive(self, job_id: str) -> Job:
+        """Archive a job: it is hidden from listings and its trigger stops firing."""
+        return self._portal.call(lambda c: self._get(c).archive(job_id))
+
+    def run(
+        self,
+        job_id: str,
+        *,
+        file_ids: Sequence[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        timeout_seconds: int | None = None,
+    ) -> JobExecution:
+        """Run a job's current script on the platform, now (queued if all slots are busy).
+
+        Args:
+            job_id: The job.
+            file_ids: Input files, handed to the script in this order.
+            parameters: Parameter values; defaults fill the rest, and required parameters must
+                be covered.
+            timeout_seconds: A time limit for this run (default: the job's, else the server's).
+
+        Returns:
+            The new execution (``queued`` or ``running``); see :meth:`wait`.
+
+        Raises:
+            UnprocessableEntityError: a parameter is missing, unknown or of the wrong kind.
+            NotFoundError: the job or an input file does not exist.
+        """
+        return self._portal.call(
+            lambda c: self._get(c).run(
+                job_id, file_ids=file_ids, parameters=parameters, timeout_seconds=timeout_seconds
+            )
+        )
+
+    def wait(
+        self,
+        execution_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> JobExecution:
+        """Wait until an execution has ended (``completed`` or ``failed``) and return it.
+
+        Each poll asks the server to hold its answer until the execution ends (the local server
+        does; others answer at once). Between answers that come back unfinished, the pause
+        starts at ``poll_interval`` and grows by half each time, up to 5 seconds.
+
+        Args:
+            execution_id: The execution.
+            timeout: Give up after this many seconds (``None``: wait as long as it takes).
+            poll_interval: The first pause between polls, in seconds.
+
+        Returns:
+            The finished execution; check its ``status``.
+
+        Raises:
+            WaitTimeoutError: ``timeout`` passed first. The execution goes on.
+            NotFoundError: no such execution.
+        """
+        return self._portal.call(
+            lambda c: self._get(c).wait(execution_id, timeout=timeout, poll_interval=poll_interval)
+        )
+
+    def track(
+        self,
+        *,
+        job_name: str | None = None,
+        job_id: str | None = None,
+        timeout_minutes: int | None = None,
+    ) -> AbstractContextManager[OffPlatformExecution]:
+        """Record the work of a block of code as an off-platform execution of a job.
+
+        Opens an execution (``executions.start``), makes it the default for uploads and dataset
+        writes inside the block, and closes it ``completed`` when the block ends, or ``failed``
+        when it raises (the exception then propagates). Everything it recorded can later be
+        reverted together with ``executions.revert``.
+
+        Args:
+            job_name: The job, by name (created if missing).
+            job_id: The job, by id. Give exactly one of ``job_name`` and ``job_id``.
+            timeout_minutes: Fail the execution by itself if the block has not ended in time.
+
+        Example::
+
+            with client.jobs.track(job_name="nightly-import") as execution:
+                client.files.upload("summary.csv")   # recorded under execution
+        """
+        return self._portal.wrap_context(
+            lambda c: self._get(c).track(
+                job_name=job_name, job_id=job_id, timeout_minutes=timeout_minutes
+            )
+        )

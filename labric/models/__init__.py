@@ -1,6 +1,23 @@
 """The SDK's models: frozen attrs classes with the hosted platform's field names."""
 
 from labric.models._base import OpenEnum
+from labric.models.datasets import (
+    Column,
+    ColumnInfo,
+    ColumnType,
+    OnMatch,
+    QueryResult,
+    SeriesWrite,
+    SeriesWriteResult,
+    TableInfo,
+    TableWrite,
+    TableWriteResult,
+    WriteBatch,
+    WriteMode,
+    WriteProgress,
+    WriteResult,
+    WriteSummary,
+)
 from labric.models.files import (
     FileContent,
     FileInfo,
@@ -10,7 +27,21 @@ from labric.models.files import (
     UploadStatus,
     UploadURL,
 )
-from labric.models.jobs import ExecutionStatus, OffPlatformExecution
+from labric.models.jobs import (
+    ExecutionLogs,
+    ExecutionStatus,
+    ExecutionTrigger,
+    Job,
+    JobExecution,
+    JobTrigger,
+    OffPlatformExecution,
+    ParameterDefinition,
+    PublishStatus,
+    RevertResult,
+    ScriptEdit,
+    TriggerCategory,
+    WidgetType,
+)
 from labric.models.transfers import (
     DownloadOutcome,
     TransferPhase,
@@ -19,18 +50,44 @@ from labric.models.transfers import (
 )
 
 __all__ = [
+    "Column",
+    "ColumnInfo",
+    "ColumnType",
     "DownloadOutcome",
+    "ExecutionLogs",
     "ExecutionStatus",
+    "ExecutionTrigger",
     "FileContent",
     "FileInfo",
     "FileUpload",
+    "Job",
+    "JobExecution",
+    "JobTrigger",
     "OffPlatformExecution",
+    "OnMatch",
     "OpenEnum",
+    "ParameterDefinition",
+    "PublishStatus",
+    "QueryResult",
+    "RevertResult",
+    "ScriptEdit",
+    "SeriesWrite",
+    "SeriesWriteResult",
+    "TableInfo",
+    "TableWrite",
+    "TableWriteResult",
     "TransferPhase",
     "TransferProgress",
+    "TriggerCategory",
     "UploadOutcome",
     "UploadPart",
     "UploadStatus",
     "UploadURL",
     "UploadedPart",
+    "WidgetType",
+    "WriteBatch",
+    "WriteMode",
+    "WriteProgress",
+    "WriteResult",
+    "WriteSummary",
 ]

@@ -10,6 +10,7 @@ it into the hosted API's body shapes (``{"detail": "..."}``, and for 422
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,11 +115,43 @@ async def read_json_object(
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The C scanner recurses once per nesting level; a hostile body can exhaust the stack.
+        raise HTTPError(400, "Request body is not valid JSON: it is nested too deeply") from None
+    if _MAYBE_SURROGATE.search(raw) and _holds_surrogate(data):
+        # ``json`` decodes "\ud800" (and raw UTF-8-encoded surrogates) to lone surrogates, which
+        # no UTF-8 encoder (SQLite's, our own response's) accepts later on.
+        raise HTTPError(
+            400, "Request body is not valid JSON: it holds a lone UTF-16 surrogate, not text"
+        )
     if data is None and optional:
         return {}
     if not isinstance(data, dict):
         raise HTTPError(422, [_problem(["body"], "The body must be a JSON object", "dict_type")])
     return data
+
+
+#: What a lone surrogate looks like in a body: a ``\uD800``-``\uDFFF`` escape, or the raw
+#: (invalid) UTF-8 of one, which ``json.loads`` lets through on bytes.
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _holds_surrogate(data: Any) -> bool:
+    """Whether any string (key or value) in decoded JSON holds a lone surrogate."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class Fields:

@@ -15,23 +15,36 @@ Middlewares, outermost first::
 Every response carries ``X-Request-ID`` (set when the response is prepared, so streamed and
 fault-injected responses get it too). Unknown routes answer 404 and wrong methods 405, both as
 JSON.
+
+Slow and idle clients
+    aiohttp closes a connection that sits idle for ``idle_timeout`` seconds (its keep-alive
+    timer). That timer starts when the connection opens or its last response is sent, and
+    bytes arriving do not push it back, so it is also the deadline for a request's *headers*: a
+    client that trickles a request line and headers (slowloris) is cut off when it expires.
+    aiohttp has no timeout for a request *body* that stops arriving, so :class:`_BodyWatchdog`
+    adds one: while a body is incomplete and the server is willing to read (its transport is not
+    paused by flow control because a handler is busy), ``body_timeout`` seconds without a new
+    byte close the connection. Aiohttp's default line, header-field and header-count limits
+    answer oversized headers with a 400 before any handler runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
 from aiohttp import web
 
-from labric.server import auth, idempotency
+from labric.server import auth, datasets, idempotency
 from labric.server._http import HTTPError, error_response
 from labric.server.faults import InjectedReset
+from labric.server.jobs import routes as jobs
 from labric.server.routes import admin, executions, files, storage
 from labric.server.routing import PUBLIC, ROUTE_SCOPES, Handler, Router
 from labric.server.state import STATE, ServerState
 
-__all__ = ["REQUEST_ID", "build_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "REQUEST_ID", "build_app"]
 
 logger = logging.getLogger("labric.server")
 
@@ -39,6 +52,11 @@ REQUEST_ID = web.RequestKey("labric_request_id", str)
 
 #: Bytes the server reads from a socket per buffer (larger buffers speed up uploads).
 READ_BUFSIZE = 1024 * 1024
+#: Seconds an idle keep-alive connection is kept, and the deadline for a request's headers.
+DEFAULT_IDLE_TIMEOUT = 75.0
+#: Seconds a request body may stay silent before its connection is closed.
+DEFAULT_BODY_TIMEOUT = 60.0
+_BODY_TIMEOUT = web.AppKey("labric_body_timeout", float)
 
 
 def _route_name(request: web.Request) -> str:
@@ -73,11 +91,55 @@ def _from_http_error(exc: HTTPError) -> web.Response:
     return response
 
 
+class _BodyWatchdog:
+    """Closes the connection of a request whose body stops arriving for ``timeout`` seconds.
+
+    Checked four times per timeout on a timer (no task): the body counts as stalled when no byte
+    arrived since the last progress although the transport was reading. While flow control has
+    paused reading (the handler is not keeping up), the clock restarts: that wait is ours.
+    """
+
+    def __init__(self, request: web.Request, timeout: float) -> None:
+        self._request = request
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._seen = request.content.total_bytes
+        self._since = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(timeout / 4, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        content, transport = self._request.content, self._request.transport
+        if content.is_eof() or transport is None or transport.is_closing():
+            return
+        now = self._loop.time()
+        if content.total_bytes != self._seen or not transport.is_reading():
+            self._seen, self._since = content.total_bytes, now
+        elif now - self._since >= self._timeout:
+            logger.info(
+                "Closing %s %s: its body sent nothing for %.3g s",
+                self._request.method,
+                self._request.path,
+                self._timeout,
+            )
+            transport.close()
+            return
+        self._handle = self._loop.call_later(self._timeout / 4, self._check)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 @web.middleware
 async def _outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
     request[REQUEST_ID] = f"req_{uuid.uuid4().hex}"
     state.stats.request(_route_name(request))
+    watchdog = None
+    if request.body_exists and not request.content.is_eof():
+        watchdog = _BodyWatchdog(request, request.app[_BODY_TIMEOUT])
     try:
         response = await handler(request)
     except InjectedReset:
@@ -94,6 +156,9 @@ async def _outer(request: web.Request, handler: Handler) -> web.StreamResponse:
             return error_response(400, f"Connection lost: {type(exc).__name__}")
         logger.exception("Unhandled error serving %s %s", request.method, request.path)
         response = error_response(500, f"Internal server error (request id {request[REQUEST_ID]})")
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     state.stats.status(response.status)
     return response
 
@@ -132,15 +197,31 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
     response.headers["X-Request-ID"] = request.get(REQUEST_ID) or f"req_{uuid.uuid4().hex}"
 
 
-def build_app(state: ServerState) -> web.Application:
-    """Build the application serving the API and storage routes of one server."""
+def build_app(
+    state: ServerState,
+    *,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> web.Application:
+    """Build the application serving the API and storage routes of one server.
+
+    Args:
+        state: What the handlers share.
+        idle_timeout: Seconds before an idle connection is closed; also the deadline for a
+            request's headers (see the module docstring).
+        body_timeout: Seconds a request body may send nothing before its connection is closed.
+    """
+    if not (idle_timeout > 0 and body_timeout > 0):
+        raise ValueError("idle_timeout and body_timeout must be positive")
     app = web.Application(
         middlewares=[_outer, state.injector.middleware, _auth, idempotency.middleware, _errors],
-        handler_args={"read_bufsize": READ_BUFSIZE},
+        handler_args={"read_bufsize": READ_BUFSIZE, "keepalive_timeout": idle_timeout},
     )
     app[STATE] = state
+    app[_BODY_TIMEOUT] = body_timeout
     app.on_response_prepare.append(_add_request_id)
     router = Router(app)
-    for module in (files, storage, executions, admin):
+    datasets.install(app, state)
+    for module in (files, storage, executions, jobs, datasets, admin):
         module.register(router)
     return app

@@ -5,7 +5,7 @@ Layout::
     labric.db      SQLite metadata (WAL: also labric.db-wal, labric.db-shm)
     signing.key    32 random bytes signing storage URLs                    (mode 0600)
     admin.key      the default organisation's admin API key, in clear text  (mode 0600)
-    objects/ parts/ tmp/                                                    see blobs.py
+    objects/ uploads/ tmp/                                                  see blobs.py
 
 The first start creates the directory (mode 0700), the signing secret, the ``default``
 organisation and an admin key (scopes read, write, admin). Only the key's hash is in the

@@ -13,7 +13,8 @@ Threading model
 Invariants
     * ``PRAGMA foreign_keys=ON`` on every connection; WAL journal; ``synchronous=NORMAL`` (a power
       cut may lose the last commits but never corrupts the database; blob bytes are fsynced by
-      :mod:`labric.server.blobs` before any row points at them).
+      :mod:`labric.server.blobs` before any row points at them). :meth:`Database.run_durable`
+      syncs its own commit, for the few steps whose loss a power cut must not allow.
     * The schema version lives in ``schema_version``. :data:`MIGRATIONS` is append-only: a
       release adds migrations at the end and never edits a published one. A database written by
       a newer release (a version above the last known migration) is refused rather than guessed at.
@@ -254,6 +255,15 @@ CREATE INDEX job_executions_queue ON job_executions(status, created_at) WHERE of
 CREATE INDEX job_executions_listing ON job_executions(org_id, created_at);
 """
 
+_UPLOAD_FILE_SCHEMA = """
+-- A multipart upload writes every part in place into one file of the planned size,
+-- uploads/<file_id>.<upload_generation> (0: no such file yet). upload_parts.generation now holds
+-- the upload_generation its part was written into. Parts recorded under the one-file-per-part
+-- layout are forgotten: their uploads resume by sending them again.
+ALTER TABLE files ADD COLUMN upload_generation INTEGER NOT NULL DEFAULT 0;
+DELETE FROM upload_parts;
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -261,6 +271,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "datasets: the write ledger", _DATASETS_SCHEMA),
     Migration(3, "jobs: script versions, triggers, platform executions", _JOBS_SCHEMA),
+    Migration(4, "files: multipart uploads written in place", _UPLOAD_FILE_SCHEMA),
 )
 
 
@@ -371,6 +382,16 @@ class Database:
         conn.execute("COMMIT")
         return result
 
+    def _durable_transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise DatabaseError("The database is closed")
+        conn.execute("PRAGMA synchronous=FULL")  # the WAL is synced as this transaction commits
+        try:
+            return self._transaction(fn, args)
+        finally:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
     def open_sync(self) -> None:
         """Start the thread and open (and migrate) the database, blocking until done."""
         with self._lock:
@@ -412,6 +433,12 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one transaction on the database thread and await it."""
         future = self._require().submit(self._transaction, fn, args)
+        return await asyncio.wrap_future(future)
+
+    async def run_durable(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run`, but the commit is on disk once this returns: a power cut cannot undo
+        it (one WAL sync; for steps that destroy or publish bytes on the strength of the row)."""
+        future = self._require().submit(self._durable_transaction, fn, args)
         return await asyncio.wrap_future(future)
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:

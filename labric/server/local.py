@@ -3,10 +3,13 @@
 Lifecycle
     :meth:`LocalServer.start` opens (and migrates) the database on its own thread, initialises
     the data directory (secret, default organisation, admin key), empties ``tmp/``, removes blob
-    files no record names, then binds the socket and serves. :meth:`LocalServer.stop` stops
-    accepting, gives in-flight requests a moment to finish, then closes the database and waits
-    for disk threads. Restarting on the same data directory keeps organisations, keys, files and
-    bytes; signed URLs stay valid (same secret) until they expire.
+    files no record names (and forgets the parts of uploads whose file is gone), then binds the
+    socket and serves, and starts the job runner (which
+    first fails the job executions a previous process left unfinished). :meth:`LocalServer.stop`
+    stops the job runner (killing running job processes), stops accepting, gives in-flight
+    requests a moment to finish, then closes the database and waits for disk threads.
+    Restarting on the same data directory keeps organisations, keys, files and bytes; signed URLs
+    stay valid (same secret) until they expire.
 
 Threads
     The server runs on the event loop that starts it. SQLite work runs on one database thread,
@@ -28,12 +31,13 @@ from typing import Any
 from aiohttp import web
 
 from labric.server import auth, records
-from labric.server.app import build_app
+from labric.server.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
 from labric.server.blobs import BlobStore
 from labric.server.datadir import DataDir, Identity
 from labric.server.db import Database, iso
 from labric.server.faults import FaultConfig, FaultInjector, parse_faults
 from labric.server.idempotency import RETENTION_SECONDS
+from labric.server.jobs.runner import JobRunner
 from labric.server.signing import URLSigner
 from labric.server.state import (
     DEFAULT_PART_SIZE,
@@ -79,8 +83,15 @@ class LocalServer:
         upload_url_ttl: Seconds upload URLs stay valid.
         download_url_ttl: Seconds download URLs stay valid.
         default_page_size: Page size of listings when the request has no ``limit``.
-        clock: Returns the current Unix time; inject one to expire URLs, keys and executions in
-            tests without waiting.
+        max_concurrent_executions: Platform job executions running at once (the rest queue).
+        job_timeout: Default time limit of a platform job execution, in seconds.
+        max_log_bytes: The most output kept per job execution.
+        schedule_interval: Seconds between checks for due job schedules.
+        idle_timeout: Seconds an idle connection is kept open; a request's headers must also
+            arrive within this time (slow clients are cut off; see :mod:`labric.server.app`).
+        body_timeout: Seconds a request body may send nothing before its connection is closed.
+        clock: Returns the current Unix time; inject one to expire URLs, keys and executions, and
+            to make job schedules due, in tests without waiting (see :meth:`run_schedules`).
     """
 
     def __init__(
@@ -96,6 +107,12 @@ class LocalServer:
         upload_url_ttl: float = 15 * 60,
         download_url_ttl: float = 60 * 60,
         default_page_size: int = 100,
+        max_concurrent_executions: int = 4,
+        job_timeout: float = 15 * 60,
+        max_log_bytes: int = 1024 * 1024,
+        schedule_interval: float = 1.0,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if part_size < 1:
@@ -110,14 +127,22 @@ class LocalServer:
             upload_url_ttl=upload_url_ttl,
             download_url_ttl=download_url_ttl,
             default_page_size=default_page_size,
+            max_concurrent_executions=max_concurrent_executions,
+            job_timeout=job_timeout,
+            max_log_bytes=max_log_bytes,
+            schedule_interval=schedule_interval,
         )
         config = parse_faults(faults) if isinstance(faults, str) else faults
         self._injector = FaultInjector(config)
         self._stats = Stats()
         self._clock = clock or time.time
+        if not (idle_timeout > 0 and body_timeout > 0):
+            raise ValueError("idle_timeout and body_timeout must be positive")
+        self._timeouts = {"idle_timeout": idle_timeout, "body_timeout": body_timeout}
         self._db: Database | None = None
         self._blobs: BlobStore | None = None
         self._runner: web.AppRunner | None = None
+        self._jobs: JobRunner | None = None
         self._identity: Identity | None = None
         self._port: int | None = None
 
@@ -143,9 +168,11 @@ class LocalServer:
             await db.open()
             now = self._clock()
             identity = await asyncio.to_thread(self.data_dir.initialise, db, now)
-            objects, parts = await db.run(records.all_generations)
+            objects, uploads = await db.run(records.all_generations)
             await blobs.run(blobs.prepare_sync)
-            await blobs.run(blobs.sweep_sync, objects, parts)
+            await blobs.run(blobs.sweep_sync, objects, uploads)
+            lost = await blobs.run(blobs.lost_uploads_sync, uploads)
+            await db.run(records.reset_uploads, lost)  # their parts are no longer on disk
             await db.run(records.idem_prune, iso(now - RETENTION_SECONDS))
             state = ServerState(
                 settings=self.settings,
@@ -156,14 +183,20 @@ class LocalServer:
                 stats=self._stats,
                 clock=self._clock,
             )
+            jobs = state.jobs = JobRunner(state, self.data_dir.root / "scratch")
             runner = web.AppRunner(
-                build_app(state), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+                build_app(state, **self._timeouts),
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
             )
             await runner.setup()
             try:
                 site = web.TCPSite(runner, self.host, self._requested_port)
                 await site.start()
+                port = int(runner.addresses[0][1])
+                await jobs.start(f"http://{_url_host(self.host)}:{port}/api")
             except BaseException:
+                await jobs.stop()
                 await runner.cleanup()
                 raise
         except BaseException:
@@ -171,14 +204,18 @@ class LocalServer:
             await db.close()
             raise
         self._db, self._blobs, self._runner, self._identity = db, blobs, runner, identity
+        self._jobs = jobs
         self._port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop serving and release the data directory; idempotent."""
         runner, self._runner = self._runner, None
+        jobs, self._jobs = self._jobs, None
         db, self._db = self._db, None
         blobs, self._blobs = self._blobs, None
         try:
+            if jobs is not None:
+                await jobs.stop()  # kills running job processes and fails their executions
             if runner is not None:
                 await runner.cleanup()
         finally:
@@ -303,6 +340,19 @@ class LocalServer:
             )
 
         return self._database().run_sync(create)
+
+    async def run_schedules(self) -> list[str]:
+        """Fire the job schedules that are due at the clock's current time, now.
+
+        The server also checks every ``schedule_interval`` seconds; a test that moves an injected
+        clock calls this instead of waiting. A schedule fires once however it is triggered.
+
+        Returns:
+            The ids of the executions this call queued.
+        """
+        if self._jobs is None:
+            raise RuntimeError("The server has not been started")
+        return await self._jobs.run_schedules()
 
     def revoke_key(self, key: str) -> bool:
         """Revoke a key; return whether it existed."""

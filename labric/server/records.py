@@ -27,7 +27,9 @@ __all__ = [
     "clear_object",
     "confirm_file",
     "delete_file",
+    "delete_part",
     "delete_parts",
+    "drop_upload",
     "execution_get",
     "execution_status",
     "expire_executions",
@@ -50,10 +52,13 @@ __all__ = [
     "meta_set",
     "new_id",
     "org_by_name",
+    "part_get",
     "parts_of",
     "pending_at_path",
     "put_part",
+    "reset_uploads",
     "revoke_key",
+    "set_upload_generation",
     "update_pending",
 ]
 
@@ -303,7 +308,8 @@ def finish_execution(conn: sqlite3.Connection, execution_id: str, status: str, n
 
 @attrs.frozen(kw_only=True)
 class FileRow:
-    """A file record; ``generation`` 0 means no object is stored yet."""
+    """A file record; ``generation`` 0 means no object is stored yet, ``upload_generation`` 0
+    that no multipart upload file exists yet."""
 
     seq: int
     id: str
@@ -323,6 +329,7 @@ class FileRow:
     expected_size: int | None
     expected_crc32c: str | None
     generation: int
+    upload_generation: int
 
 
 _FILE_FIELDS = tuple(a.name for a in attrs.fields(FileRow))
@@ -455,10 +462,11 @@ def confirm_file(
     size: int,
     crc32c: str,
 ) -> None:
-    """Mark a file confirmed with its object's generation, size and checksum."""
+    """Mark a file confirmed with its object's generation, size and checksum (and no upload
+    file: the caller forgets its parts and removes it)."""
     conn.execute(
         "UPDATE files SET status = 'confirmed', confirmed_at = ?, generation = ?, "
-        "size_bytes = ?, crc32c = ? WHERE id = ?",
+        "size_bytes = ?, crc32c = ?, upload_generation = 0 WHERE id = ?",
         (now, generation, size, crc32c, file_id),
     )
 
@@ -512,25 +520,63 @@ def list_files(
 
 def all_generations(
     conn: sqlite3.Connection,
-) -> tuple[set[tuple[str, int]], set[tuple[str, int, int]]]:
-    """Every stored object ``(file_id, generation)`` and part ``(file_id, number, generation)``."""
+) -> tuple[set[tuple[str, int]], dict[tuple[str, int], int]]:
+    """Every stored object ``(file_id, generation)``, and every upload file
+    ``(file_id, upload_generation)`` with the size it was created with."""
     objects = {
         (row["id"], int(row["generation"]))
         for row in conn.execute("SELECT id, generation FROM files WHERE generation != 0")
     }
-    parts = {
-        (row["file_id"], int(row["number"]), int(row["generation"]))
-        for row in conn.execute("SELECT file_id, number, generation FROM upload_parts")
+    uploads = {
+        (row["id"], int(row["upload_generation"])): int(row["expected_size"])
+        for row in conn.execute(
+            "SELECT id, upload_generation, expected_size FROM files "
+            "WHERE upload_generation != 0 AND expected_size IS NOT NULL"
+        )
     }
-    return objects, parts
+    return objects, uploads
 
 
 # -- upload parts --------------------------------------------------------------------------
 
 
+def set_upload_generation(
+    conn: sqlite3.Connection,
+    file_id: str,
+    generation: int,
+    *,
+    part_size: int,
+    expected_size: int,
+) -> bool:
+    """Name a pending file's upload file, if it has none yet and its plan is still the one the
+    file was created for; return whether it was recorded."""
+    cur = conn.execute(
+        "UPDATE files SET upload_generation = ? WHERE id = ? AND status = 'pending' "
+        "AND upload_generation = 0 AND part_size = ? AND expected_size = ?",
+        (generation, file_id, part_size, expected_size),
+    )
+    return cur.rowcount > 0
+
+
+def drop_upload(conn: sqlite3.Connection, file_id: str) -> int:
+    """Forget a file's multipart upload (parts and upload file); return the upload file's
+    generation (0: there was none), for the caller to remove it."""
+    row = conn.execute("SELECT upload_generation FROM files WHERE id = ?", (file_id,)).fetchone()
+    conn.execute("DELETE FROM upload_parts WHERE file_id = ?", (file_id,))
+    conn.execute("UPDATE files SET upload_generation = 0 WHERE id = ?", (file_id,))
+    return int(row["upload_generation"]) if row else 0
+
+
+def reset_uploads(conn: sqlite3.Connection, file_ids: Iterable[str]) -> None:
+    """Forget the multipart uploads whose upload file is gone (found at start)."""
+    for file_id in file_ids:
+        drop_upload(conn, file_id)
+
+
 @attrs.frozen(kw_only=True)
 class PartRow:
-    """A stored part of a multipart upload."""
+    """A stored part of a multipart upload; ``generation`` is the upload file's it was written
+    into (a part is recorded only once its bytes are on disk there)."""
 
     number: int
     size: int
@@ -555,6 +601,20 @@ def parts_of(conn: sqlite3.Connection, file_id: str) -> list[PartRow]:
     ]
 
 
+def part_get(conn: sqlite3.Connection, file_id: str, number: int) -> PartRow | None:
+    """One stored part of a file."""
+    row = conn.execute(
+        "SELECT number, size, crc32c, generation FROM upload_parts "
+        "WHERE file_id = ? AND number = ?",
+        (file_id, number),
+    ).fetchone()
+    if row is None:
+        return None
+    return PartRow(
+        number=row["number"], size=row["size"], crc32c=row["crc32c"], generation=row["generation"]
+    )
+
+
 def put_part(
     conn: sqlite3.Connection, file_id: str, number: int, size: int, crc32c: str, generation: int
 ) -> int | None:
@@ -570,6 +630,11 @@ def put_part(
         (file_id, number, size, crc32c, generation),
     )
     return int(row["generation"]) if row else None
+
+
+def delete_part(conn: sqlite3.Connection, file_id: str, number: int) -> None:
+    """Forget one part of a file."""
+    conn.execute("DELETE FROM upload_parts WHERE file_id = ? AND number = ?", (file_id, number))
 
 
 def delete_parts(conn: sqlite3.Connection, file_id: str) -> list[PartRow]:

@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
@@ -22,6 +22,9 @@ from labric.server.blobs import BlobStore
 from labric.server.db import Database, iso
 from labric.server.faults import FaultInjector
 from labric.server.signing import URLSigner
+
+if TYPE_CHECKING:
+    from labric.server.jobs.runner import JobRunner
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -58,6 +61,10 @@ class Settings:
         default_page_size: Items per page of a listing when the request has no ``limit``.
         max_page_size: The largest ``limit`` a listing accepts.
         preview_bytes: How much of a file ``/content`` previews.
+        max_concurrent_executions: Platform job executions running at once; the rest queue.
+        job_timeout: Seconds a platform execution may run when neither the run nor its job says.
+        max_log_bytes: The most output kept per execution (its first and last halves past this).
+        schedule_interval: Seconds (real time) between checks for due job schedules.
     """
 
     part_size: int = DEFAULT_PART_SIZE
@@ -68,6 +75,10 @@ class Settings:
     default_page_size: int = 100
     max_page_size: int = 1000
     preview_bytes: int = 64 * 1024
+    max_concurrent_executions: int = 4
+    job_timeout: float = 15 * 60
+    max_log_bytes: int = MiB
+    schedule_interval: float = 1.0
 
     @property
     def signed_length_range(self) -> str:
@@ -192,6 +203,8 @@ class ServerState:
     clock: Callable[[], float]
     file_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     idempotency_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
+    #: The job runner (set by the server once it is built; ``None`` when jobs are not run).
+    jobs: JobRunner | None = None
 
     def now(self) -> str:
         """The current time in the stored ISO form."""

@@ -310,19 +310,25 @@ async def test_sweep_removes_unreferenced_blobs(tmp_path: Path) -> None:
         store.prepare_sync()
         keep = store.object_path("f1", 5)
         drop = store.object_path("f1", 4)
-        part = store.part_path("f2", 1, 7)
-        stale_part = store.part_path("f3", 1, 7)
-        for path in (keep, drop, part, stale_part):
+        upload = store.upload_path("f2", 7)
+        stale_upload = store.upload_path("f3", 7)
+        legacy_part = tmp_path / "parts" / "f4" / "1.7"  # the one-file-per-part layout
+        for path in (keep, drop, upload, stale_upload, legacy_part):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"x")
         (store.tmp_dir / "leftover.tmp").write_bytes(b"x")
         store.prepare_sync()
-        assert store.sweep_sync({("f1", 5)}, {("f2", 1, 7)}) == 2
+        assert store.sweep_sync({("f1", 5)}, {("f2", 7)}) == 3
         assert keep.exists()
-        assert part.exists()
+        assert upload.exists()
         assert not drop.exists()
-        assert not stale_part.parent.exists()
+        assert not stale_upload.exists()
+        assert not (tmp_path / "parts").exists()
         assert list(store.tmp_dir.iterdir()) == []
         assert store.new_generation() < store.new_generation()
+        # An upload file named by a row but missing, or not of its planned size, is lost.
+        assert store.lost_uploads_sync({("f2", 7): 1}) == []
+        assert store.lost_uploads_sync({("f2", 7): 2, ("f5", 1): 1}) == ["f2", "f5"]
+        assert not upload.exists()
     finally:
         store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,16 @@ import pytest
 from labric import Labric, Page
 from labric._portal import SyncResource
 from labric.errors import NotFoundError, PortalUsageError
+from labric.models.datasets import Column, TableInfo, TableWrite, WriteProgress
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
-from labric.models.jobs import ExecutionStatus, OffPlatformExecution
+from labric.models.jobs import (
+    ExecutionLogs,
+    ExecutionStatus,
+    Job,
+    JobExecution,
+    OffPlatformExecution,
+    RevertResult,
+)
 
 DATA = b"sample,value\n1,2\n3,4\n"
 
@@ -95,7 +104,156 @@ def _executions_close(ctx: Ctx) -> None:
     assert closed.status is ExecutionStatus.COMPLETED
 
 
+JOB_CODE = "print('smoke job ran')\n"
+
+
+def _job(ctx: Ctx) -> Job:
+    return ctx.client.jobs.create(name=f"smoke-{ctx.tmp.name}", code=JOB_CODE)
+
+
+def _jobs_create(ctx: Ctx) -> None:
+    job = _job(ctx)
+    assert isinstance(job, Job)
+    assert job.code == JOB_CODE
+
+
+def _jobs_get(ctx: Ctx) -> None:
+    assert ctx.client.jobs.get(_job(ctx).id).code == JOB_CODE
+
+
+def _jobs_list(ctx: Ctx) -> None:
+    job = _job(ctx)
+    assert [j.id for j in ctx.client.jobs.list(name=job.name)] == [job.id]
+
+
+def _jobs_update(ctx: Ctx) -> None:
+    job = _job(ctx)
+    assert ctx.client.jobs.update(job.id, description="smoke").description == "smoke"
+
+
+def _jobs_archive(ctx: Ctx) -> None:
+    assert ctx.client.jobs.archive(_job(ctx).id).archived is True
+
+
+def _finished_run(ctx: Ctx) -> JobExecution:
+    execution = ctx.client.jobs.run(_job(ctx).id)
+    return ctx.client.jobs.wait(execution.job_execution_id, timeout=60)
+
+
+def _jobs_run(ctx: Ctx) -> None:
+    assert _finished_run(ctx).status is ExecutionStatus.COMPLETED
+
+
+def _jobs_wait(ctx: Ctx) -> None:
+    finished = _finished_run(ctx)
+    assert isinstance(finished, JobExecution)
+    assert finished.exit_code == 0
+
+
+def _executions_logs(ctx: Ctx) -> None:
+    logs = ctx.client.jobs.executions.logs(_finished_run(ctx).job_execution_id)
+    assert isinstance(logs, ExecutionLogs)
+    assert "smoke job ran" in logs.text
+
+
+def _executions_list(ctx: Ctx) -> None:
+    execution = ctx.client.jobs.executions.start(job_name=f"smoke-{ctx.tmp.name}")
+    listed = ctx.client.jobs.executions.list(job_id=execution.job_id)
+    assert [e.job_execution_id for e in listed] == [execution.job_execution_id]
+
+
+def _executions_get(ctx: Ctx) -> None:
+    execution = ctx.client.jobs.executions.start(job_name="smoke")
+    got = ctx.client.jobs.executions.get(execution.job_execution_id)
+    assert got.off_platform is True
+
+
+def _executions_revert(ctx: Ctx) -> None:
+    execution = ctx.client.jobs.executions.start(job_name="smoke")
+    result = ctx.client.jobs.executions.revert(execution.job_execution_id)
+    assert isinstance(result, RevertResult)
+
+
+def _jobs_track(ctx: Ctx) -> None:
+    with ctx.client.jobs.track(job_name="smoke") as execution:
+        upload = ctx.client.files.upload(DATA, name=f"tracked/{ctx.tmp.name}.csv")
+    info = ctx.client.files.get(upload.file_id)
+    assert info.job_execution_id == execution.job_execution_id
+    closed = ctx.client.jobs.executions.get(execution.job_execution_id)
+    assert closed.status is ExecutionStatus.COMPLETED
+
+
+def _dataset(ctx: Ctx, raw: bool = False) -> str:
+    """A fresh table (with a raw twin of series when ``raw``) and its name."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    ctx.client.datasets.create(name, columns=[{"name": "n", "type": "integer"}])
+    if raw:
+        ctx.client.datasets.create(
+            f"{name}_raw",
+            semantic_category="raw",
+            columns=[{"name": "parent", "foreign_key": name}, {"name": "y", "type": "float"}],
+        )
+    return name
+
+
+def _datasets_create(ctx: Ctx) -> None:
+    name = "smoke_" + uuid.uuid4().hex[:8]
+    table = ctx.client.datasets.create(name, columns=[Column(name="x", type="text")])
+    assert isinstance(table, TableInfo)
+
+
+def _datasets_list(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    assert name in [t.name for t in ctx.client.datasets.list()]
+
+
+def _datasets_get(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    assert ctx.client.datasets.get(name).name == name
+
+
+def _datasets_write(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    seen: list[WriteProgress] = []
+    summary = ctx.client.datasets.write(name, ({"n": i} for i in range(5)), on_progress=seen.append)
+    assert (summary.created, [e.rows_done for e in seen]) == (5, [5])
+
+
+def _datasets_rows(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    ctx.client.datasets.write(name, [{"n": 1}, {"n": 2}, {"n": 3}])
+    assert [r["n"] for r in ctx.client.datasets.rows(name, page_size=2)] == [1, 2, 3]
+
+
+def _datasets_query(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    ctx.client.datasets.write(name, [{"n": 4}])
+    result = ctx.client.datasets.query(f"SELECT n FROM {name} WHERE n = %s", [4])
+    assert list(result.rows()) == [{"n": 4}]
+
+
+def _datasets_write_series(ctx: Ctx) -> None:
+    name = _dataset(ctx, raw=True)
+    parent = ctx.client.datasets.write(name, [{"n": 1}]).ids[0]
+    result = ctx.client.datasets.write_series(f"{name}_raw", parent=parent, columns={"y": [1.0]})
+    assert result.series[0].points_written == 1
+
+
+def _datasets_transact(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    result = ctx.client.datasets.transact([TableWrite(table=name, rows=[{"_ref": "a", "n": 1}])])
+    assert list(result.refs) == ["a"]
+
+
 SMOKE: dict[str, Callable[[Ctx], None]] = {
+    "datasets.create": _datasets_create,
+    "datasets.get": _datasets_get,
+    "datasets.list": _datasets_list,
+    "datasets.query": _datasets_query,
+    "datasets.rows": _datasets_rows,
+    "datasets.transact": _datasets_transact,
+    "datasets.write": _datasets_write,
+    "datasets.write_series": _datasets_write_series,
     "files.list": _list,
     "files.get": _get,
     "files.content": _content,
@@ -108,6 +266,18 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "files.read_bytes": _read_bytes,
     "jobs.executions.start": _executions_start,
     "jobs.executions.close": _executions_close,
+    "jobs.executions.get": _executions_get,
+    "jobs.executions.list": _executions_list,
+    "jobs.executions.logs": _executions_logs,
+    "jobs.executions.revert": _executions_revert,
+    "jobs.create": _jobs_create,
+    "jobs.get": _jobs_get,
+    "jobs.list": _jobs_list,
+    "jobs.update": _jobs_update,
+    "jobs.archive": _jobs_archive,
+    "jobs.run": _jobs_run,
+    "jobs.wait": _jobs_wait,
+    "jobs.track": _jobs_track,
 }
 
 

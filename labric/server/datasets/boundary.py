@@ -143,7 +143,9 @@ def convert_placeholders(sql: str) -> tuple[str, int]:
                     400, "Use %s for each parameter (and %% for a literal percent sign)"
                 )
             i += 2
-        elif ch == "?" or (ch in ":@$" and i + 1 < n and (sql[i + 1].isalnum() or sql[i + 1] == "_")):
+        elif ch == "?" or (
+            ch in ":@$" and i + 1 < n and (sql[i + 1].isalnum() or sql[i + 1] == "_")
+        ):
             raise QueryError(
                 400,
                 f"Named and numbered parameters ({ch}...) are not supported: use positional %s "
@@ -158,7 +160,10 @@ def convert_placeholders(sql: str) -> tuple[str, int]:
 def open_readonly(path: Path) -> sqlite3.Connection:
     """A read-only connection to an organisation's file (no authorizer: for the server's SQL)."""
     conn = sqlite3.connect(
-        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        f"{path.resolve().as_uri()}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
     )
     conn.execute("PRAGMA query_only=ON")
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
@@ -170,11 +175,14 @@ def _authorizer(
 ) -> int:
     if action == sqlite3.SQLITE_READ:
         table = (arg1 or "").lower()
-        if db != "main" or table.startswith(("_labric", "sqlite_")):
+        # db is None for CTEs and for count(*)'s read of a table; temp is never populated.
+        if db not in (None, "main") or table.startswith(("_labric", "sqlite_")):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_FUNCTION:
-        return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+        return (
+            sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+        )
     if action in _ALLOWED_ACTIONS or action == _RECURSIVE:
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
@@ -194,9 +202,7 @@ def _json_value(value: Any) -> tuple[Any, int]:
     return value, 12
 
 
-def run_readonly(
-    path: Path, sql: str, params: Sequence[Any], limits: QueryLimits
-) -> QueryOutcome:
+def run_readonly(path: Path, sql: str, params: Sequence[Any], limits: QueryLimits) -> QueryOutcome:
     """Run one read-only statement on an organisation's file, under the boundary.
 
     Args:

@@ -235,8 +235,13 @@ PLATFORM_TABLES: dict[str, TableDef] = {
             description="Links from experiments to dataset rows (table and row id)",
             platform=True,
             columns=(
-                _col("experiment", "text", sql_name="experiment_id", nullable=False,
-                     foreign_key="core_experiment"),
+                _col(
+                    "experiment",
+                    "text",
+                    sql_name="experiment_id",
+                    nullable=False,
+                    foreign_key="core_experiment",
+                ),
                 _col("table_name", "text", nullable=False),
                 _col("row_id", "text", nullable=False),
                 _col("created_at", "datetime", nullable=False),
@@ -320,7 +325,7 @@ class Catalog:
         return table
 
     def referrers(self, table: str) -> list[tuple[TableDef, ColumnDef]]:
-        """Every (table, column) whose foreign key references ``table`` (platform links excluded)."""
+        """Every (table, column) whose foreign key references ``table`` (experiment links aside)."""
         found: list[tuple[TableDef, ColumnDef]] = []
         for other in self.tables.values():
             if other.name == "core_experiment_row":

@@ -16,6 +16,8 @@ Process model
     and ``LABRIC_FILE_PATH_<N>`` (N from 0), and ``LABRIC_PARAMETERS`` (the run's parameters as
     one JSON object). The child leads its own
     process group (its own session on POSIX), so everything it starts can be killed together.
+    There is no isolation beyond that: a job runs with the server's user rights, so a local
+    server should only run scripts its users would run themselves.
 
     stdout and stderr are merged into one log, read as it arrives and capped at
     ``Settings.max_log_bytes``: past the cap the first and last halves are kept, with a line saying
@@ -27,8 +29,8 @@ Lifecycle and states
     An execution is ``queued`` until a slot is free (at most ``Settings.max_concurrent_executions``
     run at once, oldest first), then ``running``: the runner claims it in one transaction that
     also creates its key. It ends ``completed`` when the process exits with status 0, else
-    ``failed``; the key is revoked in the same transaction (it is also refused as soon as the
-    execution is no longer running), and ``job_completed`` triggers fire from there. When the main
+    ``failed``; from then on the key is refused (keys bound to an execution work only while it
+    runs), and ``job_completed`` triggers fire in the same transaction. When the main
     process exits, anything it left running in its process group is killed.
 
 Time limits
@@ -73,9 +75,10 @@ import labric
 from labric.server.jobs import store
 
 if TYPE_CHECKING:
+    from labric.server.auth import Principal
     from labric.server.state import ServerState
 
-__all__ = ["JobRunner", "LogBuffer"]
+__all__ = ["JobRunner", "LogBuffer", "on_file_confirmed"]
 
 logger = logging.getLogger("labric.server.jobs")
 
@@ -101,9 +104,11 @@ class LogBuffer:
         self._tail = bytearray()
         self._dropped = 0
 
-    def feed(self, data: bytes) -> None:
-        """Add output."""
-        room = self._limit // 2 - len(self._head)
+    def feed(self, data: bytes, *, keep: bool = False) -> None:
+        """Add output (``keep``: never drop these bytes, even past the cap)."""
+        room = 0 if self._tail else self._limit // 2 - len(self._head)
+        if keep and len(data) > room:
+            room = 0  # kept bytes go whole into the tail (which then takes all later output)
         if room > 0:
             self._head += data[:room]
             data = data[room:]
@@ -111,6 +116,8 @@ class LogBuffer:
             return
         self._tail += data
         excess = len(self._tail) - (self._limit - len(self._head))
+        if keep:
+            excess = min(excess, len(self._tail) - len(data))
         if excess > 0:
             del self._tail[:excess]
             self._dropped += excess
@@ -119,7 +126,7 @@ class LogBuffer:
         """Add one of the runner's own lines, on a line of its own."""
         last = self._tail[-1:] or self._head[-1:]
         prefix = b"\n" if last and last != b"\n" else b""
-        self.feed(prefix + f"[labric] {message}\n".encode())
+        self.feed(prefix + f"[labric] {message}\n".encode(), keep=True)
 
     def text(self) -> tuple[str, bool]:
         """The log as text, and whether output was left out."""
@@ -187,7 +194,7 @@ class JobRunner:
         """
         self._base_url = base_url
         failed = await self._state.db.run(
-            store.fail_unfinished, now=self._state.now(), reason=_RESTARTED
+            functools.partial(store.fail_unfinished, now=self._state.now(), reason=_RESTARTED)
         )
         if failed:
             logger.warning(
@@ -215,7 +222,9 @@ class JobRunner:
             await asyncio.wait(active, timeout=_DRAIN_TIMEOUT * 2)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._state.db.run(store.fail_unfinished, now=self._state.now(), reason=_STOPPED)
+            await self._state.db.run(
+                functools.partial(store.fail_unfinished, now=self._state.now(), reason=_STOPPED)
+            )
         for execution_id in list(self._waiters):
             self.notify(execution_id)
 
@@ -228,11 +237,13 @@ class JobRunner:
     async def file_confirmed(self, file_id: str, uploader_execution_id: str | None) -> list[str]:
         """Fire ``file_uploaded`` triggers for a newly confirmed file; return the queued ids."""
         started = await self._state.db.run(
-            store.fire_file_uploaded,
-            file_id,
-            uploader_execution_id=uploader_execution_id,
-            default_timeout=self._state.settings.job_timeout,
-            now=self._state.now(),
+            functools.partial(
+                store.fire_file_uploaded,
+                file_id=file_id,
+                uploader_execution_id=uploader_execution_id,
+                default_timeout=self._state.settings.job_timeout,
+                now=self._state.now(),
+            )
         )
         if started:
             self.wake()
@@ -243,9 +254,11 @@ class JobRunner:
         if self._stopping:
             return []
         started = await self._state.db.run(
-            store.fire_schedules,
-            clock=self._state.clock(),
-            default_timeout=self._state.settings.job_timeout,
+            functools.partial(
+                store.fire_schedules,
+                clock=self._state.clock(),
+                default_timeout=self._state.settings.job_timeout,
+            )
         )
         if started:
             self.wake()
@@ -293,10 +306,12 @@ class JobRunner:
             try:
                 while not self._stopping and len(self._active) < settings.max_concurrent_executions:
                     claim = await self._state.db.run(
-                        store.claim_next,
-                        clock=self._state.clock(),
-                        default_timeout=settings.job_timeout,
-                        key_grace=KEY_GRACE,
+                        functools.partial(
+                            store.claim_next,
+                            clock=self._state.clock(),
+                            default_timeout=settings.job_timeout,
+                            key_grace=KEY_GRACE,
+                        )
                     )
                     if claim is None:
                         break
@@ -343,14 +358,16 @@ class JobRunner:
             text, truncated = log.text()
             try:
                 started = await self._state.db.run(
-                    store.finish_platform,
-                    execution_id,
-                    status=status,
-                    exit_code=exit_code,
-                    logs=text,
-                    truncated=truncated,
-                    clock=self._state.clock(),
-                    default_timeout=self._state.settings.job_timeout,
+                    functools.partial(
+                        store.finish_platform,
+                        execution_id=execution_id,
+                        status=status,
+                        exit_code=exit_code,
+                        logs=text,
+                        truncated=truncated,
+                        clock=self._state.clock(),
+                        default_timeout=self._state.settings.job_timeout,
+                    )
                 )
             finally:
                 self._logs.pop(execution_id, None)
@@ -440,7 +457,7 @@ class JobRunner:
         pump = asyncio.get_running_loop().create_task(self._pump(process.stdout, log))
         timed_out = False
         try:
-            if self._stopping:  # stop() ran while the process was starting
+            if self.stopping:  # stop() ran while the process was starting
                 _kill_group(process)
             try:
                 await asyncio.wait_for(process.wait(), claim.timeout_seconds)
@@ -465,7 +482,7 @@ class JobRunner:
             return "failed", code
         if code == 0:
             return "completed", 0
-        if self._stopping:
+        if self.stopping:
             log.note(_STOPPED)
         elif code is not None and code < 0:
             try:
@@ -484,3 +501,16 @@ class JobRunner:
             if not chunk:
                 return
             log.feed(chunk)
+
+
+async def on_file_confirmed(state: ServerState, file_id: str, uploader: Principal) -> None:
+    """Fire the ``file_uploaded`` triggers of a file just confirmed (called by the files routes).
+
+    A failure here is logged, never raised: the upload itself has already succeeded.
+    """
+    if state.jobs is None:
+        return
+    try:
+        await state.jobs.file_confirmed(file_id, uploader.job_execution_id)
+    except Exception:
+        logger.exception("Firing file_uploaded triggers for file %s failed", file_id)

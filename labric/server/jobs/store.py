@@ -8,7 +8,9 @@ or not at all when composed that way.
 
 Executions move ``queued`` -> ``running`` -> ``completed`` | ``failed``. Only
 :func:`claim_next` starts one (and creates its ephemeral key in the same step); only
-:func:`finish_platform` and :func:`fail_unfinished` end one.
+:func:`finish_platform` and :func:`fail_unfinished` end one. The key needs no revoking: it is
+accepted only while its execution is ``running`` (and expires anyway shortly after the
+execution's time limit).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -549,13 +551,6 @@ def claim_next(
     )
 
 
-def _revoke_keys(conn: sqlite3.Connection, execution_ids: Iterable[str]) -> None:
-    conn.executemany(
-        "UPDATE api_keys SET revoked = 1 WHERE job_execution_id = ?",
-        [(i,) for i in execution_ids],
-    )
-
-
 def finish_platform(
     conn: sqlite3.Connection,
     execution_id: str,
@@ -567,7 +562,10 @@ def finish_platform(
     clock: float,
     default_timeout: float,
 ) -> list[str]:
-    """End a running platform execution, revoke its key and fire ``job_completed`` triggers.
+    """End a running platform execution and fire ``job_completed`` triggers.
+
+    Its key stops working at once: the authentication middleware refuses a job execution's key
+    unless the execution is running, with a message saying it ended.
 
     Returns:
         The ids of the executions the triggers queued.
@@ -578,7 +576,6 @@ def finish_platform(
         "logs_truncated = ? WHERE id = ? AND status = 'running'",
         (status, now, exit_code, logs, int(truncated), execution_id),
     )
-    _revoke_keys(conn, [execution_id])
     if cur.rowcount == 0:
         return []
     return fire_job_completed(conn, execution_id, clock=clock, default_timeout=default_timeout)
@@ -601,7 +598,6 @@ def fail_unfinished(conn: sqlite3.Connection, *, now: str, reason: str) -> list[
         "THEN COALESCE(logs, '') || ? ELSE logs || char(10) || ? END WHERE id = ?",
         [(now, line, line, i) for i in ids],
     )
-    _revoke_keys(conn, ids)
     return ids
 
 

@@ -207,7 +207,7 @@ def _check_file_conditions(given: dict[str, Any], problems: list[Problem]) -> No
         if value is not None and (not _is_number(value) or value < 0):
             problems.append(([key], "Expected a number of kilobytes >= 0"))
     low, high = given.get("min_size_kb"), given.get("max_size_kb")
-    if _is_number(low) and _is_number(high) and low > high:
+    if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
         problems.append((["min_size_kb"], "min_size_kb is larger than max_size_kb"))
 
 

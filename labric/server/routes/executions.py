@@ -1,13 +1,23 @@
-"""Off-platform job executions: ``POST /v1/job-executions`` and ``PATCH /v1/job-executions/{id}``.
+"""Job executions: the hosted off-platform routes, and the local listing, get and logs routes.
 
-An execution opened here is ``running`` at once. Closing it (``completed`` or ``failed``) is
-terminal: sending the same status again changes nothing, changing it is refused with 400. With
+Hosted: ``POST /v1/job-executions`` opens an off-platform execution, ``running`` at once, and
+``PATCH /v1/job-executions/{id}`` closes it (``completed`` or ``failed``). Closing is terminal:
+sending the same status again changes nothing, changing it is refused with 400. With
 ``timeout_minutes`` the execution fails by itself once the time has passed; that is applied
-lazily, whenever executions are read.
+lazily, whenever executions are read. Closing fires the ``job_completed`` triggers of the job, in
+the same transaction; an execution failed by its timeout fires none.
+
+Local: ``GET /v1/job-executions`` (``job_id`` and ``status`` filters, newest first, ``limit`` and
+``cursor`` with a ``Link`` to the next page), ``GET /v1/job-executions/{id}`` and
+``GET /v1/job-executions/{id}/logs`` answer platform and off-platform executions alike, with what
+an execution ran and how it ended. ``GET /v1/job-executions/{id}?wait=N`` holds the answer up to
+``N`` seconds (at most :data:`MAX_WAIT_SECONDS`) until the execution has ended, so a client
+waiting for one needs no tight polling; a server that ignores ``wait`` just answers at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -15,20 +25,31 @@ from aiohttp import web
 from labric.server import records
 from labric.server._http import Fields, HTTPError, json_response, read_json_object
 from labric.server.db import iso
+from labric.server.jobs import store
+from labric.server.jobs.routes import (
+    decode_cursor,
+    encode_cursor,
+    execution_json,
+    next_link,
+    page_size,
+)
 from labric.server.routes._common import principal
 from labric.server.routing import Router
 from labric.server.state import STATE
 
-__all__ = ["DEFAULT_JOB_NAME", "MAX_TIMEOUT_MINUTES", "register"]
+__all__ = ["DEFAULT_JOB_NAME", "MAX_TIMEOUT_MINUTES", "MAX_WAIT_SECONDS", "register"]
 
 #: The job an execution belongs to when the request names none.
 DEFAULT_JOB_NAME = "Off-Platform Manual Job"
 #: The longest ``timeout_minutes`` (30 days).
 MAX_TIMEOUT_MINUTES = 43200
+#: The longest ``wait`` of ``GET /v1/job-executions/{id}``.
+MAX_WAIT_SECONDS = 30
 _TERMINAL = ("completed", "failed")
+_STATUSES = ("queued", "running", "completed", "failed")
 
 
-def execution_json(row: records.ExecutionRow) -> dict[str, Any]:
+def hosted_json(row: records.ExecutionRow) -> dict[str, Any]:
     """The hosted OffPlatformJobExecutionSchema."""
     return {
         "job_execution_id": row.id,
@@ -75,7 +96,7 @@ async def start_execution(request: web.Request) -> web.StreamResponse:
         assert row is not None
         return row
 
-    return json_response(execution_json(await state.db.run(start)))
+    return json_response(hosted_json(await state.db.run(start)))
 
 
 async def close_execution(request: web.Request) -> web.StreamResponse:
@@ -90,9 +111,10 @@ async def close_execution(request: web.Request) -> web.StreamResponse:
         f.add(["status"], "Input should be 'completed' or 'failed'", "enum")
     f.check()
     assert status is not None
-    now = state.now()
+    clock = state.clock()
+    now = iso(clock)
 
-    def close(conn: Any) -> records.ExecutionRow:
+    def close(conn: Any) -> tuple[records.ExecutionRow, list[str]]:
         records.expire_executions(conn, now)
         row = records.execution_get(conn, org_id, execution_id)
         if row is None:
@@ -102,7 +124,7 @@ async def close_execution(request: web.Request) -> web.StreamResponse:
                 400, "Only executions opened with POST /v1/job-executions can be closed here"
             )
         if row.status == status:
-            return row
+            return row, []
         if row.status != "running":
             raise HTTPError(
                 400,
@@ -111,12 +133,111 @@ async def close_execution(request: web.Request) -> web.StreamResponse:
         records.finish_execution(conn, execution_id, status, now)
         updated = records.execution_get(conn, org_id, execution_id)
         assert updated is not None
-        return updated
+        started = store.fire_job_completed(
+            conn, execution_id, clock=clock, default_timeout=state.settings.job_timeout
+        )
+        return updated, started
 
-    return json_response(execution_json(await state.db.run(close)))
+    row, started = await state.db.run(close)
+    if state.jobs is not None:
+        state.jobs.notify(execution_id)
+        if started:
+            state.jobs.wake()
+    return json_response(hosted_json(row))
+
+
+async def list_executions(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/job-executions``: executions, newest first, by job and status."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    q = Fields(request.query, "query")
+    job_id = q.string("job_id", max_length=128) or None
+    status = q.string("status", max_length=32) or None
+    if status is not None and status not in _STATUSES:
+        q.add(["status"], f"Input should be one of {', '.join(_STATUSES)}", "enum")
+    limit = q.integer("limit", minimum=1)
+    cursor = q.string("cursor", max_length=1024) or None
+    q.check()
+    after = decode_cursor(cursor) if cursor else None
+    size = page_size(state, limit)
+    now = state.now()
+
+    def listing(conn: Any) -> list[store.ExecutionRecord]:
+        records.expire_executions(conn, now)
+        return store.execution_list(
+            conn, org_id, job_id=job_id, status=status, after=after, limit=size + 1
+        )
+
+    rows = await state.db.run(listing)
+    headers = {}
+    if len(rows) > size:
+        rows = rows[:size]
+        headers = next_link(request, encode_cursor(rows[-1].created_at, rows[-1].rowid))
+    return json_response([execution_json(row) for row in rows], headers=headers)
+
+
+async def get_execution(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/job-executions/{execution_id}``: one execution (``wait`` holds until it ends)."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    execution_id = request.match_info["execution_id"]
+    q = Fields(request.query, "query")
+    wait = q.integer("wait", minimum=0, maximum=MAX_WAIT_SECONDS) or 0
+    q.check()
+
+    def get(conn: Any) -> store.ExecutionRecord:
+        records.expire_executions(conn, state.now())
+        row = store.execution_get(conn, execution_id, org_id)
+        if row is None:
+            raise HTTPError(404, f"Job execution {execution_id} not found")
+        return row
+
+    runner = state.jobs
+    if not wait or runner is None:
+        return json_response(execution_json(await state.db.run(get)))
+    ended = runner.watch(execution_id)  # watch before reading, so an end in between is seen
+    try:
+        row = await state.db.run(get)
+        if row.status not in _TERMINAL and not runner.stopping:
+            await asyncio.wait([ended], timeout=wait)
+            row = await state.db.run(get)
+    finally:
+        runner.unwatch(execution_id, ended)
+    return json_response(execution_json(row))
+
+
+async def execution_logs(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/job-executions/{execution_id}/logs``: captured output (live while running)."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    execution_id = request.match_info["execution_id"]
+
+    def read(conn: Any) -> tuple[store.ExecutionRecord, tuple[str, bool]]:
+        row = store.execution_get(conn, execution_id, org_id)
+        logs = store.execution_logs(conn, org_id, execution_id)
+        if row is None or logs is None:
+            raise HTTPError(404, f"Job execution {execution_id} not found")
+        return row, logs
+
+    row, (text, truncated) = await state.db.run(read)
+    if row.status == "running" and state.jobs is not None:
+        live = state.jobs.live_logs(execution_id)
+        if live is not None:
+            text, truncated = live
+    return json_response(
+        {
+            "job_execution_id": row.id,
+            "status": row.status,
+            "text": text,
+            "truncated": truncated,
+        }
+    )
 
 
 def register(router: Router) -> None:
     """Add the job-executions routes."""
+    router.api("GET", "/v1/job-executions", list_executions, scope="read")
     router.api("POST", "/v1/job-executions", start_execution, scope="write")
+    router.api("GET", "/v1/job-executions/{execution_id}", get_execution, scope="read")
     router.api("PATCH", "/v1/job-executions/{execution_id}", close_execution, scope="write")
+    router.api("GET", "/v1/job-executions/{execution_id}/logs", execution_logs, scope="read")

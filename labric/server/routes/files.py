@@ -6,16 +6,21 @@ Upload flows (the record is invisible to listings until confirmed):
 * ``POST /v1/files/upload-url`` -> ``PUT`` the signed URL -> ``POST .../confirm-upload``: the
   hosted single-object flow (up to 500 MB).
 * The same with ``size_bytes`` above the part size: the answer adds a part plan; each part is
-  PUT to its own signed URL (in any order, concurrently, re-sendable), and
-  ``confirm-upload`` with ``{"parts": [...]}`` checks every part and assembles the object
-  atomically. ``upload-status`` lists the parts already stored, so an interrupted upload resumes
-  by sending only the missing ones (it also signs fresh URLs for those).
+  PUT to its own signed URL (in any order, concurrently, re-sendable) and written in place into
+  the upload's file (see :mod:`labric.server.blobs`). ``confirm-upload`` with
+  ``{"parts": [...]}`` checks every part, joins their CRC32Cs into the whole file's (checked
+  against the ``crc32c`` given up front), and renames the upload file into place: the bytes are
+  not read or copied again. ``upload-status`` lists the parts stored (each one is on disk), so an
+  interrupted upload resumes by sending only the missing ones (it also signs fresh URLs for
+  those).
 
 Confirming is serialised per file and idempotent: confirming a confirmed file returns its record.
+Its commit is durable (synced), so a confirmed file stays confirmed after a power cut.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -25,11 +30,13 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from labric._checksum import crc32c_combine, crc32c_from_b64, crc32c_to_b64
 from labric.server import records
 from labric.server._http import Fields, HTTPError, invalid, json_response, read_json_object
 from labric.server.auth import Principal
-from labric.server.blobs import TempBlob, crc32c_b64, decode_crc32c
+from labric.server.blobs import TempBlob, UploadFile, UploadSealed, crc32c_b64, decode_crc32c
 from labric.server.faults import pace
+from labric.server.jobs.runner import on_file_confirmed
 from labric.server.routes._common import (
     file_info,
     object_path,
@@ -62,6 +69,9 @@ _RENDERABLE = frozenset(
 _MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$")
 _MULTIPART_CHUNK = 256 * 1024
 _FIELD_LIMIT = 1024
+#: The longest file name (with its folders) a file may have.
+_MAX_NAME = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def safe_content_type(value: str | None) -> str:
@@ -109,12 +119,32 @@ def text_preview(data: bytes, total: int) -> tuple[str | None, str | None]:
 
 
 def _split_name(raw: str, fields: Fields, field: str) -> tuple[str, str]:
-    """``(original_path, file_name)`` of a given name, which may carry folders."""
+    """``(original_path, file_name)`` of a given name, which may carry folders.
+
+    Names are data, never paths on the server's disk (blobs are named by file id). A name is
+    refused when a client could not write it back as a file: one that is not text (a multipart
+    filename that is not UTF-8), holds control characters, is too long, or does not end with a
+    file name (``a/``, ``.``, ``..``).
+    """
     path = raw.strip()
     name = re.split(r"[\\/]", path)[-1]
-    if not name or "\x00" in path:
+    if len(path) > _MAX_NAME:
+        fields.add([field], f"String should have at most {_MAX_NAME} characters", "string_too_long")
+    elif not _is_text(path):
+        fields.add([field], "The name must be UTF-8 text", "value_error")
+    elif _CONTROL.search(path):
+        fields.add([field], "The name must not contain control characters", "value_error")
+    elif name in ("", ".", ".."):
         fields.add([field], "The name must end with a file name", "value_error")
     return path, name
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: undecodable bytes, or a lone "\ud800" escape
+        return False
+    return True
 
 
 def _not_found(file_id: str) -> HTTPError:
@@ -222,22 +252,18 @@ async def delete_file(request: web.Request) -> web.StreamResponse:
     file_id = request.match_info["file_id"]
     org_id = principal(request).org_id
 
-    def delete(conn: Any) -> tuple[records.FileRow, list[records.PartRow]] | None:
+    def delete(conn: Any) -> records.FileRow | None:
         row = records.file_get(conn, file_id, org_id)
         if row is None:
             return None
-        parts = records.delete_parts(conn, file_id)
+        records.delete_parts(conn, file_id)
         records.delete_file(conn, file_id)
-        return row, parts
+        return row
 
-    found = await state.db.run(delete)
-    if found is None:
+    row = await state.db.run(delete)
+    if row is None:
         raise _not_found(file_id)
-    row, parts = found
-    paths = [state.blobs.part_path(file_id, p.number, p.generation) for p in parts]
-    if row.generation:
-        paths.append(state.blobs.object_path(file_id, row.generation))
-    await state.blobs.remove(paths)
+    await state.blobs.remove_file(file_id, row.generation, row.upload_generation)
     return web.Response(status=204)
 
 
@@ -365,6 +391,7 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await state.blobs.remove([dest])
         raise
+    await on_file_confirmed(state, row.id, who)  # job triggers
     return json_response(upload_result(row))
 
 
@@ -401,7 +428,7 @@ async def create_upload_url(request: web.Request) -> web.StreamResponse:
     plan_size = part_size if planned else None
     now = state.now()
 
-    def create(conn: Any) -> tuple[records.FileRow, list[records.PartRow]]:
+    def create(conn: Any) -> tuple[records.FileRow, int]:
         inst, execution = _resolve_attribution(conn, who, instrument_id, job_execution_id, now)
         existing = records.pending_at_path(conn, who.org_id, inst, original_path) if inst else None
         if existing is None:
@@ -419,12 +446,13 @@ async def create_upload_url(request: web.Request) -> web.StreamResponse:
                 expected_size=size_bytes,
                 expected_crc32c=expected_crc,
             )
-            return row, []
+            return row, 0
         # Asked again for an unconfirmed upload: same file id, fresh URLs. Parts already stored
-        # are kept when the plan is unchanged (so the upload resumes), else dropped.
-        dropped: list[records.PartRow] = []
+        # are kept when the plan is unchanged (so the upload resumes), else dropped with the
+        # upload file.
+        dropped = 0
         if (existing.part_size, existing.expected_size) != (plan_size, size_bytes):
-            dropped = records.delete_parts(conn, existing.id)
+            dropped = records.drop_upload(conn, existing.id)
         records.update_pending(
             conn,
             existing.id,
@@ -439,9 +467,7 @@ async def create_upload_url(request: web.Request) -> web.StreamResponse:
         return refreshed, dropped
 
     row, dropped = await state.db.run(create)
-    await state.blobs.remove(
-        [state.blobs.part_path(row.id, p.number, p.generation) for p in dropped]
-    )
+    await state.blobs.remove_file(row.id, 0, dropped)
     ttl = state.settings.upload_url_ttl
     headers = _upload_headers(state, row.content_type)
     upload_url, expires_at = sign_url(
@@ -506,6 +532,7 @@ async def confirm_upload(request: web.Request) -> web.StreamResponse:
             row = await _confirm_single(state, row)
         else:
             row = await _confirm_parts(state, row, listed)
+        await on_file_confirmed(state, row.id, who)  # job triggers (only on this first confirm)
     return json_response(upload_result(row))
 
 
@@ -520,11 +547,13 @@ async def _finalise(
 ) -> records.FileRow:
     now = state.now()
 
-    def confirm(conn: Any) -> records.FileRow | None:
+    def confirm(conn: Any) -> tuple[records.FileRow | None, int]:
+        dropped = records.drop_upload(conn, file_id)  # parts sent before a single PUT won
         records.confirm_file(conn, file_id, now=now, generation=generation, size=size, crc32c=crc)
-        return records.file_get(conn, file_id)
+        return records.file_get(conn, file_id), dropped
 
-    row = await state.db.run(confirm)
+    row, dropped = await state.db.run_durable(confirm)
+    await state.blobs.remove_file(file_id, 0, dropped)
     if row is None:
         raise _not_found(file_id)  # deleted while confirming
     return row
@@ -585,10 +614,58 @@ async def _confirm_parts(
     missing = [n for n, _, _ in plan if n not in given]
     if missing:
         raise HTTPError(400, f"The confirm request does not list part(s) {_numbers(missing)}")
-    stored = {p.number: p for p in await state.db.run(records.parts_of, row.id)}
+    if not row.upload_generation:
+        raise HTTPError(400, f"Part(s) {_numbers([n for n, _, _ in plan])} were not uploaded")
+    # In a task of its own: once the upload file is renamed, the row must follow (or the rename
+    # be undone) even if this request is cancelled meanwhile.
+    task = asyncio.ensure_future(_assemble(state, row, plan, given))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
+
+
+async def _assemble(
+    state: ServerState,
+    row: records.FileRow,
+    plan: list[tuple[int, int, int]],
+    given: dict[int, str],
+) -> records.FileRow:
+    """Seal the upload file, check the recorded parts against the plan and the request, and
+    rename the file into place as the object (see :mod:`labric.server.blobs`)."""
+    try:
+        async with state.blobs.open_upload(row.id, row.upload_generation) as upload:
+            if upload.sealed:
+                raise UploadSealed(row.id)
+            await upload.seal()  # no part write starts from here on, and none is running
+            try:
+                return await _publish(state, row, plan, given, upload)
+            finally:
+                upload.unseal()  # when the checks failed; a published upload stays sealed
+    except UploadSealed:
+        raise HTTPError(
+            409, "This upload was re-planned or deleted while confirming; ask for it again"
+        ) from None
+
+
+async def _publish(
+    state: ServerState,
+    row: records.FileRow,
+    plan: list[tuple[int, int, int]],
+    given: dict[int, str],
+    upload: UploadFile,
+) -> records.FileRow:
+    def snapshot(conn: Any) -> tuple[records.FileRow | None, list[records.PartRow]]:
+        return records.file_get(conn, row.id), records.parts_of(conn, row.id)
+
+    current, parts = await state.db.run(snapshot)
+    if current is None:
+        raise _not_found(row.id)
+    if current.status != "pending" or current.upload_generation != upload.generation:
+        raise HTTPError(409, "This upload was re-planned while confirming; ask for it again")
+    stored = {p.number: p for p in parts if p.generation == upload.generation}
     absent = [n for n, _, _ in plan if n not in stored]
     if absent:
         raise HTTPError(400, f"Part(s) {_numbers(absent)} were not uploaded")
+    whole = 0
     for number, _, size in plan:
         part = stored[number]
         if part.size != size:
@@ -599,35 +676,33 @@ async def _confirm_parts(
                 f"Part {number}'s crc32c is {part.crc32c} on the server but {given[number]} "
                 "in the request: re-send the part",
             )
-    sources = [(state.blobs.part_path(row.id, n, stored[n].generation), s) for n, _, s in plan]
-    blob = state.blobs.writer()
-    try:
-        await blob.copy_from(sources)
-        size, digest = await blob.finish()
-        crc = crc32c_b64(digest)
-        if row.expected_crc32c is not None and crc != row.expected_crc32c:
-            raise HTTPError(
-                400,
-                f"The assembled object's crc32c is {crc} but {row.expected_crc32c} was given "
-                "when the upload was created; the parts were kept",
-            )
-        kind = await state.blobs.executable_kind(blob.path)
-        if kind is not None:
-            raise HTTPError(400, f"Native executables ({kind}) are not accepted")
-        generation = state.blobs.new_generation()
-        dest = state.blobs.object_path(row.id, generation)
-        await blob.install(dest)
-    except BaseException:
-        blob.abort()
-        raise
+        whole = crc32c_combine(whole, crc32c_from_b64(part.crc32c), size)
+    crc = crc32c_to_b64(whole)
+    if current.expected_crc32c is not None and crc != current.expected_crc32c:
+        raise HTTPError(
+            400,
+            f"The assembled object's crc32c is {crc} but {current.expected_crc32c} was given "
+            "when the upload was created; the parts were kept",
+        )
+    kind = await state.blobs.executable_kind(upload.path)
+    if kind is not None:
+        raise HTTPError(400, f"Native executables ({kind}) are not accepted")
+    size = sum(part_size for _, _, part_size in plan)
+    generation = state.blobs.new_generation()
+    dest = state.blobs.object_path(row.id, generation)
+    await state.blobs.publish_upload(upload, dest, size)
     now = state.now()
-    snapshot = {(p.number, p.generation) for p in stored.values()}
+    held = {(p.number, p.generation, p.crc32c) for p in parts}
 
     def confirm(conn: Any) -> records.FileRow | str:
-        current = records.file_get(conn, row.id)
-        if current is None:
+        latest = records.file_get(conn, row.id)
+        if latest is None:
             return "missing"
-        if {(p.number, p.generation) for p in records.parts_of(conn, row.id)} != snapshot:
+        if (
+            latest.status != "pending"
+            or latest.upload_generation != upload.generation
+            or {(p.number, p.generation, p.crc32c) for p in records.parts_of(conn, row.id)} != held
+        ):
             return "changed"
         records.delete_parts(conn, row.id)
         records.confirm_file(conn, row.id, now=now, generation=generation, size=size, crc32c=crc)
@@ -636,19 +711,18 @@ async def _confirm_parts(
         return confirmed
 
     try:
-        outcome = await state.db.run(confirm)
+        outcome = await state.db.run_durable(confirm)
     except BaseException:
-        await state.blobs.remove([dest])
+        await state.blobs.unpublish(upload, dest)
         raise
     if isinstance(outcome, str):
         await state.blobs.remove([dest])
         if outcome == "missing":
             raise _not_found(row.id)
-        raise HTTPError(409, "Parts were re-sent while confirming; confirm again")
-    stale = [src for src, _ in sources]
-    if row.generation and row.generation != generation:
-        stale.append(state.blobs.object_path(row.id, row.generation))
-    await state.blobs.remove(stale)
+        raise HTTPError(409, "This upload was re-planned while confirming; ask for it again")
+    state.blobs.discard_upload(row.id, upload.generation)
+    if current.generation:
+        await state.blobs.remove([state.blobs.object_path(row.id, current.generation)])
     return outcome
 
 

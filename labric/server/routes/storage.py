@@ -9,13 +9,19 @@ Routes::
 Every request is authorised by its signature (:mod:`labric.server.signing`): 403 when it is
 missing, tampered with or expired, or when a signed header is absent or different.
 
-Uploads stream the body in the socket's chunks, batch them into multi-MiB writes handed to the
-disk threads (one write in flight while the next chunk arrives) and checksum on the way; the
-object becomes visible only by an atomic rename (see :mod:`labric.server.blobs`). A single PUT
+Uploads stream the body in the socket's chunks, batch them into multi-MiB vectored writes handed
+to the disk threads (one write in flight while the next chunks arrive) and checksum on the way;
+an object becomes visible only by an atomic rename (see :mod:`labric.server.blobs`). A single PUT
 is create-only (``x-goog-if-generation-match: 0``: 412 when an object is already stored), is
 limited by its signed ``x-goog-content-length-range`` (400) and by the server's single-PUT cap
-(413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch). A part must have
-exactly its planned size; re-sending a part replaces the earlier copy atomically.
+(413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch).
+
+A part must have exactly its planned size. The first part PUT of an upload creates its upload
+file; each part is written in place at its offset, verified against ``x-goog-hash``, synced,
+and only then recorded. Re-sending a recorded part with the same bytes changes nothing; with
+other bytes it replaces the earlier copy (received aside first, so a bad re-send leaves the good
+copy alone). A PUT of a part that another PUT of the same part is still writing takes over: the
+older one answers 409. While the upload is being confirmed, part PUTs answer 409.
 
 Downloads answer ``ETag`` (strong; changes with the object's generation), ``x-goog-hash`` of the
 whole object, ``Accept-Ranges``, single ``Range`` requests (206, or 416 when unsatisfiable) and
@@ -32,12 +38,22 @@ import re
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from labric.server import records
 from labric.server._http import HTTPError, json_response
-from labric.server.blobs import TempBlob, crc32c_b64, decode_crc32c
+from labric.server.blobs import (
+    PartClaim,
+    PartSuperseded,
+    PartWriter,
+    TempBlob,
+    UploadFile,
+    UploadSealed,
+    crc32c_b64,
+    decode_crc32c,
+)
 from labric.server.faults import pace
 from labric.server.routes._common import STORAGE_PREFIX, plan_parts
 from labric.server.routing import Router
@@ -50,6 +66,8 @@ logger = logging.getLogger("labric.server")
 
 #: Bytes collected from the socket before one write is handed to a disk thread.
 WRITE_BATCH = 4 * 1024 * 1024
+#: The most socket chunks one write takes (one vectored call, whatever their sizes).
+WRITE_BATCH_CHUNKS = 256
 #: Bytes per read when streaming a download without sendfile.
 SEND_CHUNK = 1024 * 1024
 #: Bytes per read when streaming a download through the fault injector's pacing.
@@ -126,7 +144,7 @@ def _goog_crc32c(request: web.Request) -> str | None:
 async def _receive(
     request: web.Request,
     state: ServerState,
-    blob: TempBlob,
+    blob: TempBlob | PartWriter,
     file_id: str,
     *,
     limit: int,
@@ -151,15 +169,15 @@ async def _receive(
                 await pace(request, len(chunk))
             batch.append(chunk)
             batched += len(chunk)
-            if batched >= WRITE_BATCH:
-                await blob.write(b"".join(batch))
+            if batched >= WRITE_BATCH or len(batch) >= WRITE_BATCH_CHUNKS:
+                await blob.write(batch)
                 batch, batched = [], 0
     except HttpProcessingError as exc:
         raise HTTPError(
             400, f"The request body is malformed or ended early: {exc.message}", close=True
         ) from None
     if batch:
-        await blob.write(b"".join(batch))
+        await blob.write(batch)
     return total
 
 
@@ -259,56 +277,183 @@ async def put_part(request: web.Request) -> web.StreamResponse:
         raise HTTPError(
             400, f"Part {number} is not in this upload's plan of {len(plan)}", close=True
         )
-    expected = plan[number - 1][2]
-    wrong_size = HTTPError(400, f"Part {number} must be exactly {expected} bytes", close=True)
+    _, offset, expected = plan[number - 1]
+    part = _Part(
+        number=number,
+        offset=offset,
+        size=expected,
+        crc32c=_goog_crc32c(request),
+        wrong_size=HTTPError(400, f"Part {number} must be exactly {expected} bytes", close=True),
+    )
     if request.content_length is not None and request.content_length != expected:
-        raise wrong_size
-    expected_crc = _goog_crc32c(request)
-    blob = state.blobs.writer()
+        raise part.wrong_size
+    generation = row.upload_generation or await _create_upload(state, row)
     try:
-        size = await _receive(request, state, blob, file_id, limit=expected, too_large=wrong_size)
-        if size != expected:
-            raise wrong_size
-        size, digest = await blob.finish()
-        crc = crc32c_b64(digest)
-        if expected_crc is not None and crc != expected_crc:
-            raise HTTPError(
-                400,
-                f"x-goog-hash crc32c {expected_crc} does not match part "
-                f"{number}'s {crc}; the part was not stored",
-            )
-        generation = state.blobs.new_generation()
-        dest = state.blobs.part_path(file_id, number, generation)
-        await blob.install(dest)
-    except BaseException:
-        blob.abort()
-        raise
-
-    def record(conn: Any) -> tuple[str, int | None]:
-        current = records.file_get(conn, file_id)
-        if current is None:
-            return "missing", None
-        if current.status != "pending" or current.part_size != row.part_size:
-            return "changed", None
-        return "ok", records.put_part(conn, file_id, number, size, crc, generation)
-
-    outcome: tuple[str, int | None] = ("missing", None)
-    try:
-        outcome = await state.db.run(record)
-    finally:
-        if outcome[0] != "ok":
-            await state.blobs.remove([dest])
-    status, replaced = outcome
-    if status == "missing":
-        raise HTTPError(404, f"No upload {file_id}")
-    if status == "changed":
-        raise HTTPError(409, "This upload was confirmed or re-planned meanwhile")
-    if replaced is not None:
-        await state.blobs.remove([state.blobs.part_path(file_id, number, replaced)])
+        async with state.blobs.open_upload(file_id, generation) as upload:
+            claim = await upload.claim(number)
+            try:
+                held = await state.db.run(records.part_get, file_id, number)
+                if held is not None and held.generation == generation:
+                    crc = await _replace_part(request, state, upload, claim, part)
+                else:
+                    crc = await _write_part(request, state, upload, claim, part)
+            finally:
+                claim.release()
+    except UploadSealed:
+        raise HTTPError(
+            409,
+            "This upload is being confirmed, or was confirmed, re-planned or deleted meanwhile",
+            close=True,
+        ) from None
+    except PartSuperseded:
+        raise HTTPError(
+            409, f"A newer PUT of part {number} took over from this one", close=True
+        ) from None
     return json_response(
-        {"file_id": file_id, "number": number, "size": size, "crc32c": crc},
+        {"file_id": file_id, "number": number, "size": expected, "crc32c": crc},
         headers={"x-goog-hash": f"crc32c={crc}"},
     )
+
+
+@attrs.frozen(kw_only=True)
+class _Part:
+    """The part a request sends: its place in the plan and the checksum it claims."""
+
+    number: int
+    offset: int
+    size: int
+    crc32c: str | None
+    wrong_size: HTTPError
+
+
+def _changed(outcome: str, file_id: str) -> HTTPError:
+    if outcome == "missing":
+        return HTTPError(404, f"No upload {file_id}")
+    return HTTPError(409, "This upload was confirmed or re-planned meanwhile")
+
+
+async def _create_upload(state: ServerState, row: records.FileRow) -> int:
+    """The generation of the upload file of ``row``'s plan, created by the first part PUT."""
+    part_size, expected_size = row.part_size, row.expected_size
+    assert part_size is not None
+    assert expected_size is not None
+    async with state.file_locks.hold(("upload file", row.id)):
+        current = await state.db.run(records.file_get, row.id)
+        if current is None:
+            raise HTTPError(404, f"No upload {row.id}", close=True)
+        if current.status != "pending" or (current.part_size, current.expected_size) != (
+            part_size,
+            expected_size,
+        ):
+            raise HTTPError(409, "This upload was confirmed or re-planned meanwhile", close=True)
+        if current.upload_generation:
+            return current.upload_generation
+        generation = await state.blobs.create_upload(row.id, expected_size)
+        recorded = False
+        try:
+            recorded = await state.db.run(
+                lambda conn: records.set_upload_generation(
+                    conn, row.id, generation, part_size=part_size, expected_size=expected_size
+                )
+            )
+        finally:
+            if not recorded:
+                await state.blobs.remove([state.blobs.upload_path(row.id, generation)])
+        if not recorded:
+            raise HTTPError(409, "This upload was confirmed or re-planned meanwhile", close=True)
+        return generation
+
+
+def _checked(crc: str, part: _Part, kept: str) -> str:
+    if part.crc32c is not None and crc != part.crc32c:
+        raise HTTPError(
+            400,
+            f"x-goog-hash crc32c {part.crc32c} does not match part {part.number}'s {crc}; "
+            f"the part was not stored{kept}",
+        )
+    return crc
+
+
+async def _write_part(
+    request: web.Request, state: ServerState, upload: UploadFile, claim: PartClaim, part: _Part
+) -> str:
+    """Stream a part not stored yet straight into its range; sync; record. Returns its CRC32C."""
+    writer = upload.writer(claim, part.offset)
+    try:
+        size = await _receive(
+            request, state, writer, upload.file_id, limit=part.size, too_large=part.wrong_size
+        )
+        if size != part.size:
+            raise part.wrong_size
+        size, digest = await writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    crc = _checked(crc32c_b64(digest), part, "")
+    await writer.sync()
+    await _record_part(state, upload, claim, part, crc)
+    return crc
+
+
+async def _replace_part(
+    request: web.Request, state: ServerState, upload: UploadFile, claim: PartClaim, part: _Part
+) -> str:
+    """Receive a re-sent recorded part aside; if its bytes differ from the stored copy, forget
+    that copy durably, copy the new bytes into the range, sync, record. Returns its CRC32C."""
+    blob = state.blobs.writer()
+    try:
+        size = await _receive(
+            request, state, blob, upload.file_id, limit=part.size, too_large=part.wrong_size
+        )
+        if size != part.size:
+            raise part.wrong_size
+        size, digest = await blob.finish(durable=False)
+        crc = _checked(crc32c_b64(digest), part, " (the copy stored before is kept)")
+        generation = upload.generation
+
+        def forget(conn: Any) -> str:
+            current = records.file_get(conn, upload.file_id)
+            if current is None:
+                return "missing"
+            if current.status != "pending" or current.upload_generation != generation:
+                return "changed"
+            held = records.part_get(conn, upload.file_id, part.number)
+            if held is not None and held.crc32c == crc and held.size == size:
+                return "same"
+            records.delete_part(conn, upload.file_id, part.number)
+            return "ok"
+
+        # Durable: a power cut must not bring the record back over half-replaced bytes.
+        outcome = await upload.guard(claim, lambda: state.db.run_durable(forget))
+        if outcome == "same":
+            return crc  # the same bytes again: nothing to change
+        if outcome != "ok":
+            raise _changed(outcome, upload.file_id)
+        await state.blobs.copy_into(upload, claim, blob.path, part.offset, size)
+        await _record_part(state, upload, claim, part, crc)
+        return crc
+    finally:
+        blob.abort()
+
+
+async def _record_part(
+    state: ServerState, upload: UploadFile, claim: PartClaim, part: _Part, crc: str
+) -> None:
+    """Record a part whose bytes are on disk in ``upload``'s file."""
+    file_id, generation = upload.file_id, upload.generation
+
+    def record(conn: Any) -> str:
+        current = records.file_get(conn, file_id)
+        if current is None:
+            return "missing"
+        if current.status != "pending" or current.upload_generation != generation:
+            return "changed"
+        records.put_part(conn, file_id, part.number, part.size, crc, generation)
+        return "ok"
+
+    outcome = await upload.guard(claim, lambda: state.db.run(record))
+    if outcome != "ok":
+        raise _changed(outcome, file_id)
 
 
 def _object_headers(generation: int, crc: str) -> dict[str, str]:

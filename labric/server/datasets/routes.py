@@ -1,0 +1,499 @@
+"""The dataset routes: the hosted ``tools/*``, ``data/write`` and revert, plus local table routes.
+
+==========================================  =====  ============================================
+route                                       scope  what
+==========================================  =====  ============================================
+``GET  /v1/tools/schema``                   read   every table (own first, then platform)
+``POST /v1/tools/read``                     read   rows by equality filters; ``limit``/``cursor``
+``POST /v1/tools/query``                    read   read-only SQL under the boundary
+``POST /v1/data/write``                     write  table writes and series, one transaction
+``POST /v1/job-executions/{id}/revert``     write  undo what an execution created
+``GET  /v1/datasets``                       read   local: table definitions (as the schema)
+``GET  /v1/datasets/{name}``                read   local: one table definition
+``POST /v1/datasets``                       write  local: create a table
+``GET|PUT /v1/admin/datasets/limits``       admin  local: query and lock limits
+==========================================  =====  ============================================
+
+Error bodies follow the hosted shapes: ``{"detail": ...}``, 422 ``{"detail": [...]}``, and for
+``data/write`` problems 400 ``{"errors": [{"path", "message"}, ...]}``. A write blocked by other
+writers for longer than the lock timeout answers 429 with ``Retry-After`` (nothing written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from labric.server import records
+from labric.server._http import Fields, HTTPError, invalid, json_response, read_json_object
+from labric.server.datasets.boundary import QueryError
+from labric.server.datasets.define import parse_definition
+from labric.server.datasets.reads import ReadError, read_page
+from labric.server.datasets.store import Busy, DatasetLimits, DatasetStore, insert_definition
+from labric.server.datasets.write import (
+    MAX_BODY_BYTES,
+    Rejected,
+    TooLarge,
+    WriteOutcome,
+    apply_write,
+    check_size,
+    revert,
+)
+from labric.server.routes._common import principal
+from labric.server.routing import Router
+from labric.server.state import STATE, ServerState
+
+__all__ = ["DATASETS", "DEFAULT_JOB_NAME", "install", "register"]
+
+#: The application's :class:`DatasetStore`.
+DATASETS = web.AppKey("labric_datasets", DatasetStore)
+#: The job a write's new execution belongs to when the request names none.
+DEFAULT_JOB_NAME = "Off-Platform Manual Job"
+#: Seconds a 429 asks the client to wait.
+RETRY_AFTER = 1
+_PARSE_IN_THREAD = 256 * 1024
+
+
+def install(app: web.Application, state: ServerState) -> None:
+    """Give the application its dataset store (next to the main database), closed on cleanup."""
+    store = DatasetStore(state.db.path.parent / "datasets")
+    app[DATASETS] = store
+
+    async def close(_app: web.Application) -> None:
+        await store.close()
+
+    app.on_cleanup.append(close)
+
+
+def _busy() -> HTTPError:
+    return HTTPError(
+        429,
+        "The organisation's data is locked by other writes; nothing was written. Retry after "
+        f"{RETRY_AFTER} s",
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
+
+
+# -- schema and definitions ------------------------------------------------------------------
+
+
+async def get_schema(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/tools/schema`` (also ``GET /v1/datasets``)."""
+    org = await request.app[DATASETS].org(principal(request).org_id)
+    return json_response([t.schema_json() for t in org.catalog.ordered()])
+
+
+async def get_dataset(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/datasets/{name}``: one table's definition."""
+    org = await request.app[DATASETS].org(principal(request).org_id)
+    name = request.match_info["name"]
+    table = org.catalog.resolve(name)
+    if table is None:
+        raise HTTPError(404, f"Table {name} not found")
+    return json_response(table.schema_json())
+
+
+async def create_dataset(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/datasets``: create a table."""
+    org = await request.app[DATASETS].org(principal(request).org_id)
+    body = await read_json_object(request)
+    table = parse_definition(body, org.catalog)
+    now = request.app[STATE].now()
+
+    def create(conn: sqlite3.Connection) -> Any:
+        if org.catalog.resolve(table.name) is not None:
+            raise HTTPError(409, f"A table named {table.name} already exists")
+        return insert_definition(conn, table, now)
+
+    def publish(created: Any) -> None:
+        org.catalog = org.catalog.with_table(created)
+
+    try:
+        created = await org.write(create, after=publish)
+    except Busy:
+        raise _busy() from None
+    return json_response(created.schema_json(), status=201)
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def _encode_cursor(rowid: int) -> str:
+    return base64.urlsafe_b64encode(f"r{rowid}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith("r"):
+            return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise HTTPError(400, "Invalid cursor: pass back the one from the previous page's Link header")
+
+
+async def read_rows(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/tools/read``: rows by equality filters, a page at a time."""
+    state = request.app[STATE]
+    org = await request.app[DATASETS].org(principal(request).org_id)
+    body = await read_json_object(request)
+    f = Fields(body)
+    name = f.string("target_name", required=True, max_length=128)
+    target_type = f.string("target_type", required=True, max_length=32)
+    mode = f.string("mode", max_length=16) or "multiple"
+    filters = body.get("filters")
+    if target_type is not None and target_type not in ("table", "core-table"):
+        f.add(["target_type"], "Input should be 'table' or 'core-table'", "enum")
+    if mode not in ("single", "multiple"):
+        f.add(["mode"], "Input should be 'single' or 'multiple'", "enum")
+    if filters is not None and not isinstance(filters, dict):
+        f.add(["filters"], "Input should be a valid dictionary", "dict_type")
+    limit = f.integer("limit", minimum=1)
+    cursor_text = f.string("cursor", max_length=256)
+    q = Fields(request.query, "query")
+    limit = q.integer("limit", minimum=1) or limit
+    cursor_text = q.string("cursor", max_length=256) or cursor_text
+    f.check()
+    q.check()
+    assert name is not None
+    table = org.catalog.resolve(name, core=target_type == "core-table" or None)
+    if table is None:
+        raise HTTPError(404, f"Table {name} not found ({target_type})")
+    after = _decode_cursor(cursor_text) if cursor_text else None
+    page_size = (
+        2
+        if mode == "single"
+        else min(limit or state.settings.default_page_size, state.settings.max_page_size)
+    )
+    try:
+        rows, cursor = await org.read(
+            lambda conn: read_page(
+                conn, org.catalog, table, filters or {}, after=after, limit=page_size
+            )
+        )
+    except ReadError as exc:
+        raise HTTPError(400, str(exc)) from None
+    if mode == "single":
+        if len(rows) > 1 or cursor is not None:
+            raise HTTPError(400, f"More than one row of {table.name} matches (mode single)")
+        return json_response(rows)
+    headers = {}
+    if cursor is not None:
+        next_url = request.url.update_query({"cursor": _encode_cursor(cursor)})
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return json_response(rows, headers=headers)
+
+
+async def run_query(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/tools/query``: read-only SQL on the caller's organisation."""
+    org = await request.app[DATASETS].org(principal(request).org_id)
+    body = await read_json_object(request)
+    f = Fields(body)
+    sql = f.string("query", required=True, max_length=100_000)
+    params = f.array("params") or []
+    f.check()
+    assert sql is not None
+    try:
+        outcome = await org.query(sql, params)
+    except QueryError as exc:
+        raise HTTPError(exc.status, exc.detail) from None
+    return json_response({"columns": outcome.columns, "data": outcome.data})
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The raw body, refused with 413 once it reaches :data:`MAX_BODY_BYTES`."""
+
+    def too_large(size: str) -> HTTPError:
+        return HTTPError(
+            413,
+            f"The request body is {size} bytes; data/write accepts bodies under "
+            f"{MAX_BODY_BYTES:,} bytes (4.5 MB). Split the write into several requests",
+            close=True,
+        )
+
+    if request.content_length is not None and request.content_length >= MAX_BODY_BYTES:
+        raise too_large(f"{request.content_length:,}")
+    raw = bytearray()
+    while chunk := await request.content.readany():
+        raw += chunk
+        if len(raw) >= MAX_BODY_BYTES:
+            raise too_large("at least " + f"{len(raw):,}")
+    return bytes(raw)
+
+
+def _parse(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+async def _parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise invalid(["body"], "A JSON body is required", "missing")
+    try:
+        if len(raw) > _PARSE_IN_THREAD:
+            data = await asyncio.to_thread(_parse, raw)
+        else:
+            data = _parse(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise invalid(["body"], "The body must be a JSON object", "dict_type")
+    return data
+
+
+def _new_execution(conn: sqlite3.Connection, org_id: str, job_name: str, now: str) -> str:
+    job_id = records.get_or_create_job(conn, org_id, job_name, now)
+    return records.insert_execution(
+        conn,
+        org_id=org_id,
+        job_id=job_id,
+        status="running",
+        off_platform=True,
+        now=now,
+        timeout_at=None,
+    )
+
+
+def _discard_execution(conn: sqlite3.Connection, execution_id: str) -> None:
+    # The execution was opened for a write that did not happen: it never existed.
+    conn.execute("DELETE FROM job_executions WHERE id = ?", (execution_id,))
+
+
+def _record(
+    conn: sqlite3.Connection,
+    *,
+    org_id: str,
+    execution_id: str,
+    created_here: bool,
+    outcome: WriteOutcome,
+    now: str,
+) -> None:
+    if created_here:
+        records.finish_execution(conn, execution_id, "completed", now)
+    if outcome.changed:
+        conn.execute(
+            "INSERT INTO dataset_writes (id, org_id, job_execution_id, created_at, summary) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                records.new_id(),
+                org_id,
+                execution_id,
+                now,
+                json.dumps(outcome.summary, separators=(",", ":")),
+            ),
+        )
+
+
+async def write_data(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/data/write``: see :mod:`labric.server.datasets.write`."""
+    state = request.app[STATE]
+    who = principal(request)
+    org = await request.app[DATASETS].org(who.org_id)
+    body = await _parse_body(await _read_body(request))
+    try:
+        check_size(body)
+    except TooLarge as exc:
+        raise HTTPError(413, str(exc)) from None
+    dry_run = body.get("dry_run") is True
+    problems: list[tuple[str | None, str]] = []
+    execution_id = body.get("job_execution_id")
+    job_name = body.get("job_name")
+    if job_name is not None and (not isinstance(job_name, str) or len(job_name) > 255):
+        problems.append(("job_name", "job_name must be a string of at most 255 characters"))
+        job_name = None
+    if execution_id is not None:
+        if not isinstance(execution_id, str) or not execution_id:
+            problems.append(("job_execution_id", "job_execution_id must be a string"))
+            execution_id = None
+        elif await state.db.run(records.execution_get, who.org_id, execution_id) is None:
+            problems.append(("job_execution_id", f"Job execution {execution_id} not found"))
+    elif who.job_execution_id is not None:
+        execution_id = who.job_execution_id
+    now = state.now()
+    opened: str | None = None
+    if execution_id is None and not dry_run and not problems:
+        name = job_name.strip() if job_name and job_name.strip() else DEFAULT_JOB_NAME
+        opened = await state.db.run(_new_execution, who.org_id, name, now)
+        execution_id = opened
+    recorded_as = execution_id or "dry-run"
+
+    def write(conn: sqlite3.Connection) -> WriteOutcome:
+        return apply_write(conn, org.catalog, body, execution_id=recorded_as, problems=problems)
+
+    try:
+        outcome = await org.write(write, rollback=dry_run)
+    except (Rejected, Busy) as exc:
+        if opened is not None:
+            await state.db.run(_discard_execution, opened)
+        if isinstance(exc, Busy):
+            raise _busy() from None
+        return json_response({"errors": exc.problems.to_json()}, status=400)
+    except BaseException:
+        if opened is not None:
+            await asyncio.shield(state.db.run(_discard_execution, opened))
+        raise
+    if not dry_run and execution_id is not None:
+        await state.db.run(
+            lambda conn: _record(
+                conn,
+                org_id=who.org_id,
+                execution_id=execution_id,
+                created_here=opened is not None,
+                outcome=outcome,
+                now=state.now(),
+            )
+        )
+    outcome.response["job_execution_id"] = None if dry_run else execution_id
+    return json_response(outcome.response)
+
+
+# -- revert ----------------------------------------------------------------------------------
+
+
+def _forget_files_and_ledger(
+    conn: sqlite3.Connection, org_id: str, execution_id: str, now: str
+) -> tuple[list[tuple[records.FileRow, list[records.PartRow]]], list[dict[str, Any]]]:
+    removed: list[tuple[records.FileRow, list[records.PartRow]]] = []
+    for row in conn.execute(
+        "SELECT id FROM files WHERE org_id = ? AND job_execution_id = ?", (org_id, execution_id)
+    ).fetchall():
+        found = records.file_get(conn, row[0], org_id)
+        if found is None:
+            continue
+        removed.append((found, records.delete_parts(conn, found.id)))
+        records.delete_file(conn, found.id)
+    summaries = [
+        json.loads(r[0])
+        for r in conn.execute(
+            "SELECT summary FROM dataset_writes WHERE job_execution_id = ? AND reverted_at IS NULL "
+            "ORDER BY created_at",
+            (execution_id,),
+        )
+    ]
+    conn.execute(
+        "UPDATE dataset_writes SET reverted_at = ? WHERE job_execution_id = ? "
+        "AND reverted_at IS NULL",
+        (now, execution_id),
+    )
+    return removed, summaries
+
+
+def _warnings(summaries: list[dict[str, Any]]) -> list[str]:
+    updated: dict[str, int] = defaultdict(int)
+    deleted: dict[str, int] = defaultdict(int)
+    cascaded: dict[str, int] = defaultdict(int)
+    series: dict[str, int] = defaultdict(int)
+    for summary in summaries:
+        for t in summary.get("tables", []):
+            updated[t["table"]] += t["updated"]
+            deleted[t["table"]] += t["deleted"]
+            for name, n in (t.get("cascade_deleted") or {}).items():
+                cascaded[name] += n
+        for s in summary.get("series", []):
+            series[s["table"]] += s["parents_not_created"]
+    out = [
+        f"{n} row(s) of {table} updated by this execution were not restored "
+        "(updates cannot be undone)"
+        for table, n in updated.items()
+        if n
+    ]
+    out += [
+        f"{n} row(s) of {table} deleted by this execution were not restored "
+        "(deletes cannot be undone)"
+        for table, n in deleted.items()
+        if n
+    ]
+    out += [
+        f"{n} row(s) of {table} deleted with them (cascade) were not restored"
+        for table, n in cascaded.items()
+        if n
+    ]
+    out += [
+        f"Series written onto {n} parent row(s) this execution did not create were not removed "
+        f"({table})"
+        for table, n in series.items()
+        if n
+    ]
+    return out
+
+
+async def revert_execution(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/job-executions/{execution_id}/revert``: delete what the execution created."""
+    state = request.app[STATE]
+    who = principal(request)
+    execution_id = request.match_info["execution_id"]
+    if await state.db.run(records.execution_get, who.org_id, execution_id) is None:
+        raise HTTPError(404, f"Job execution {execution_id} not found")
+    org = await request.app[DATASETS].org(who.org_id)
+    try:
+        outcome = await org.write(lambda conn: revert(conn, org.catalog, execution_id))
+    except Busy:
+        raise _busy() from None
+    removed, summaries = await state.db.run(
+        _forget_files_and_ledger, who.org_id, execution_id, state.now()
+    )
+    paths = []
+    for row, parts in removed:
+        paths += [state.blobs.part_path(row.id, p.number, p.generation) for p in parts]
+        if row.generation:
+            paths.append(state.blobs.object_path(row.id, row.generation))
+    await state.blobs.remove(paths)
+    warnings = _warnings(summaries)
+    for table, n in outcome.kept.items():
+        warnings.append(
+            f"{n} row(s) of {table} created by this execution were kept: rows written since "
+            "reference them"
+        )
+    if outcome.gone:
+        warnings.append(f"{outcome.gone} row(s) created by this execution no longer existed")
+    return json_response(
+        {
+            "deleted_count": outcome.deleted + len(removed),
+            "raws_deleted_count": outcome.raws_deleted,
+            "skipped_count": outcome.skipped,
+            "warnings": warnings,
+        }
+    )
+
+
+# -- admin -----------------------------------------------------------------------------------
+
+
+async def get_limits(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/admin/datasets/limits``."""
+    return json_response(attrs.asdict(request.app[DATASETS].limits))
+
+
+async def put_limits(request: web.Request) -> web.StreamResponse:
+    """``PUT /v1/admin/datasets/limits``: replace the limits (keys left out take defaults)."""
+    store = request.app[DATASETS]
+    body = await read_json_object(request, optional=True)
+    try:
+        store.limits = DatasetLimits(**body)
+    except (TypeError, ValueError) as exc:
+        raise invalid(["body"], f"Invalid limits: {exc}") from None
+    return json_response(attrs.asdict(store.limits))
+
+
+def register(router: Router) -> None:
+    """Add the dataset routes."""
+    router.api("GET", "/v1/tools/schema", get_schema, scope="read")
+    router.api("POST", "/v1/tools/read", read_rows, scope="read")
+    router.api("POST", "/v1/tools/query", run_query, scope="read")
+    router.api("POST", "/v1/data/write", write_data, scope="write")
+    router.api("POST", "/v1/job-executions/{execution_id}/revert", revert_execution, scope="write")
+    router.api("GET", "/v1/datasets", get_schema, scope="read")
+    router.api("POST", "/v1/datasets", create_dataset, scope="write")
+    router.api("GET", "/v1/datasets/{name}", get_dataset, scope="read")
+    router.api("GET", "/v1/admin/datasets/limits", get_limits, scope="admin")
+    router.api("PUT", "/v1/admin/datasets/limits", put_limits, scope="admin")
