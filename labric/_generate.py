@@ -322,8 +322,12 @@ class Renamer:
         return self.code(text)
 
 
-def _names_in(text: str) -> set[str]:
-    """The free names an expression (annotation or default) refers to."""
+def _names_in(text: str, *, annotation: bool = True) -> set[str]:
+    """The free names an expression (annotation or default) refers to.
+
+    In an annotation a string constant is a quoted forward reference and is looked into; in a
+    default value (``mode="insert"``) it is just a string.
+    """
     found: set[str] = set()
     try:
         tree = ast.parse(text.strip(), mode="eval")
@@ -332,7 +336,7 @@ def _names_in(text: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             found.add(node.id)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        elif annotation and isinstance(node, ast.Constant) and isinstance(node.value, str):
             found |= _names_in(node.value)  # a quoted forward reference
     return found
 
@@ -423,7 +427,7 @@ def _signature(
             text += f": {ann}"
         if default is not None:
             value = renamer.code(module.segment(default))
-            names.update(_names_in(value))
+            names.update(_names_in(value, annotation=False))
             text += f" = {value}" if arg.annotation is not None else f"={value}"
         if kind == "positional":
             forward.append(arg.arg)
