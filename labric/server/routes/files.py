@@ -165,13 +165,14 @@ def _resolve_attribution(
         records.expire_executions(conn, now)
         if records.execution_get(conn, who.org_id, job_execution_id) is None:
             raise HTTPError(404, f"Job execution {job_execution_id} not found")
-    if instrument_id is None and job_execution_id is None:
-        if who.job_execution_id is None:
-            raise HTTPError(
-                400,
-                "Say where the file comes from: give instrument_id or job_execution_id "
-                "(inside a job script, uploads default to the running execution)",
-            )
+    if instrument_id is None and job_execution_id is None and who.job_execution_id is None:
+        raise HTTPError(
+            400,
+            "Say where the file comes from: give instrument_id or job_execution_id "
+            "(inside a job script, uploads default to the running execution)",
+        )
+    if job_execution_id is None:
+        # A running job's uploads record it as their provenance, instrument or not.
         job_execution_id = who.job_execution_id
     return instrument_id, job_execution_id
 
