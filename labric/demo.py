@@ -1,8 +1,12 @@
 """``labric demo``: the SDK's main job, end to end, against a local server, with no account.
 
-It starts a local Labric server in a temporary data directory, generates an instrument run (plate
-reader CSV exports plus one large raw file), bulk-uploads it, lists it back, downloads everything,
-verifies every byte, and prints a summary. It exits non-zero if any check fails.
+It starts a local Labric server in a temporary data directory and generates an instrument run:
+plate-reader CSV exports, one large raw file, and a ``run.json`` manifest written last. A parser
+job is attached to the instrument with a ``file_uploaded`` trigger on ``*run.json``. The demo
+bulk-uploads the run with progress bars; the manifest's arrival runs the parser, which reads the
+run's CSVs through the SDK and fills the ``plate_reads`` dataset. The demo then queries the
+dataset, downloads everything back, verifies every byte, and prints a summary. It exits non-zero
+if any check fails.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import csv
 import hashlib
 import io
+import json
 import os
 import random
 import shutil
@@ -44,6 +49,7 @@ def generate_run(root: Path, *, plates: int, reads: int, big_mib: int, seed: int
     """Write a synthetic plate-reader run under ``root/run``; return that directory."""
     rng = random.Random(seed)
     run = root / "run"
+    run.mkdir(parents=True, exist_ok=True)
     for plate in range(plates):
         folder = run / f"plate_{plate:03d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,6 +91,59 @@ class _Bar:
         self.stream.flush()
 
 
+#: The parser the demo installs: it runs on the platform when a run's manifest arrives.
+PARSER_CODE = """
+import csv
+import json
+import pathlib
+
+from labric import Labric
+from labric.job import JobContext
+
+ctx = JobContext.from_env()
+manifest = json.loads(pathlib.Path(ctx.files[0].path).read_text())
+wanted = set(manifest["csv_files"])
+
+with Labric() as client:
+    files = [
+        f
+        for f in client.files.list(instrument_id=manifest["instrument_id"], extensions=["csv"])
+        if f.original_path in wanted
+    ]
+    print(f"parsing {len(files)} of {len(wanted)} CSV files")
+    local = client.files.download_many([f.file_id for f in files], ctx.file_dir / "csv")
+    failed = [o for o in local if not o.ok]
+    if failed:
+        raise SystemExit(f"{len(failed)} downloads failed: {failed[0].error}")
+
+    def rows():
+        for info, outcome in zip(files, local):
+            with open(outcome.path, newline="") as fh:
+                for record in csv.DictReader(fh):
+                    yield {
+                        "plate": record["plate"],
+                        "read": int(record["read"]),
+                        "well": record["well"],
+                        "od600": float(record["od600"]),
+                        "temperature_c": float(record["temperature_c"]),
+                        "file_id": info.file_id,
+                    }
+
+    summary = client.datasets.write("plate_reads", rows())
+    print(f"wrote {summary.created} rows in {summary.requests} requests")
+"""
+
+PLATE_READS_COLUMNS = [
+    {"name": "id", "type": "text", "primary_key": True},
+    {"name": "plate", "type": "text"},
+    {"name": "read", "type": "integer"},
+    {"name": "well", "type": "text"},
+    {"name": "od600", "type": "float"},
+    {"name": "temperature_c", "type": "float"},
+    {"name": "file_id", "type": "text"},
+]
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -99,22 +158,66 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
     out = sys.stdout
     run = generate_run(work, plates=plates, reads=reads, big_mib=big_mib)
     sources = sorted(p for p in run.rglob("*") if p.is_file())
+    csv_names = [p.relative_to(run.parent).as_posix() for p in sources if p.suffix == ".csv"]
     total_bytes = sum(p.stat().st_size for p in sources)
-    out.write(f"Generated {len(sources)} instrument files ({total_bytes / MiB:.1f} MiB)\n")
+    out.write(
+        f"Generated a plate-reader run: {len(csv_names)} CSV reads and "
+        f"{len(sources) - len(csv_names)} raw file(s), {total_bytes / MiB:.1f} MiB\n"
+    )
     async with LocalServer(data_dir) as server:
         out.write(f"Local Labric server at {server.base_url} (data in {data_dir})\n")
         transfer = TransferConfig(state_dir=str(work / "state"))
         async with AsyncLabric(server.admin_key, base_url=server.base_url, transfer=transfer) as c:
+            instrument = server.create_instrument("plate-reader-1")
+            await c.datasets.create(
+                "plate_reads", columns=PLATE_READS_COLUMNS, description="Parsed plate reads"
+            )
+            job = await c.jobs.create(
+                name="parse-plate-reads",
+                code=PARSER_CODE,
+                description="Parses a plate-reader run into the plate_reads dataset",
+                trigger_enabled=True,
+                trigger_category="file_uploaded",
+                trigger_instrument_id=instrument,
+                trigger_conditions={"file_name_pattern": "*run.json"},
+            )
             started = time.perf_counter()
-            uploads = await c.files.upload_many([run], on_progress=_Bar(out))
+            uploads = await c.files.upload_many(
+                [run], instrument_id=instrument, on_progress=_Bar(out)
+            )
             up_s = time.perf_counter() - started
             failed = [o for o in uploads if not o.ok]
             if failed:
                 out.write(f"FAILED: {len(failed)} uploads, first: {failed[0].error}\n")
                 return 1
-            listed = [f async for f in c.files.list(page_size=500)]
-            if len(listed) != len(sources):
-                out.write(f"FAILED: listed {len(listed)} files, expected {len(sources)}\n")
+            # The manifest goes last: its arrival is what runs the parser.
+            manifest = {"instrument_id": instrument, "csv_files": csv_names}
+            await c.files.upload(
+                json.dumps(manifest).encode(), name="run/run.json", instrument_id=instrument
+            )
+            executions = [e async for e in c.jobs.executions.list(job_id=job.id)]
+            if len(executions) != 1:
+                out.write(f"FAILED: expected one parser run, saw {len(executions)}\n")
+                return 1
+            execution = await c.jobs.wait(executions[0].id, timeout=120)
+            logs = await c.jobs.executions.logs(execution.id)
+            out.write(f"Parser job {execution.status}: {logs.text.strip().splitlines()[-1]}\n")
+            if execution.status != "completed":
+                out.write(logs.text)
+                return 1
+            result = await c.datasets.query(
+                "SELECT plate, COUNT(*) AS wells, ROUND(AVG(od600), 3) AS mean_od600 "
+                "FROM plate_reads GROUP BY plate ORDER BY plate LIMIT 3"
+            )
+            for row in result.rows():
+                out.write(
+                    f"  {row['plate']}: {row['wells']} wells, mean OD600 {row['mean_od600']}\n"
+                )
+            count = (await c.datasets.query("SELECT COUNT(*) FROM plate_reads")).data[0][0]
+            if count != len(csv_names) * 96:
+                out.write(
+                    f"FAILED: the dataset holds {count} rows, expected {len(csv_names) * 96}\n"
+                )
                 return 1
             ids = [o.file.file_id for o in uploads if o.file is not None]
             started = time.perf_counter()
@@ -134,11 +237,12 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
             return 1
     out.write(
         "\nSummary\n"
-        f"  files        {len(sources)} uploaded, listed, downloaded and verified (SHA-256)\n"
+        f"  files        {len(sources)} uploaded, downloaded and verified (SHA-256)\n"
         f"  bytes        {total_bytes / MiB:.1f} MiB each way\n"
         f"  upload       {up_s:.2f} s ({total_bytes / MiB / up_s:.0f} MiB/s, "
         f"{len(sources) / up_s:.0f} files/s)\n"
         f"  download     {down_s:.2f} s ({total_bytes / MiB / down_s:.0f} MiB/s)\n"
+        f"  dataset      plate_reads: {count} rows parsed by the job\n"
         f"  data dir     {data_dir}\n"
         "OK\n"
     )
