@@ -264,6 +264,22 @@ ALTER TABLE files ADD COLUMN upload_generation INTEGER NOT NULL DEFAULT 0;
 DELETE FROM upload_parts;
 """
 
+_DASHBOARDS_SCHEMA = """
+-- Dashboards: a name, a description and the widgets (a JSON list, validated by
+-- labric.server.dashboards before it is stored). seq orders dashboards that share a created_at.
+CREATE TABLE dashboards (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    org_id       TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    widgets      TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX dashboards_listing ON dashboards(org_id, created_at, seq);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -272,6 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "datasets: the write ledger", _DATASETS_SCHEMA),
     Migration(3, "jobs: script versions, triggers, platform executions", _JOBS_SCHEMA),
     Migration(4, "files: multipart uploads written in place", _UPLOAD_FILE_SCHEMA),
+    Migration(5, "dashboards", _DASHBOARDS_SCHEMA),
 )
 
 
