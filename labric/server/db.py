@@ -280,6 +280,70 @@ CREATE TABLE dashboards (
 CREATE INDEX dashboards_listing ON dashboards(org_id, created_at, seq);
 """
 
+_INSTRUMENTS_EXPERIMENTS_SCHEMA = """
+-- Instruments: what the platform table core_instrument mirrors, and when a device last paired.
+ALTER TABLE instruments ADD COLUMN description TEXT;
+ALTER TABLE instruments ADD COLUMN metadata TEXT;
+ALTER TABLE instruments ADD COLUMN updated_at TEXT;
+ALTER TABLE instruments ADD COLUMN paired_at TEXT;
+CREATE INDEX instruments_listing ON instruments(org_id, created_at);
+
+-- One-time pairing codes (only their hash). A code is spent once; idem_hash remembers the
+-- Idempotency-Key of the exchange that spent it, so a retried exchange can still answer.
+CREATE TABLE instrument_pairings (
+    code_hash      TEXT PRIMARY KEY,
+    instrument_id  TEXT NOT NULL REFERENCES instruments(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT NOT NULL,
+    used_at        TEXT,
+    idem_hash      TEXT,
+    key_id         TEXT
+);
+CREATE INDEX instrument_pairings_instrument ON instrument_pairings(instrument_id);
+
+-- A paired device's key belongs to its instrument (and goes with it).
+ALTER TABLE api_keys ADD COLUMN instrument_id TEXT REFERENCES instruments(id) ON DELETE CASCADE;
+
+-- Device status as periods, kept current as reports arrive (see routes/instruments.py):
+-- consecutive reports of one status extend a period; a silence longer than the offline
+-- threshold is stored as an offline period (synthetic = 1) covering the gap.
+CREATE TABLE device_periods (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    instrument_id  TEXT NOT NULL REFERENCES instruments(id) ON DELETE CASCADE,
+    status         TEXT NOT NULL,
+    app_version    TEXT,
+    is_watching    INTEGER,
+    synthetic      INTEGER NOT NULL DEFAULT 0,
+    first_seen     TEXT NOT NULL,
+    last_seen      TEXT NOT NULL
+);
+CREATE INDEX device_periods_window ON device_periods(instrument_id, last_seen);
+
+-- Experiments (mirrored into the platform table core_experiment), and their files.
+CREATE TABLE experiments (
+    id           TEXT PRIMARY KEY,
+    org_id       TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    status       TEXT NOT NULL,
+    tags         TEXT NOT NULL DEFAULT '[]',
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    started_at   TEXT,
+    ended_at     TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX experiments_listing ON experiments(org_id, created_at);
+
+CREATE TABLE experiment_files (
+    experiment_id  TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    file_id        TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, file_id)
+);
+CREATE INDEX experiment_files_file ON experiment_files(file_id);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -289,6 +353,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "jobs: script versions, triggers, platform executions", _JOBS_SCHEMA),
     Migration(4, "files: multipart uploads written in place", _UPLOAD_FILE_SCHEMA),
     Migration(5, "dashboards", _DASHBOARDS_SCHEMA),
+    Migration(
+        6, "instruments: pairing, device status; experiments", _INSTRUMENTS_EXPERIMENTS_SCHEMA
+    ),
 )
 
 
