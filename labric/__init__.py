@@ -11,6 +11,7 @@ from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._pagination import AsyncPager, Page
 from labric._sync import Labric
 from labric._sync_pager import SyncPager
+from labric._transport import TransportStats
 from labric._types import NOT_GIVEN, NotGiven
 from labric._version import __version__
 from labric.errors import (
@@ -43,6 +44,7 @@ __all__ = [
     "SyncPager",
     "Timeout",
     "TransferConfig",
+    "TransportStats",
     "UsageError",
     "WriteBatchError",
     "__version__",

@@ -6,7 +6,7 @@ from types import TracebackType
 
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._transfer import TransferEngine
-from labric._transport import Transport
+from labric._transport import Transport, TransportStats
 from labric.errors import ClientClosedError
 from labric.resources.datasets import AsyncDatasets
 from labric.resources.files import AsyncFiles
@@ -88,6 +88,14 @@ class AsyncLabric:
     def config(self) -> ClientConfig:
         """The resolved configuration (its ``repr`` hides the key)."""
         return self._config
+
+    @property
+    def stats(self) -> TransportStats:
+        """Live counters of this client's requests and retries (see :class:`TransportStats`).
+
+        The object is the client's own and keeps counting; call ``stats.snapshot()`` for a copy.
+        """
+        return self._transport.stats
 
     @property
     def is_closed(self) -> bool:

@@ -63,6 +63,7 @@ from labric.errors import (
 __all__ = [
     "Response",
     "Transport",
+    "TransportStats",
     "map_exception",
     "raise_for_status",
     "raise_mapped",
@@ -125,6 +126,33 @@ class Response:
         """The absolute URL of the next page, from ``Link: <...>; rel="next"``."""
         target = split_link_next(self.headers.get("Link"))
         return urljoin(self.url, target) if target else None
+
+
+@attrs.define
+class TransportStats:
+    """Live counters of what one client sent: read them at any time, for reports and tests.
+
+    ``client.stats`` returns the client's own instance (never a copy), so a long bulk transfer can
+    be watched while it runs. Counts start at zero when the client is created.
+
+    Attributes:
+        requests: HTTP requests sent, API and storage alike (every attempt and redirect hop).
+        retries: Retries made after a failed attempt, by API requests and storage transfers.
+        retries_by_reason: The retries by cause: a status (``"503"``, ``"429"``) or the error
+            class of an attempt that got no response (``"APIConnectionError"``).
+    """
+
+    requests: int = 0
+    retries: int = 0
+    retries_by_reason: dict[str, int] = attrs.field(factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of the counters."""
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "retries_by_reason": dict(sorted(self.retries_by_reason.items())),
+        }
 
 
 def _safe_path(url: str) -> str:
@@ -328,7 +356,12 @@ class Transport:
         self._closed = False
         self._auth_header = f"Bearer {config.api_key}"
         self._rng = random.Random()
-        self.retries = 0  # total retries made, for reports and tests
+        self.stats = TransportStats()
+
+    @property
+    def retries(self) -> int:
+        """Total retries made (``stats.retries``)."""
+        return self.stats.retries
 
     def __repr__(self) -> str:
         return f"<Transport {self._config.base_url} closed={self._closed}>"
@@ -444,7 +477,8 @@ class Transport:
         delay = retry_delay(
             attempt, self._config.retry, headers, now=time.time(), rand=self._rng.random()
         )
-        self.retries += 1
+        self.stats.retries += 1
+        self.stats.retries_by_reason[why] = self.stats.retries_by_reason.get(why, 0) + 1
         logger.info(
             "Retrying %s %s in %.2fs (%s; retry %d of %d)",
             method,
@@ -546,6 +580,7 @@ class Transport:
         current_method = method
         for _ in range(_MAX_REDIRECTS + 1):
             started = time.perf_counter()
+            self.stats.requests += 1
             try:
                 async with session.request(
                     current_method,
@@ -612,6 +647,7 @@ class Transport:
         session = self.session()
         client_timeout = self.request_timeout(timeout) or session.timeout
         in_body = False
+        self.stats.requests += 1
         try:
             async with session.request(
                 method,

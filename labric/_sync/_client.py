@@ -12,6 +12,7 @@ from labric._portal import Portal
 from labric._sync.datasets import Datasets
 from labric._sync.files import Files
 from labric._sync.jobs import Jobs
+from labric._transport import TransportStats
 from labric.errors import ClientClosedError
 
 __all__ = ["Labric"]
@@ -89,6 +90,14 @@ class Labric:
     def config(self) -> ClientConfig:
         """The resolved configuration (its ``repr`` hides the key)."""
         return self._portal.client.config
+
+    @property
+    def stats(self) -> TransportStats:
+        """Live counters of this client's requests and retries (see :class:`TransportStats`).
+
+        The object is the client's own and keeps counting; call ``stats.snapshot()`` for a copy.
+        """
+        return self._portal.client.stats
 
     @property
     def is_closed(self) -> bool:
