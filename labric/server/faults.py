@@ -14,6 +14,13 @@ How a request is treated
     is handled normally. ``latency_ms`` is slept before any of this. Injected responses carry
     ``X-Labric-Fault`` so a test can tell them from the server's own answers.
 
+Bursts and spikes
+    Rate limits come in bursts: each drawn throttle starts one of ``throttle_burst`` requests, so it
+    and the ``throttle_burst - 1`` requests after it are all answered 429 (with ``Retry-After``),
+    whatever their own draws said. With ``spike`` set, a third number is drawn per request: with
+    that probability the request sleeps ``spike_ms`` more on top of ``latency_ms``, a latency
+    spike.
+
 Resets
     A request chosen for a reset gets a :class:`RequestFault` stored under :data:`FAULT_KEY`.
     Streaming handlers call :func:`pace` after each chunk they read or write; once the bytes seen
@@ -31,7 +38,8 @@ Bandwidth
 
 Determinism
     With a ``seed``, the outcomes repeat for the same sequence of requests: every request that
-    is not exempt consumes exactly two draws while faults are active, whatever its outcome.
+    is not exempt consumes exactly two draws while faults are active (three when ``spike`` is
+    set), whatever its outcome, also inside a burst.
     :meth:`FaultInjector.update` starts the sequence again from the new config's seed. Concurrent
     requests are decided in the order the middleware sees them, which the network may shuffle.
 
@@ -80,6 +88,8 @@ _COUNTER_NAMES: Final = (
     "resets",
     "delayed",
     "bytes_paced",
+    "throttle_bursts",
+    "spikes",
 )
 _FRACTIONS: Final = ("error", "throttle", "reset")
 
@@ -105,6 +115,11 @@ def _non_negative_number(_inst: Any, attribute: attrs.Attribute[Any], value: Any
 def _non_negative_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         raise FaultConfigError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
+
+
+def _positive_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise FaultConfigError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
 
 
 def _optional_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -136,6 +151,10 @@ class FaultConfig:
         retry_after: Seconds sent in ``Retry-After`` on injected 429s.
         scope: Which requests get faults: ``all`` (default), ``api`` (``/api/...``) or
             ``storage`` (the signed storage routes), so a test can break one side only.
+        throttle_burst: Requests in a row answered 429 per drawn throttle (the drawn one
+            included), so throttling comes in bursts as from a real rate limiter.
+        spike: Fraction of requests that get a latency spike.
+        spike_ms: Milliseconds a latency spike adds to ``latency_ms``.
 
     Raises:
         FaultConfigError: A value is out of range, or ``error + throttle + reset`` exceeds 1.
@@ -149,6 +168,9 @@ class FaultConfig:
     seed: int | None = attrs.field(default=None, validator=_optional_int)
     retry_after: int = attrs.field(default=1, validator=_non_negative_int)
     scope: str = attrs.field(default="all", validator=_scope)
+    throttle_burst: int = attrs.field(default=1, validator=_positive_int)
+    spike: float = attrs.field(default=0.0, validator=_fraction)
+    spike_ms: float = attrs.field(default=0.0, validator=_non_negative_number)
 
     def __attrs_post_init__(self) -> None:
         total = self.error + self.throttle + self.reset
@@ -174,7 +196,7 @@ class FaultConfig:
             raise FaultConfigError(f"faults must be a JSON object, got {type(data).__name__}")
         _check_keys(data)
         values = dict(data)
-        for name in ("bandwidth", "retry_after", "seed"):
+        for name in _INT_FIELDS:
             value = values.get(name)
             if isinstance(value, float) and value.is_integer():
                 values[name] = int(value)
@@ -197,11 +219,18 @@ class FaultConfig:
     @property
     def active(self) -> bool:
         """Whether anything is injected at all."""
-        return bool(self.error or self.throttle or self.reset or self.latency_ms or self.bandwidth)
+        return bool(
+            self.error
+            or self.throttle
+            or self.reset
+            or self.latency_ms
+            or self.bandwidth
+            or (self.spike and self.spike_ms)
+        )
 
 
 _FIELD_NAMES: Final = tuple(a.name for a in attrs.fields(FaultConfig))
-_INT_FIELDS: Final = frozenset({"bandwidth", "seed", "retry_after"})
+_INT_FIELDS: Final = frozenset({"bandwidth", "seed", "retry_after", "throttle_burst"})
 _SIZE_RE: Final = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)b?(?:/s)?$", re.IGNORECASE)
 _SIZE_UNITS: Final = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
@@ -350,7 +379,8 @@ class FaultInjector:
     Attributes:
         config: The current settings; replace them with :meth:`update`.
         counters: Counts of ``requests`` (not exempt) and of each injected fault: ``errors_500``,
-            ``errors_503``, ``throttled``, ``resets``, ``delayed``, ``bytes_paced``.
+            ``errors_503``, ``throttled`` (every 429), ``throttle_bursts`` (bursts begun),
+            ``resets``, ``delayed`` (by ``latency_ms``), ``spikes``, ``bytes_paced``.
 
     Example:
         >>> injector = FaultInjector(parse_faults("error=0.2,seed=1"))
@@ -367,6 +397,7 @@ class FaultInjector:
         self.counters: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
         self._exempt_prefixes = exempt_prefixes
         self._rng = random.Random(self.config.seed)
+        self._burst_left = 0
 
     def update(self, config: FaultConfig) -> None:
         """Apply new settings to every request from now on; the draws restart from its seed.
@@ -375,6 +406,7 @@ class FaultInjector:
         """
         self.config = config
         self._rng = random.Random(config.seed)
+        self._burst_left = 0
 
     def reset_counters(self) -> None:
         """Set every counter back to zero."""
@@ -384,16 +416,23 @@ class FaultInjector:
         """Whether requests to ``path`` are never given faults."""
         return any(path.startswith(p) or path == p.rstrip("/") for p in self._exempt_prefixes)
 
-    def _decide(self, config: FaultConfig) -> tuple[_Outcome, float]:
-        # Always two draws, so the sequence of outcomes depends only on the seed and request order.
+    def _decide(self, config: FaultConfig) -> tuple[_Outcome, float, bool]:
+        # Always the same number of draws, so the sequence of outcomes depends only on the seed
+        # and the request order (a burst ignores its requests' draws but still consumes them).
         draw, detail = self._rng.random(), self._rng.random()
+        spiked = bool(config.spike) and self._rng.random() < config.spike
+        if self._burst_left > 0:
+            self._burst_left -= 1
+            return _Outcome.THROTTLE, detail, spiked
         if draw < config.error:
-            return _Outcome.ERROR, detail
+            return _Outcome.ERROR, detail, spiked
         if draw < config.error + config.throttle:
-            return _Outcome.THROTTLE, detail
+            self.counters["throttle_bursts"] += 1
+            self._burst_left = config.throttle_burst - 1
+            return _Outcome.THROTTLE, detail, spiked
         if draw < config.error + config.throttle + config.reset:
-            return _Outcome.RESET, detail
-        return _Outcome.PASS, detail
+            return _Outcome.RESET, detail, spiked
+        return _Outcome.PASS, detail, spiked
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -404,10 +443,15 @@ class FaultInjector:
         self.counters["requests"] += 1
         if not config.active:
             return await handler(request)
-        outcome, detail = self._decide(config)
+        outcome, detail, spiked = self._decide(config)
+        delay_ms = config.latency_ms
         if config.latency_ms:
             self.counters["delayed"] += 1
-            await asyncio.sleep(config.latency_ms / 1000)
+        if spiked and config.spike_ms:
+            self.counters["spikes"] += 1
+            delay_ms += config.spike_ms
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
 
         if outcome is _Outcome.ERROR:
             status = 500 if detail < 0.5 else 503
