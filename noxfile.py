@@ -92,3 +92,13 @@ def compat(session: nox.Session) -> None:
     session.run(
         "pytest", "-q", "tests/compat", *session.posargs, env={"LABRIC_OFFICIAL_VENV": str(venv)}
     )
+
+
+@nox.session(venv_backend="none")
+def soak(session: nox.Session) -> None:
+    """The fault soak, large: ``nox -s soak`` (1,000 files), ``nox -s soak -- --files 5000``.
+
+    Runs in the current environment, like ``check``; CI runs the small soak in the test suite
+    (``tests/reliability/test_soak.py``).
+    """
+    session.run(sys.executable, "-m", "benchmarks.soak", *session.posargs)

@@ -135,6 +135,10 @@ class TransportStats:
     ``client.stats`` returns the client's own instance (never a copy), so a long bulk transfer can
     be watched while it runs. Counts start at zero when the client is created.
 
+    aiohttp itself resends an idempotent request (GET, PUT) once, unseen, when its connection drops
+    before any answer arrives, as RFC 9112 allows for a closed keep-alive connection; such a resend
+    is in neither count, so a server may see a few more requests than ``requests`` says.
+
     Attributes:
         requests: HTTP requests sent, API and storage alike (every attempt and redirect hop).
         retries: Retries made after a failed attempt, by API requests and storage transfers.
