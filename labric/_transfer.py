@@ -118,6 +118,11 @@ def plan_parts(size: int, part_size: int) -> list[tuple[int, int]]:
     return [(offset, min(part_size, size - offset)) for offset in range(0, size, part_size)]
 
 
+#: The longest path component, in bytes, that common file systems take (ext4, APFS, NTFS), less
+#: the ``.part`` suffix a download is written under first.
+_MAX_COMPONENT = 255 - len(".part")
+
+
 def safe_relative_path(name: str) -> Path:
     """Turn a server-supplied file name into a relative path that stays inside its directory.
 
@@ -125,7 +130,8 @@ def safe_relative_path(name: str) -> Path:
     root prefix is ignored.
 
     Raises:
-        TransferError: the name has a ``..`` component, a NUL, or nothing usable.
+        TransferError: the name has a ``..`` component, a NUL, a component too long for a file
+            system, or nothing usable.
     """
     if "\x00" in name:
         raise TransferError(f"Refusing a file name with a NUL character: {name!r}")
@@ -136,6 +142,11 @@ def safe_relative_path(name: str) -> Path:
         raise TransferError(f"Refusing a file name that leaves its directory: {name!r}")
     if not parts:
         raise TransferError(f"Refusing an empty file name: {name!r}")
+    if any(len(p.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT for p in parts):
+        # Caught here, the file fails with a reason; the OS would only say ENAMETOOLONG.
+        raise TransferError(
+            f"Refusing a file name with a part over {_MAX_COMPONENT} bytes: {name[:60]!r}..."
+        )
     return Path(*parts)
 
 

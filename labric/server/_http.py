@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_JSON_LIMIT",
     "Fields",
     "HTTPError",
+    "decode_json",
     "error_response",
     "invalid",
     "json_response",
@@ -111,6 +112,21 @@ async def read_json_object(
         if optional:
             return {}
         raise HTTPError(422, [_problem(["body"], "A JSON body is required", "missing")])
+    data = decode_json(raw)
+    if data is None and optional:
+        return {}
+    if not isinstance(data, dict):
+        raise HTTPError(422, [_problem(["body"], "The body must be a JSON object", "dict_type")])
+    return data
+
+
+def decode_json(raw: bytes | bytearray) -> Any:
+    """Decode a JSON request body, refusing what would fail later as a 500.
+
+    Raises:
+        HTTPError: 400 for a body that is not JSON, is nested too deeply to decode, or holds a
+            lone UTF-16 surrogate.
+    """
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -124,10 +140,6 @@ async def read_json_object(
         raise HTTPError(
             400, "Request body is not valid JSON: it holds a lone UTF-16 surrogate, not text"
         )
-    if data is None and optional:
-        return {}
-    if not isinstance(data, dict):
-        raise HTTPError(422, [_problem(["body"], "The body must be a JSON object", "dict_type")])
     return data
 
 

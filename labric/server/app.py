@@ -37,7 +37,7 @@ import uuid
 from aiohttp import web
 
 from labric.server import auth, datasets, idempotency
-from labric.server._http import HTTPError, error_response
+from labric.server._http import DEFAULT_JSON_LIMIT, HTTPError, error_response
 from labric.server.faults import InjectedReset
 from labric.server.jobs import routes as jobs
 from labric.server.routes import admin, dashboards, executions, files, storage
@@ -132,6 +132,33 @@ class _BodyWatchdog:
             self._handle = None
 
 
+#: Methods whose routes take no body. One sent anyway is ignored, up to the JSON limit.
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
+async def _drop_unwanted_body(request: web.Request) -> None:
+    """Read and drop a body sent to a route that takes none; refuse one over the JSON limit.
+
+    A declared length over the limit is refused at once, without reading a byte, so that such a
+    request neither runs its handler nor keeps the connection open while aiohttp drains a body
+    nobody wants; a chunked one is refused once the limit is passed.
+
+    Raises:
+        HTTPError: 413 naming the limit (the connection is closed after it).
+    """
+    if request.method not in _BODYLESS or not request.body_exists:
+        return
+    limit = DEFAULT_JSON_LIMIT
+    too_large = HTTPError(
+        413, f"Request body is over the limit of {limit} bytes for this route", close=True
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    while await request.content.readany():
+        if request.content.total_bytes > limit:
+            raise too_large
+
+
 @web.middleware
 async def _outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
@@ -141,6 +168,7 @@ async def _outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.body_exists and not request.content.is_eof():
         watchdog = _BodyWatchdog(request, request.app[_BODY_TIMEOUT])
     try:
+        await _drop_unwanted_body(request)
         response = await handler(request)
     except InjectedReset:
         state.stats.status(0)

@@ -99,8 +99,12 @@ class RawReply:
         return jsonlib.loads(self.body)
 
 
-async def read_reply(reader: asyncio.StreamReader) -> RawReply:
-    """Read one HTTP/1.1 response (Content-Length, chunked, or until the server closes)."""
+async def read_reply(reader: asyncio.StreamReader, *, to_head: bool = False) -> RawReply:
+    """Read one HTTP/1.1 response (Content-Length, chunked, or until the server closes).
+
+    A response to ``HEAD`` (``to_head``) and a 1xx, 204 or 304 response have no body whatever
+    their headers say (RFC 9112, section 6.3): reading on would wait for bytes that never come.
+    """
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -109,7 +113,9 @@ async def read_reply(reader: asyncio.StreamReader) -> RawReply:
         if line:
             name, _, value = line.partition(":")
             headers.add(name.strip(), value.strip())
-    if "Content-Length" in headers:
+    if to_head or status in (204, 304) or 100 <= status < 200:
+        body = b""
+    elif "Content-Length" in headers:
         body = await reader.readexactly(int(headers["Content-Length"]))
     elif headers.get("Transfer-Encoding", "").lower() == "chunked":
         body = b""
@@ -140,7 +146,7 @@ async def exchange(port: int, data: bytes, *, timeout: float = 10.0) -> RawReply
         writer.write(data)
         await writer.drain()
         async with asyncio.timeout(timeout):
-            return await read_reply(reader)
+            return await read_reply(reader, to_head=data.startswith(b"HEAD "))
     finally:
         writer.close()
         await writer.wait_closed()

@@ -33,7 +33,14 @@ import attrs
 from aiohttp import web
 
 from labric.server import records
-from labric.server._http import Fields, HTTPError, invalid, json_response, read_json_object
+from labric.server._http import (
+    Fields,
+    HTTPError,
+    decode_json,
+    invalid,
+    json_response,
+    read_json_object,
+)
 from labric.server.datasets.boundary import QueryError
 from labric.server.datasets.define import parse_definition
 from labric.server.datasets.reads import ReadError, read_page
@@ -232,20 +239,13 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(raw)
 
 
-def _parse(raw: bytes) -> Any:
-    return json.loads(raw)
-
-
 async def _parse_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise invalid(["body"], "A JSON body is required", "missing")
-    try:
-        if len(raw) > _PARSE_IN_THREAD:
-            data = await asyncio.to_thread(_parse, raw)
-        else:
-            data = _parse(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"Request body is not valid JSON: {exc}") from None
+    if len(raw) > _PARSE_IN_THREAD:
+        data = await asyncio.to_thread(decode_json, raw)
+    else:
+        data = decode_json(raw)
     if not isinstance(data, dict):
         raise invalid(["body"], "The body must be a JSON object", "dict_type")
     return data

@@ -290,7 +290,6 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
     blob: TempBlob | None = None
     upload_name: str | None = None
     upload_type: str | None = None
-    received = 0
     try:
         while True:
             part = await reader.next()
@@ -309,8 +308,9 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
                     chunk = await part.read_chunk(_MULTIPART_CHUNK)
                     if not chunk:
                         break
-                    received += len(chunk)
-                    if received > limit:
+                    # Count what arrived, not what the part reader handed over: it holds back
+                    # a window to look for the boundary, which a body cut short never sends.
+                    if request.content.total_bytes > limit:
                         raise too_large
                     if paced:
                         await pace(request, len(chunk))
@@ -327,8 +327,7 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
                     chunk = await part.read_chunk(_FIELD_LIMIT)
                     if not chunk:
                         break
-                    received += len(chunk)
-                    if received > limit:
+                    if request.content.total_bytes > limit:
                         raise too_large
                     data += chunk
                     if len(data) > _FIELD_LIMIT:

@@ -1,0 +1,556 @@
+"""Hostile input to the server: every registered API route gets oversized, malformed and
+wrongly-typed bodies and queries, and the files routes get hostile names. Nothing may answer 500,
+and no name may reach the disk as a path.
+
+Routes come from the server's own registry (``ROUTE_SCOPES``), so routes added later are covered
+without touching this file. Requests go over raw sockets where the framing itself is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from labric import AsyncLabric, TransferConfig
+from labric.errors import TransferError
+from labric.server import LocalServer
+
+from ._support import (
+    KiB,
+    MiB,
+    RawReply,
+    Route,
+    api_routes,
+    closed_by_peer,
+    exchange,
+    read_reply,
+    request_head,
+)
+
+WITH_BODY = ("POST", "PUT", "PATCH")
+DECLARED = 64 * MiB
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def _auth(server: LocalServer, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.admin_key}", **extra}
+
+
+def _api_path(route: Route, value: str | None = None) -> str:
+    return "/api" + route.path(value)
+
+
+def _assert_handled(reply: RawReply, what: str) -> None:
+    """A 4xx or a success, never a 5xx, and errors carry the API's JSON error shape."""
+    assert reply.status < 500, f"{what}: {reply.status} {reply.body[:300]!r}"
+    if reply.status >= 400:
+        body = reply.json()
+        assert "detail" in body or "errors" in body, f"{what}: {body}"
+
+
+def _limit_named(detail: str) -> int:
+    """The byte limit a 413's ``detail`` names (the smallest byte count in it)."""
+    numbers = [int(n.replace(",", "")) for n in re.findall(r"(\d[\d,]*)\s*bytes", detail)]
+    assert numbers, f"the 413 detail names no limit: {detail!r}"
+    return min(numbers)
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+
+async def test_every_route_refuses_an_oversized_body_with_a_413_naming_its_limit(
+    server: LocalServer,
+) -> None:
+    """A declared ``Content-Length`` far over any limit: body-reading routes answer 413 at once
+    (nothing is read), naming their limit; the others ignore the body. Then a chunked body one
+    byte over that limit (no length to trust) is refused the same way, after reading it."""
+    refused = []
+    for route in api_routes(server):
+        head = request_head(
+            route.method,
+            _api_path(route),
+            _auth(server, **{"Content-Type": "application/json", "Content-Length": str(DECLARED)}),
+        )
+        reply = await exchange(server.port, head)
+        _assert_handled(reply, f"{route} with a {DECLARED}-byte body")
+        if reply.status == 413:
+            refused.append((route, _limit_named(reply.json()["detail"])))
+    # At least the routes known to take bodies refused it (routes that take no body may ignore
+    # it: they answer without reading).
+    taken = {str(route) for route, _ in refused}
+    for known in ("POST /api/v1/files", "POST /api/v1/files/upload-url", "POST /api/v1/jobs"):
+        assert known in taken, taken
+    for route, limit in refused:
+        # A multipart body whose file part alone is over the limit: JSON routes count raw bytes,
+        # the multipart upload counts file bytes; either way the limit is passed.
+        boundary = "b0undary"
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + b"x" * (limit + 1)
+        head = request_head(
+            route.method,
+            _api_path(route),
+            _auth(
+                server,
+                **{
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Transfer-Encoding": "chunked",
+                },
+            ),
+        )
+        # The last chunk and the closing boundary are never sent: the server must not wait.
+        reply = await exchange(server.port, head + f"{len(body):x}\r\n".encode() + body + b"\r\n")
+        assert reply.status == 413, f"{route}: {reply.status} {reply.body[:200]!r}"
+        assert _limit_named(reply.json()["detail"]) == limit
+
+
+MALFORMED = {
+    "not JSON": b"{not json",
+    "truncated": b'{"file_name": "a.csv"',
+    "nested 100k deep": b"[" * 100_000 + b"]" * 100_000,
+    "objects nested 100k deep": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "invalid UTF-8": b'{"file_name": "\xff\xfe.csv"}',
+    "UTF-16": '{"file_name": "a.csv"}'.encode("utf-16"),
+    "lone surrogate escape": b'{"file_name": "\\ud800.csv", "name": "\\udfff", "query": "\\ud800"}',
+    "lone surrogate as a key": b'{"\\udc00": 1}',
+    "raw surrogate bytes": b'{"file_name": "\xed\xa0\x80.csv"}',
+    "NaN and Infinity": b'{"size_bytes": NaN, "limit": Infinity, "timeout_seconds": -Infinity}',
+    "huge exponent": b'{"size_bytes": 1e999, "timeout_seconds": 1e999, "limit": 1e999}',
+    "huge integer": b'{"size_bytes": ' + b"9" * 4000 + b"}",
+    "array": b"[1, 2, 3]",
+    "string": b'"a string"',
+    "null": b"null",
+    "number": b"42",
+    "BOM": b'\xef\xbb\xbf{"file_name": "a.csv"}',
+    "duplicate keys": b'{"file_name": "a.csv", "file_name": 5}',
+    "empty": b"",
+    "whitespace": b" \r\n\t ",
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+async def test_malformed_json_is_never_a_500(
+    server: LocalServer, session: aiohttp.ClientSession, name: str
+) -> None:
+    for route in api_routes(server):
+        async with session.request(
+            route.method,
+            server.origin + _api_path(route),
+            data=MALFORMED[name],
+            headers=_auth(server, **{"Content-Type": "application/json"}),
+        ) as resp:
+            reply = RawReply(resp.status, resp.headers.copy(), await resp.read())
+        _assert_handled(reply, f"{route} with {name}")
+
+
+#: Every field name the routes are known to read, set to the wrong kind of value (and a few
+#: extremes), so validation is exercised whichever fields a route reads.
+WRONG_TYPES: list[dict[str, object]] = [
+    {
+        name: value
+        for name in [
+            "file_name",
+            "file_id",
+            "size_bytes",
+            "crc32c",
+            "content_type",
+            "instrument_id",
+            "job_execution_id",
+            "job_id",
+            "job_name",
+            "status",
+            "timeout_minutes",
+            "timeout_seconds",
+            "name",
+            "code",
+            "description",
+            "parameters",
+            "parameter_definitions",
+            "file_ids",
+            "trigger_enabled",
+            "trigger_category",
+            "trigger_conditions",
+            "trigger_instrument_id",
+            "edits",
+            "archived",
+            "publish_status",
+            "parts",
+            "number",
+            "limit",
+            "cursor",
+            "query",
+            "params",
+            "target_name",
+            "target_type",
+            "filters",
+            "tables",
+            "series",
+            "columns",
+            "rows",
+            "mode",
+            "key",
+            "on_match",
+            "semantic_category",
+            "error",
+            "throttle",
+            "reset",
+            "latency_ms",
+            "bandwidth",
+            "seed",
+            "retry_after",
+            "scope",
+            "max_rows",
+            "max_bytes",
+            "wait",
+        ]
+    }
+    for value in (
+        "not-a-number",
+        12345,
+        -1,
+        2**70,
+        1.5,
+        True,
+        [],
+        ["x", 1, None],
+        {},
+        {"nested": {"deeper": [1, {"x": "y"}]}},
+        "x" * 10_000,  # every field at once stays under the JSON limit: validation answers
+        "\u202e\U0001f600\x00",
+    )
+]
+
+
+@pytest.mark.parametrize("index", range(len(WRONG_TYPES)))
+async def test_wrong_types_are_validation_errors(
+    server: LocalServer, session: aiohttp.ClientSession, index: int
+) -> None:
+    body = WRONG_TYPES[index]
+    for route in api_routes(server):
+        if route.method not in WITH_BODY:
+            continue
+        async with session.request(
+            route.method, server.origin + _api_path(route), json=body, headers=_auth(server)
+        ) as resp:
+            reply = RawReply(resp.status, resp.headers.copy(), await resp.read())
+        _assert_handled(reply, f"{route} with every field = {str(body['name'])[:30]!r}")
+
+
+QUERIES = [
+    "limit=abc&cursor=!!!&wait=-5",
+    "limit=0&cursor=&status=nonsense&job_id=&archived=maybe",
+    "limit=-1&cursor=eyJ4Ijp7fX0&wait=1e9",
+    "limit=99999999999999999999999&cursor=" + "A" * 2000,
+    "limit=1.5&extensions=%00,%FF,..&query=%ED%A0%80&instrument_id=%2e%2e%2f",
+    "cursor=WzEsMl0&cursor=W10&limit=1&limit=2",
+    "cursor=" + "%FF" * 300 + "&name=" + "%00" * 10,
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+async def test_hostile_query_strings_are_never_a_500(server: LocalServer, query: str) -> None:
+    for route in api_routes(server):
+        head = request_head(
+            route.method,
+            f"{_api_path(route)}?{query}",
+            _auth(server, **{"Content-Type": "application/json", "Content-Length": "2"}),
+        )
+        reply = await exchange(server.port, head + b"{}")
+        _assert_handled(reply, f"{route}?{query[:40]}")
+
+
+@pytest.mark.parametrize(
+    "value", ["%ED%A0%80", "%FF%FE", "..%2F..%2Fetc%2Fpasswd", "%00", "a" * 3000, "%25", "'--"]
+)
+async def test_hostile_path_ids_are_never_a_500(server: LocalServer, value: str) -> None:
+    for route in api_routes(server):
+        if not route.takes_id:
+            continue
+        head = request_head(
+            route.method,
+            _api_path(route, value),
+            _auth(server, **{"Content-Type": "application/json", "Content-Length": "2"}),
+        )
+        reply = await exchange(server.port, head + b"{}")
+        _assert_handled(reply, f"{route} with id {value[:20]}")
+
+
+# -- file names -----------------------------------------------------------------------------
+
+MARK = uuid.uuid4().hex[:12]
+#: Names a client might send; each holds MARK so any file the server wrote under it is found.
+NAMES = {
+    "parent": f"../{MARK}.csv",
+    "deep parent": f"../../../../../../../../tmp/{MARK}-escaped.csv",
+    "absolute": f"/etc/{MARK}-passwd",
+    "absolute tmp": f"/tmp/{MARK}-absolute.csv",
+    "windows drive": f"C:\\Windows\\{MARK}.ini",
+    "windows parent": f"..\\..\\{MARK}.txt",
+    "unc": f"\\\\server\\share\\{MARK}.txt",
+    "home": f"~/{MARK}.csv",
+    "dot slash": f"./{MARK}.csv",
+    "percent encoded": f"%2e%2e%2f{MARK}",
+    "rtl override": f"\u202e{MARK}gpj.exe",
+    "emoji folders": f"\U0001f600/\U0001f4c1/{MARK}.csv",
+    "combining": f"{MARK}e\u0301\u0301\u0301.csv",
+    "ntfs stream": f"{MARK}:stream.txt",
+    "long unicode": MARK + "\u00e9" * 2000,
+    "quotes": f"{MARK}\"'`.csv",
+    "spaces": f"   {MARK} spaced .csv   ",
+}
+#: Names that must be refused (422): not a file name, or not text.
+REFUSED = {
+    "nul": f"a\x00{MARK}.csv",
+    "newline": f"a\r\nX-{MARK}: 1",
+    "tab": f"{MARK}\t.csv",
+    "escape": f"{MARK}\x1b[31m.csv",
+    "too long": MARK + "x" * 5000,
+    "dot dot": f"{MARK}/..",
+    "dot": f"{MARK}/.",
+    "folder": f"{MARK}/",
+    "just dots": "..",
+    "lone surrogate": f"{MARK}\ud800.csv",
+}
+
+
+def _last_component(name: str) -> str:
+    return re.split(r"[\\/]", name.strip())[-1]
+
+
+def _files_named(root: Path, mark: str) -> list[Path]:
+    return [p for p in root.rglob("*") if mark in p.name]
+
+
+def _multipart(instrument: str, filename: bytes, data: bytes = b"hello") -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="instrument_id"\r\n\r\n'
+        f"{instrument}\r\n--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="'.encode()
+        + filename
+        + b'"\r\nContent-Type: text/csv\r\n\r\n'
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def _upload_by_url(
+    session: aiohttp.ClientSession, server: LocalServer, instrument: str, name: str
+) -> tuple[int, dict[str, object]]:
+    async with session.post(
+        server.base_url + "/v1/files/upload-url",
+        data=json.dumps({"file_name": name, "instrument_id": instrument}),
+        headers=_auth(server, **{"Content-Type": "application/json"}),
+    ) as resp:
+        ticket = await resp.json()
+        if resp.status != 200:
+            return resp.status, ticket
+    async with session.put(ticket["upload_url"], data=b"hello", headers=ticket["headers"]) as put:
+        assert put.status == 200, await put.text()
+    async with session.post(
+        f"{server.base_url}/v1/files/{ticket['file_id']}/confirm-upload", headers=_auth(server)
+    ) as confirm:
+        return confirm.status, await confirm.json()
+
+
+async def test_hostile_file_names_are_names_only(
+    server: LocalServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    instrument = server.create_instrument("Plate reader")
+    stored: dict[str, str] = {}
+    paths: dict[str, str] = {}
+    for label, name in NAMES.items():
+        # A multipart filename is a quoted header value: clients percent-encode quotes there.
+        ways = ("upload-url",) if '"' in name else ("upload-url", "multipart")
+        for way in ways:
+            if way == "upload-url":
+                status, body = await _upload_by_url(session, server, instrument, name)
+            else:
+                # A quoted-string escapes backslashes (RFC 9110, section 5.6.4).
+                data, ctype = _multipart(instrument, name.replace("\\", "\\\\").encode())
+                async with session.post(
+                    server.base_url + "/v1/files",
+                    data=data,
+                    headers=_auth(server, **{"Content-Type": ctype}),
+                ) as resp:
+                    status, body = resp.status, await resp.json()
+            assert status == 200, (label, way, body)
+            assert body["file_name"] == _last_component(name), (label, way)
+            stored[str(body["file_id"])] = name
+            # aiohttp's multipart parser drops leading slashes from a quoted filename.
+            paths[str(body["file_id"])] = (
+                name.strip().lstrip("\\/") if way == "multipart" else name.strip()
+            )
+    for label, name in REFUSED.items():
+        status, body = await _upload_by_url(session, server, instrument, name)
+        # 400 for the surrogate: the body is not text, before it is a bad name.
+        assert status == (400 if label == "lone surrogate" else 422), (label, body)
+    # Multipart names go in a header: NUL and CR/LF cannot even be framed there (400), and
+    # bytes that are not UTF-8 are not a name (422).
+    for raw, expected in [
+        (b"a\x00b.csv", 400),
+        (b"a\r\nb.csv", 400),
+        (b"\xff\xfe" + MARK.encode() + b".csv", 422),
+        (b"\xed\xa0\x80.csv", 422),
+        (MARK.encode() + b"/..", 422),
+        (MARK.encode() * 400, 422),
+    ]:
+        data, ctype = _multipart(instrument, raw)
+        async with session.post(
+            server.base_url + "/v1/files",
+            data=data,
+            headers=_auth(server, **{"Content-Type": ctype}),
+        ) as resp:
+            assert resp.status == expected, (raw[:20], await resp.text())
+
+    # Stored as given: the platform path is the name, the file name its last component.
+    async with session.get(
+        server.base_url + "/v1/files", params={"limit": "1000"}, headers=_auth(server)
+    ) as resp:
+        listed = {f["file_id"]: f for f in await resp.json()}
+    for file_id, path in paths.items():
+        assert listed[file_id]["original_path"] == path
+    # Downloads name the file safely (percent-encoded, one header line).
+    some = next(iter(stored))
+    async with session.get(
+        f"{server.base_url}/v1/files/{some}/content", headers=_auth(server)
+    ) as resp:
+        url = (await resp.json())["download_url"]
+    async with session.get(url) as resp:
+        disposition = resp.headers["Content-Disposition"]
+        assert "\r" not in disposition
+        assert "\n" not in disposition
+        assert "/" not in disposition.split("''", 1)[1]
+
+    # No name reached the disk: blobs are named by file id.
+    assert _files_named(tmp_path, MARK) == []
+    assert not [p for p in Path("/tmp").glob(f"*{MARK}*")]
+    assert not [p for p in Path("/etc").glob(f"*{MARK}*")]
+
+    # And a client downloading them all stays inside its directory: every name lands under
+    # it (roots and drives dropped) or fails on its own; nothing is written elsewhere.
+    dest = tmp_path / "downloads"
+    transfer = TransferConfig(state_dir=str(tmp_path / "state"))
+    async with AsyncLabric(server.admin_key, base_url=server.base_url, transfer=transfer) as c:
+        outcomes = await c.files.download_many(list(stored), dest)
+    for outcome in outcomes:
+        name = stored[outcome.file_id]
+        if outcome.ok:
+            assert outcome.path is not None
+            assert outcome.path.resolve().is_relative_to(dest.resolve()), name
+            assert outcome.path.read_bytes() == b"hello"
+        else:
+            # Only names that climb out of the directory, that two files share, or that no file
+            # system takes may fail, and each says so.
+            assert isinstance(outcome.error, TransferError), (name, outcome)
+            climbs = ".." in re.split(r"[\\/]", name)
+            too_long = max(len(p.encode()) for p in re.split(r"[\\/]", name)) > 250
+            reason = str(outcome.error)
+            assert (
+                (climbs and "leaves its directory" in reason)
+                or (too_long and "bytes" in reason)
+                or "also maps to" in reason
+            ), (name, reason)
+    written = [p for p in tmp_path.rglob("*") if MARK in p.name and p.is_file()]
+    assert all(p.resolve().is_relative_to(dest.resolve()) for p in written)
+    assert not [p for p in dest.rglob("*.part")]
+    assert not [p for p in Path("/tmp").glob(f"*{MARK}*")]
+
+
+# -- headers and framing --------------------------------------------------------------------
+
+FRAMING = {
+    "request line over 8 KiB": lambda key: request_head(
+        "GET", "/api/v1/files?q=" + "a" * 20_000, {"Authorization": f"Bearer {key}"}
+    ),
+    "header value of 100 KiB": lambda key: request_head(
+        "GET", "/api/v1/files", {"Authorization": f"Bearer {key}", "X-Big": "b" * 100 * KiB}
+    ),
+    "header name of 9 KiB": lambda key: request_head(
+        "GET", "/api/v1/files", {"Authorization": f"Bearer {key}", "X-" + "n" * 9000: "v"}
+    ),
+    "300 headers": lambda key: request_head(
+        "GET",
+        "/api/v1/files",
+        {"Authorization": f"Bearer {key}"} | {f"X-H{i}": "v" for i in range(300)},
+    ),
+    "Authorization of 8,000 bytes": lambda key: request_head(
+        "GET", "/api/v1/files", {"Authorization": "Bearer lbk_abc_" + "s" * 8000}
+    ),
+    "bad HTTP version": lambda key: b"GET /api/v1/files HTTP/9.9\r\nHost: x\r\n\r\n",
+    "TLS on a plain port": lambda key: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),
+    "bare LF": lambda key: b"GET /api/v1/files HTTP/1.1\nHost: x\n\n",
+    "folded header": lambda key: b"GET /api/v1/files HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "chunked and a length": lambda key: (
+        b"POST /api/v1/files/upload-url HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "two lengths": lambda key: (
+        b"POST /api/v1/files/upload-url HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Content-Length: 6\r\n\r\n"
+    ),
+    "negative length": lambda key: request_head(
+        "POST", "/api/v1/files/upload-url", {"Content-Length": "-5"}
+    ),
+    "overflowing length": lambda key: request_head(
+        "POST",
+        "/api/v1/files/upload-url",
+        {"Authorization": f"Bearer {key}", "Content-Length": "9" * 30},
+    ),
+    "bad chunk size": lambda key: (
+        request_head(
+            "POST",
+            "/api/v1/files/upload-url",
+            {"Authorization": f"Bearer {key}", "Transfer-Encoding": "chunked"},
+        )
+        + b"zz\r\n"
+    ),
+    "unknown method": lambda key: request_head("BREW", "/api/v1/files", {}),
+}
+
+
+@pytest.mark.parametrize("case", list(FRAMING))
+async def test_broken_framing_and_huge_headers_are_4xx(server: LocalServer, case: str) -> None:
+    reply = await exchange(server.port, FRAMING[case](server.admin_key))
+    assert 400 <= reply.status < 500, (reply.status, reply.body[:200])
+    # The connection was handled (answered, then closed or kept), and the server still serves.
+    ok = await exchange(server.port, request_head("GET", "/api/v1/files", _auth(server)))
+    assert ok.status == 200
+
+
+async def test_pipelined_requests_with_a_bad_one_in_the_middle(server: LocalServer) -> None:
+    """A framing error ends the connection: nothing after it is served (no request smuggled in
+    behind a bad one). aiohttp parses what arrived together as one batch, so the good request
+    before the bad one may be answered or dropped with it; both are safe."""
+    good = request_head("GET", "/api/v1/files", _auth(server))
+    bad = b"GET /api/v1/files HTTP/9.9\r\nHost: x\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(good + bad + good)
+        statuses = []
+        async with asyncio.timeout(10):
+            while not reader.at_eof():
+                try:
+                    statuses.append((await read_reply(reader)).status)
+                except asyncio.IncompleteReadError:
+                    break
+        assert statuses in ([200, 400], [400]), statuses
+        # After a framing error the connection is closed, never resynchronised.
+        assert await closed_by_peer(reader, within=5) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
