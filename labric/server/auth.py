@@ -59,6 +59,8 @@ class Principal:
     org_id: str
     scopes: frozenset[str]
     job_execution_id: str | None = None
+    #: Set for a paired device's key: its uploads default to this instrument.
+    instrument_id: str | None = None
 
     def allows(self, scope: str) -> bool:
         """Whether the key holds ``scope`` (directly or through a stronger scope)."""
@@ -111,10 +113,12 @@ def create_key(
     now: float,
     expires_at: float | None = None,
     job_execution_id: str | None = None,
+    instrument_id: str | None = None,
 ) -> str:
     """Create and store a new key for an organisation; return it (the only time it is shown).
 
-    Runs on the database thread (``conn`` is inside a transaction).
+    Runs on the database thread (``conn`` is inside a transaction). ``instrument_id`` makes it a
+    paired device's key.
     """
     scope_set = parse_scopes(list(scopes))
     while True:
@@ -131,6 +135,7 @@ def create_key(
         now=iso(now),
         expires_at=iso(expires_at) if expires_at is not None else None,
         job_execution_id=job_execution_id,
+        instrument_id=instrument_id,
     )
     return f"lbk_{prefix}_{secret}"
 
@@ -174,4 +179,5 @@ def authenticate(conn: sqlite3.Connection, header: str | None, now: float) -> Pr
         org_id=row.org_id,
         scopes=expand_scopes(row.scopes),
         job_execution_id=row.job_execution_id,
+        instrument_id=row.instrument_id,
     )

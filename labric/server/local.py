@@ -362,7 +362,10 @@ class LocalServer:
         return self._database().run_sync(records.revoke_key, parsed[0])
 
     def create_instrument(self, name: str, org: str | None = None) -> str:
-        """Create an instrument and return its id (until the instruments routes exist).
+        """Create an instrument record and return its id (a shortcut for tests and demos).
+
+        It makes the record only: no pairing code, and no row in the ``instrument`` platform
+        table. ``POST /v1/instruments`` (``client.instruments.create``) does both.
 
         Args:
             name: The instrument's name.

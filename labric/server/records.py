@@ -119,6 +119,7 @@ class KeyRow:
     expires_at: str | None
     revoked: bool
     job_execution_id: str | None
+    instrument_id: str | None = None
 
 
 def insert_key(
@@ -131,12 +132,13 @@ def insert_key(
     now: str,
     expires_at: str | None = None,
     job_execution_id: str | None = None,
+    instrument_id: str | None = None,
 ) -> str:
-    """Store a new key; return its id."""
+    """Store a new key; return its id (``instrument_id``: a paired device's key)."""
     key_id = new_id()
     conn.execute(
         "INSERT INTO api_keys (id, prefix, secret_hash, org_id, scopes, created_at, expires_at, "
-        "job_execution_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "job_execution_id, instrument_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             key_id,
             prefix,
@@ -146,6 +148,7 @@ def insert_key(
             now,
             expires_at,
             job_execution_id,
+            instrument_id,
         ),
     )
     return key_id
@@ -165,6 +168,7 @@ def key_by_prefix(conn: sqlite3.Connection, prefix: str) -> KeyRow | None:
         expires_at=row["expires_at"],
         revoked=bool(row["revoked"]),
         job_execution_id=row["job_execution_id"],
+        instrument_id=row["instrument_id"],
     )
 
 

@@ -158,7 +158,10 @@ def _resolve_attribution(
     job_execution_id: str | None,
     now: str,
 ) -> tuple[str | None, str | None]:
-    """Check the ids a file is attributed to (on the database thread); apply the job default."""
+    """Check the ids a file is attributed to (on the database thread); apply the defaults of
+    job keys (the running execution) and paired device keys (their instrument)."""
+    if instrument_id is None:
+        instrument_id = who.instrument_id
     if instrument_id is not None and not records.instrument_exists(conn, who.org_id, instrument_id):
         raise HTTPError(404, f"Instrument {instrument_id} not found")
     if job_execution_id is not None:

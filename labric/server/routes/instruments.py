@@ -1,0 +1,462 @@
+"""The instruments API: pairing, list/get/update/delete, device status reports and history.
+
+Routes (all local additions except the hosted ``GET .../device-status``)::
+
+    GET    /v1/instruments                            read    newest first, limit/cursor + Link
+    POST   /v1/instruments                            write   create: instrument + pairing code
+    POST   /v1/instruments/pair                       none    a device: pairing code -> its key
+    GET    /v1/instruments/{id}                       read
+    PATCH  /v1/instruments/{id}                       write   name, description, metadata
+    DELETE /v1/instruments/{id}[?force=true]          write   409 while files are attached
+    POST   /v1/instruments/{id}/pairing-code          write   a new code (pair a new device)
+    POST   /v1/instruments/{id}/device-status         write   a device reports its status
+    GET    /v1/instruments/{id}/device-status         read    hosted DeviceStatusHistorySchema
+
+Pairing, the report stream (heartbeat every :data:`HEARTBEAT_INTERVAL` seconds, offline after
+:data:`OFFLINE_AFTER` seconds of silence) and how periods are built are described in
+:mod:`labric.server.instrument_store`. A paired device's key may report the status of its own
+instrument only, and its uploads are attached to that instrument unless they name another.
+
+History window (hosted semantics): ``end_time`` defaults to now and is capped at now;
+``start_time`` defaults to ``end_time`` minus 7 days; a ``start_time`` after now (a window
+wholly in the future) is moved to now, so the window is empty. Every such adjustment, and periods
+left out beyond :data:`MAX_PERIODS`, is explained in ``notes``. Periods are clipped to the window.
+
+Each instrument is also the ``instrument`` platform table's row (``core_instrument``), written
+after every change, so dataset tables can reference it and SQL can join it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from labric.server import instrument_store as store
+from labric.server._http import Fields, HTTPError, json_response, read_json_object
+from labric.server.db import iso
+from labric.server.idempotency import HEADER as IDEMPOTENCY_HEADER
+from labric.server.instrument_store import (
+    DEVICE_STATUSES,
+    HEARTBEAT_INTERVAL,
+    MAX_PERIODS,
+    OFFLINE_AFTER,
+)
+from labric.server.routes._common import principal
+from labric.server.routes._records import (
+    delete_platform_row,
+    json_object,
+    next_link,
+    page,
+    query_boolean,
+    time_field,
+    upsert_platform_row,
+)
+from labric.server.routing import PUBLIC, Router
+from labric.server.state import STATE
+
+__all__ = ["DEFAULT_WINDOW", "instrument_json", "register"]
+
+#: Seconds of history ``GET .../device-status`` covers when no ``start_time`` is given.
+DEFAULT_WINDOW = 7 * 24 * 3600.0
+_MAX_NAME = 255
+_MAX_DESCRIPTION = 10_000
+
+
+def instrument_json(row: store.InstrumentRecord) -> dict[str, Any]:
+    """An instrument as the routes answer it."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "metadata": row.metadata,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "paired_at": row.paired_at,
+        "status": row.status,
+        "last_seen_at": row.last_seen_at,
+        "app_version": row.app_version,
+    }
+
+
+def _platform_row(row: store.InstrumentRecord) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "metadata": row.metadata,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def _period_json(period: store.Period) -> dict[str, Any]:
+    return {
+        "status": period.status,
+        "first_seen": period.first_seen,
+        "last_seen": period.last_seen,
+        "app_version": period.app_version,
+        "is_watching": period.is_watching,
+    }
+
+
+def _current_json(current: store.Current | None) -> dict[str, Any] | None:
+    return None if current is None else {"value": current.value, "since": current.since}
+
+
+def _not_found(instrument_id: str) -> HTTPError:
+    return HTTPError(404, f"Instrument {instrument_id} not found")
+
+
+def _pairing_json(row: store.InstrumentRecord, pairing: store.Pairing) -> dict[str, Any]:
+    return {
+        "instrument": instrument_json(row),
+        "pairing_code": pairing.code,
+        "expires_at": pairing.expires_at,
+    }
+
+
+# -- list, create, get, update, delete -----------------------------------------------------
+
+
+async def list_instruments(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/instruments``: the organisation's instruments, newest first."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    size, after = page(state, Fields(request.query, "query"))
+    now = state.clock()
+    rows = await state.db.run(
+        lambda conn: store.list_instruments(conn, org_id, after=after, limit=size + 1, now=now)
+    )
+    headers = {}
+    if len(rows) > size:
+        rows = rows[:size]
+        headers = next_link(request, rows[-1].created_at, rows[-1].rowid)
+    return json_response([instrument_json(row) for row in rows], headers=headers)
+
+
+async def create_instrument(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/instruments``: a new instrument and a one-time pairing code for its device."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    body = await read_json_object(request)
+    f = Fields(body)
+    name = f.string("name", required=True, max_length=_MAX_NAME)
+    description = f.string("description", max_length=_MAX_DESCRIPTION)
+    metadata = json_object(f, body, "metadata")
+    f.check()
+    assert name is not None
+    now = state.clock()
+
+    def create(conn: Any) -> tuple[store.InstrumentRecord, store.Pairing]:
+        instrument_id = store.insert_instrument(
+            conn,
+            org_id,
+            name=name.strip(),
+            description=description or None,
+            metadata=metadata,
+            now=iso(now),
+        )
+        pairing = store.issue_pairing_code(conn, instrument_id, now=now)
+        row = store.get_instrument(conn, org_id, instrument_id, now)
+        assert row is not None
+        return row, pairing
+
+    row, pairing = await state.db.run(create)
+    try:
+        await upsert_platform_row(request, org_id, "instrument", _platform_row(row))
+    except BaseException:
+        # Without its platform row the instrument would be half made: take it back.
+        await state.db.run(lambda conn: store.delete_instrument(conn, org_id, row.id, force=True))
+        raise
+    return json_response(_pairing_json(row, pairing))
+
+
+async def get_instrument(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/instruments/{instrument_id}``."""
+    state = request.app[STATE]
+    instrument_id = request.match_info["instrument_id"]
+    row = await state.db.run(
+        store.get_instrument, principal(request).org_id, instrument_id, state.clock()
+    )
+    if row is None:
+        raise _not_found(instrument_id)
+    return json_response(instrument_json(row))
+
+
+async def update_instrument(request: web.Request) -> web.StreamResponse:
+    """``PATCH /v1/instruments/{instrument_id}``: only the fields sent change
+    (``description: ""`` clears it; ``metadata`` is replaced whole)."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    instrument_id = request.match_info["instrument_id"]
+    body = await read_json_object(request, optional=True)
+    f = Fields(body)
+    name = f.string("name", max_length=_MAX_NAME)
+    if name is not None and not name.strip():
+        f.add(["name"], "String should not be empty", "string_too_short")
+    description = f.string("description", max_length=_MAX_DESCRIPTION)
+    metadata = json_object(f, body, "metadata")
+    f.check()
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name.strip()
+    if description is not None:
+        changes["description"] = description or None
+    if metadata is not None:
+        changes["metadata"] = metadata
+    now = state.clock()
+
+    def update(conn: Any) -> store.InstrumentRecord | None:
+        if store.get_instrument(conn, org_id, instrument_id, now) is None:
+            return None
+        if changes:
+            store.update_instrument(conn, instrument_id, {**changes, "updated_at": iso(now)})
+        return store.get_instrument(conn, org_id, instrument_id, now)
+
+    row = await state.db.run(update)
+    if row is None:
+        raise _not_found(instrument_id)
+    # Written even when nothing changed, so a retried update also repairs a missed write.
+    await upsert_platform_row(request, org_id, "instrument", _platform_row(row))
+    return json_response(instrument_json(row))
+
+
+async def delete_instrument(request: web.Request) -> web.StreamResponse:
+    """``DELETE /v1/instruments/{instrument_id}``: refused (409) while files are attached,
+    unless ``force=true``; the files are then kept, detached from any instrument."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    instrument_id = request.match_info["instrument_id"]
+    q = Fields(request.query, "query")
+    force = bool(query_boolean(q, request.query, "force"))
+    q.check()
+
+    def check(conn: Any) -> int | None:
+        if store.get_instrument(conn, org_id, instrument_id, 0.0) is None:
+            return None
+        return store.attached_files(conn, instrument_id)
+
+    files = await state.db.run(check)
+    if files is None:
+        raise _not_found(instrument_id)
+    if files and not force:
+        raise _has_files(instrument_id, files)
+    # The platform row first: dataset rows that require it refuse the delete before anything
+    # is gone.
+    await delete_platform_row(request, org_id, "instrument", instrument_id)
+    done = await state.db.run(
+        lambda conn: store.delete_instrument(conn, org_id, instrument_id, force=force)
+    )
+    if done.outcome == "missing":
+        raise _not_found(instrument_id)
+    if done.outcome == "has_files":  # a file arrived in between: keep the record after all
+        row = await state.db.run(store.get_instrument, org_id, instrument_id, state.clock())
+        if row is not None:
+            await upsert_platform_row(request, org_id, "instrument", _platform_row(row))
+        raise _has_files(instrument_id, done.files)
+    return web.Response(status=204)
+
+
+def _has_files(instrument_id: str, count: int) -> HTTPError:
+    return HTTPError(
+        409,
+        f"Instrument {instrument_id} has {count} file(s) attached; delete with force=true to "
+        "delete it anyway (its files are kept, no longer attached to an instrument)",
+    )
+
+
+# -- pairing -------------------------------------------------------------------------------
+
+
+async def new_pairing_code(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/instruments/{instrument_id}/pairing-code``: a fresh one-time code; earlier
+    unused codes stop working."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    instrument_id = request.match_info["instrument_id"]
+    now = state.clock()
+
+    def issue(conn: Any) -> tuple[store.InstrumentRecord, store.Pairing] | None:
+        row = store.get_instrument(conn, org_id, instrument_id, now)
+        if row is None:
+            return None
+        return row, store.issue_pairing_code(conn, instrument_id, now=now)
+
+    issued = await state.db.run(issue)
+    if issued is None:
+        raise _not_found(instrument_id)
+    return json_response(_pairing_json(*issued))
+
+
+async def pair_device(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/instruments/pair`` (no API key): exchange a pairing code for a device key.
+
+    Answers ``{"api_key", "scopes", "organization_id", "instrument"}``; the key is shown only
+    here. An unknown, expired or already used code answers 400.
+    """
+    state = request.app[STATE]
+    body = await read_json_object(request)
+    f = Fields(body)
+    code = f.string("pairing_code", required=True, max_length=64)
+    f.check()
+    assert code is not None
+    now = state.clock()
+    idem = request.headers.get(IDEMPOTENCY_HEADER) or None
+
+    def redeem(conn: Any) -> tuple[store.Redeemed, store.InstrumentRecord | None]:
+        done = store.redeem_pairing_code(conn, code, idempotency_key=idem, now=now)
+        if done.error is not None:
+            return done, None
+        assert done.org_id is not None
+        assert done.instrument_id is not None
+        return done, store.get_instrument(conn, done.org_id, done.instrument_id, now)
+
+    done, row = await state.db.run(redeem)
+    if done.error is not None:
+        raise HTTPError(400, done.error)
+    assert row is not None
+    return json_response(
+        {
+            "api_key": done.key,
+            "scopes": ["read", "write"],
+            "organization_id": done.org_id,
+            "instrument": instrument_json(row),
+        }
+    )
+
+
+# -- device status -------------------------------------------------------------------------
+
+
+async def report_status(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/instruments/{instrument_id}/device-status``: one report from a device."""
+    state = request.app[STATE]
+    who = principal(request)
+    instrument_id = request.match_info["instrument_id"]
+    body = await read_json_object(request)
+    f = Fields(body)
+    status = f.string("status", required=True, max_length=32)
+    if status is not None and status not in DEVICE_STATUSES:
+        f.add(["status"], "Input should be 'online', 'offline' or 'error'", "enum")
+    app_version = f.string("app_version", max_length=128)
+    is_watching = body.get("is_watching")
+    if is_watching is not None and not isinstance(is_watching, bool):
+        f.add(["is_watching"], "Input should be a valid boolean", "bool_type")
+    f.check()
+    assert status is not None
+    if who.instrument_id is not None and who.instrument_id != instrument_id:
+        raise HTTPError(403, f"This device's key reports for instrument {who.instrument_id} only")
+    now = state.clock()
+
+    def report(conn: Any) -> tuple[store.InstrumentRecord, store.Period] | None:
+        if store.get_instrument(conn, who.org_id, instrument_id, now) is None:
+            return None
+        period = store.report_status(
+            conn,
+            instrument_id,
+            status=status,
+            app_version=app_version or None,
+            is_watching=is_watching,
+            now=now,
+        )
+        row = store.get_instrument(conn, who.org_id, instrument_id, now)
+        assert row is not None
+        return row, period
+
+    reported = await state.db.run(report)
+    if reported is None:
+        raise _not_found(instrument_id)
+    row, period = reported
+    current = await state.db.run(store.current_status, instrument_id, now)
+    return json_response(
+        {
+            "instrument": {"id": row.id, "name": row.name},
+            "current_status": _current_json(current),
+            "period": _period_json(period),
+            "heartbeat_interval_seconds": int(HEARTBEAT_INTERVAL),
+            "offline_after_seconds": int(OFFLINE_AFTER),
+        }
+    )
+
+
+async def status_history(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/instruments/{instrument_id}/device-status``: the hosted history."""
+    state = request.app[STATE]
+    org_id = principal(request).org_id
+    instrument_id = request.match_info["instrument_id"]
+    q = Fields(request.query, "query")
+    start = time_field(q, request.query, "start_time")
+    end = time_field(q, request.query, "end_time")
+    q.check()
+    now = state.clock()
+    notes: list[str] = []
+    if end is not None and end > now:
+        notes.append(f"end_time {iso(end)} is in the future; it was capped at now ({iso(now)})")
+        asked_end: float | None = end
+        end = now
+    else:
+        asked_end = end
+    if end is None:
+        end = now
+    if start is None:
+        start = end - DEFAULT_WINDOW
+    elif asked_end is not None and start > asked_end:
+        raise HTTPError(
+            422,
+            [
+                {
+                    "loc": ["query", "start_time"],
+                    "msg": "start_time must not be after end_time",
+                    "type": "value_error",
+                }
+            ],
+        )
+    elif start > now:
+        notes.append(
+            f"start_time {iso(start)} is in the future; it was moved to now, so the window is empty"
+        )
+        start = now
+
+    def read(conn: Any) -> tuple[store.InstrumentRecord, store.History] | None:
+        row = store.get_instrument(conn, org_id, instrument_id, now)
+        if row is None:
+            return None
+        return row, store.history(conn, instrument_id, start=start, end=end, now=now)
+
+    found = await state.db.run(read)
+    if found is None:
+        raise _not_found(instrument_id)
+    row, hist = found
+    if hist.omitted:
+        notes.append(
+            f"{hist.omitted} older period(s) in the window were left out: at most "
+            f"{MAX_PERIODS} are returned, the most recent kept"
+        )
+    return json_response(
+        {
+            "instrument": {"id": row.id, "name": row.name},
+            "start_time": iso(start),
+            "end_time": iso(end),
+            "current_status": _current_json(hist.current),
+            "statuses": [_period_json(p) for p in hist.periods],
+            "notes": notes,
+        }
+    )
+
+
+def register(router: Router) -> None:
+    """Add the instruments routes."""
+    router.api("GET", "/v1/instruments", list_instruments, scope="read")
+    router.api("POST", "/v1/instruments", create_instrument, scope="write")
+    router.api("POST", "/v1/instruments/pair", pair_device, scope=PUBLIC)
+    router.api("GET", "/v1/instruments/{instrument_id}", get_instrument, scope="read")
+    router.api("PATCH", "/v1/instruments/{instrument_id}", update_instrument, scope="write")
+    router.api("DELETE", "/v1/instruments/{instrument_id}", delete_instrument, scope="write")
+    router.api(
+        "POST", "/v1/instruments/{instrument_id}/pairing-code", new_pairing_code, scope="write"
+    )
+    router.api(
+        "POST", "/v1/instruments/{instrument_id}/device-status", report_status, scope="write"
+    )
+    router.api("GET", "/v1/instruments/{instrument_id}/device-status", status_history, scope="read")
