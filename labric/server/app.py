@@ -40,7 +40,15 @@ from labric.server import auth, datasets, idempotency
 from labric.server._http import DEFAULT_JSON_LIMIT, HTTPError, error_response
 from labric.server.faults import InjectedReset
 from labric.server.jobs import routes as jobs
-from labric.server.routes import admin, dashboards, executions, files, storage
+from labric.server.routes import (
+    admin,
+    dashboards,
+    executions,
+    experiments,
+    files,
+    instruments,
+    storage,
+)
 from labric.server.routing import PUBLIC, ROUTE_SCOPES, Handler, Router
 from labric.server.state import STATE, ServerState
 
@@ -250,6 +258,16 @@ def build_app(
     app.on_response_prepare.append(_add_request_id)
     router = Router(app)
     datasets.install(app, state)
-    for module in (files, storage, executions, jobs, datasets, dashboards, admin):
+    for module in (
+        files,
+        storage,
+        executions,
+        jobs,
+        datasets,
+        instruments,
+        experiments,
+        dashboards,
+        admin,
+    ):
         module.register(router)
     return app
