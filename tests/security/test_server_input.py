@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL as yarl_url
 
 from labric import AsyncLabric, TransferConfig
 from labric.errors import TransferError
@@ -554,3 +555,161 @@ async def test_pipelined_requests_with_a_bad_one_in_the_middle(server: LocalServ
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+# -- slow and many clients ------------------------------------------------------------------
+
+QUICK = 0.5  # seconds: the idle and body timeouts of the ``quick`` server
+
+
+@pytest.fixture
+async def quick(tmp_path: Path) -> AsyncIterator[LocalServer]:
+    """A server that cuts idle and stalled connections off after half a second."""
+    async with LocalServer(tmp_path / "quick", idle_timeout=QUICK, body_timeout=QUICK) as srv:
+        yield srv
+
+
+async def _still_serves(server: LocalServer) -> None:
+    reply = await exchange(server.port, request_head("GET", "/api/v1/files", _auth(server)))
+    assert reply.status == 200
+
+
+async def test_an_idle_connection_is_closed(quick: LocalServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    try:
+        assert await closed_by_peer(reader, within=10 * QUICK) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_kept_alive_connection_is_closed_once_idle(quick: LocalServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    try:
+        writer.write(request_head("GET", "/api/v1/files", _auth(quick)))
+        assert (await read_reply(reader)).status == 200
+        assert await closed_by_peer(reader, within=10 * QUICK) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, reader: asyncio.StreamReader) -> int:
+    """Send ``data`` a byte at a time, each well inside the timeout, until the server hangs up;
+    return how many bytes went out."""
+    for sent, byte in enumerate(data):
+        if reader.at_eof() or writer.is_closing():
+            return sent
+        try:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        except ConnectionError:
+            return sent
+        await asyncio.sleep(QUICK / 5)  # the pace of the attack, not a wait for an event
+    return len(data)
+
+
+async def test_trickled_headers_are_cut_off(quick: LocalServer) -> None:
+    """Slowloris: every byte arrives in time, but the headers never finish within the deadline."""
+    head = request_head("GET", "/api/v1/files", _auth(quick, **{"X-Pad": "p" * 500}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    try:
+        closed = asyncio.create_task(closed_by_peer(reader, within=20 * QUICK))
+        sent = await _trickle(writer, head, reader)
+        received = await closed
+        assert sent < len(head), "the server waited for every byte of the headers"
+        assert b"200 OK" not in received
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    await _still_serves(quick)
+
+
+@pytest.mark.parametrize("sent", [0, 10])
+async def test_a_body_that_stops_arriving_is_cut_off(quick: LocalServer, sent: int) -> None:
+    head = request_head(
+        "POST",
+        "/api/v1/files/upload-url",
+        _auth(quick, **{"Content-Type": "application/json", "Content-Length": "100"}),
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    try:
+        writer.write(head + b'{"file_name": "a.csv"'[:sent])
+        await writer.drain()
+        received = await closed_by_peer(reader, within=20 * QUICK)
+        # Closed without handling a request that never arrived whole.
+        assert b" 200 " not in received.split(b"\r\n", 1)[0]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    await _still_serves(quick)
+
+
+async def test_a_storage_upload_that_stalls_is_cut_off(quick: LocalServer) -> None:
+    instrument = quick.create_instrument("Plate reader")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            quick.base_url + "/v1/files/upload-url",
+            json={"file_name": "slow.bin", "instrument_id": instrument, "size_bytes": 1000},
+            headers=_auth(quick),
+        ) as resp,
+    ):
+        ticket = await resp.json()
+        assert resp.status == 200, ticket
+    url = yarl_url(ticket["upload_url"])
+    head = request_head("PUT", url.raw_path_qs, {**ticket["headers"], "Content-Length": "1000"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    try:
+        writer.write(head + b"x" * 100)
+        await writer.drain()
+        await closed_by_peer(reader, within=20 * QUICK)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    # Nothing was stored: the file is still waiting for its bytes, and cannot be confirmed.
+    async with aiohttp.ClientSession(headers=_auth(quick)) as s:
+        path = f"{quick.base_url}/v1/files/{ticket['file_id']}"
+        async with s.get(path + "/upload-status") as resp:
+            assert (await resp.json())["status"] == "pending"
+        async with s.post(path + "/confirm-upload") as resp:
+            assert 400 <= resp.status < 500, await resp.text()
+
+
+async def test_many_connections_do_not_stop_the_server(quick: LocalServer) -> None:
+    """Hundreds of sockets held open (idle, half a request, half a body) while others are
+    served; afterwards the server has closed them all and still answers."""
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    partial = [
+        b"",
+        b"GET /api/v1/fi",
+        request_head(
+            "POST",
+            "/api/v1/files/upload-url",
+            _auth(quick, **{"Content-Type": "application/json", "Content-Length": "50"}),
+        )
+        + b"{",
+    ]
+    try:
+        for i in range(300):
+            reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+            writer.write(partial[i % len(partial)])
+            held.append((reader, writer))
+        # Meanwhile, complete requests are answered.
+        replies = await asyncio.gather(
+            *(
+                exchange(quick.port, request_head("GET", "/api/v1/files", _auth(quick)))
+                for _ in range(20)
+            )
+        )
+        assert [r.status for r in replies] == [200] * 20
+        # And every held socket is closed by the server, none answered with a success.
+        received = await asyncio.gather(
+            *(closed_by_peer(reader, within=40 * QUICK) for reader, _ in held)
+        )
+        assert not [r for r in received if b" 200 " in r[:20]]
+    finally:
+        for _, writer in held:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for _, w in held), return_exceptions=True)
+    await _still_serves(quick)
