@@ -46,6 +46,12 @@ class Route:
 
     @property
     def is_api(self) -> bool:
+        """Under ``/api`` (the storage routes are not)."""
+        return self.template.startswith(API_PREFIX + "/")
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether the route takes an API key (device pairing and storage routes do not)."""
         return self.scope != PUBLIC
 
     @property
@@ -60,7 +66,7 @@ class Route:
             filled = filled.replace(
                 "{" + name + "}", values.get(name, value or f"missing-{uuid.uuid4().hex}")
             )
-        if self.is_api and filled.startswith(API_PREFIX + "/"):
+        if self.is_api:
             return filled[len(API_PREFIX) :]
         return filled
 
@@ -80,8 +86,13 @@ def routes(server: LocalServer) -> list[Route]:
 
 
 def api_routes(server: LocalServer) -> list[Route]:
-    """Every API route (those that take a key)."""
+    """Every API route (under ``/api``, with a key or public)."""
     return [r for r in routes(server) if r.is_api]
+
+
+def keyed_routes(server: LocalServer) -> list[Route]:
+    """Every API route that takes a key."""
+    return [r for r in api_routes(server) if r.needs_key]
 
 
 # -- raw HTTP -------------------------------------------------------------------------------
