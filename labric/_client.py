@@ -8,6 +8,7 @@ from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._transfer import TransferEngine
 from labric._transport import Transport, TransportStats
 from labric.errors import ClientClosedError
+from labric.resources.dashboards import AsyncDashboards
 from labric.resources.datasets import AsyncDatasets
 from labric.resources.files import AsyncFiles
 from labric.resources.jobs import AsyncJobs
@@ -71,6 +72,7 @@ class AsyncLabric:
         self.files = AsyncFiles(self._transport, self._engine)
         self.datasets = AsyncDatasets(self._transport)
         self.jobs = AsyncJobs(self._transport)
+        self.dashboards = AsyncDashboards(self._transport)
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"

@@ -9,6 +9,9 @@ function. Models themselves carry no serialization code.
   values as plain strings, so a newer server never breaks an older client.
 * Unknown response fields are ignored in production and rejected when strict mode is on (the test
   suite sets ``LABRIC_STRICT_MODELS=1``), so a model that drifts from the server shows up.
+* Dashboard widgets and their sources are unions told apart by a ``type`` field, added on the
+  way out and read on the way in; a widget of a type this release does not know (or with a source
+  it does not know) becomes :class:`labric.models.UnknownWidget`, kept as sent.
 * A body that does not fit its model raises :class:`labric.errors.APIResponseValidationError` with a
   readable list of the problems (``cattrs.transform_error``).
 """
@@ -31,6 +34,18 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from labric.errors import APIResponseValidationError
 from labric.models._base import OpenEnum
+from labric.models.dashboards import (
+    ChartWidget,
+    DatasetSource,
+    MetricWidget,
+    SQLSource,
+    TableWidget,
+    TextWidget,
+    UnknownWidget,
+    Widget,
+    WidgetLayout,
+    WidgetSource,
+)
 
 __all__ = ["converter", "make_converter", "structure", "unstructure"]
 
@@ -73,6 +88,72 @@ def _open_enum_member(tp: Any) -> type[OpenEnum] | None:
     if len(enums) == 1 and len(args) == 2 and str in args:
         return enums[0]
     return None
+
+
+_WIDGETS: dict[str, type[Any]] = {
+    cls.type: cls for cls in (ChartWidget, TableWidget, MetricWidget, TextWidget)
+}
+_SOURCES: dict[str, type[Any]] = {cls.type: cls for cls in (SQLSource, DatasetSource)}
+
+
+def _configure_tagged_unions(conv: cattrs.Converter, strict: bool) -> None:
+    """Hooks for the unions told apart by ``type``: dashboard widgets and their sources."""
+    for cls in (*_WIDGETS.values(), *_SOURCES.values()):
+        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=strict)
+        outer = make_dict_unstructure_fn(cls, conv)
+
+        def structure_tagged(value: Any, tp: Any, inner: Any = inner) -> Any:
+            if isinstance(value, Mapping) and "type" in value:
+                if value["type"] != tp.type:
+                    raise ValueError(f"type is {value['type']!r}, not {tp.type!r}")
+                value = {k: v for k, v in value.items() if k != "type"}
+            return inner(value, tp)
+
+        def unstructure_tagged(obj: Any, outer: Any = outer) -> dict[str, Any]:
+            return {"type": obj.type, **outer(obj)}
+
+        conv.register_structure_hook(cls, structure_tagged)
+        conv.register_unstructure_hook(cls, unstructure_tagged)
+
+    def tag(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        if not isinstance(value.get("type"), str):
+            raise TypeError("expected a string 'type'")
+        return value["type"]
+
+    def structure_source(value: Any, _tp: Any) -> Any:
+        cls = _SOURCES.get(tag(value))
+        if cls is None:
+            raise ValueError(f"unknown source type {value['type']!r}")
+        return conv.structure(value, cls)
+
+    def structure_widget(value: Any, _tp: Any) -> Any:
+        cls = _WIDGETS.get(tag(value))
+        source = value.get("source")
+        if cls is None or (isinstance(source, Mapping) and source.get("type") not in _SOURCES):
+            return structure_unknown(value, UnknownWidget)
+        return conv.structure(value, cls)
+
+    def structure_unknown(value: Any, _tp: Any) -> UnknownWidget:
+        layout = value.get("layout")
+        try:
+            placed = None if layout is None else conv.structure(layout, WidgetLayout)
+        except Exception:  # a layout this release cannot read is kept in data only
+            placed = None
+        widget_id, title = value.get("id"), value.get("title")
+        return UnknownWidget(
+            type=tag(value),
+            data=dict(value),
+            id=widget_id if isinstance(widget_id, str) else None,
+            title=title if isinstance(title, str) else None,
+            layout=placed,
+        )
+
+    conv.register_structure_hook_func(lambda tp: tp == WidgetSource, structure_source)
+    conv.register_structure_hook_func(lambda tp: tp == Widget, structure_widget)
+    conv.register_structure_hook(UnknownWidget, structure_unknown)
+    conv.register_unstructure_hook(UnknownWidget, lambda obj: dict(obj.data))
 
 
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
@@ -120,6 +201,7 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
         lambda tp: hasattr(tp, "__attrs_attrs__"),
         lambda tp: make_dict_structure_fn(tp, conv, _cattrs_forbid_extra_keys=strict),
     )
+    _configure_tagged_unions(conv, strict)
     return conv
 
 

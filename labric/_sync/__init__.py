@@ -9,8 +9,9 @@ crosses into the client's event-loop thread once (see :mod:`labric._portal`).
 from __future__ import annotations
 
 from labric._sync._client import Labric
+from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.files import Files
 from labric._sync.jobs import JobExecutions, Jobs
 
-__all__ = ["Datasets", "Files", "JobExecutions", "Jobs", "Labric"]
+__all__ = ["Dashboards", "Datasets", "Files", "JobExecutions", "Jobs", "Labric"]

@@ -9,6 +9,7 @@ from types import TracebackType
 from labric._client import AsyncLabric
 from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._portal import Portal
+from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.files import Files
 from labric._sync.jobs import Jobs
@@ -77,6 +78,7 @@ class Labric:
         self.files = Files(self._portal, lambda c: c.files)
         self.datasets = Datasets(self._portal, lambda c: c.datasets)
         self.jobs = Jobs(self._portal, lambda c: c.jobs)
+        self.dashboards = Dashboards(self._portal, lambda c: c.dashboards)
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")

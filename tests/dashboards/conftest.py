@@ -34,5 +34,5 @@ async def samples(client: AsyncLabric) -> AsyncLabric:
         ],
     )
     written = await client.datasets.write("samples", SAMPLES)
-    assert written.tables[0].created == len(SAMPLES)
+    assert written.created == len(SAMPLES)
     return client
