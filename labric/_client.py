@@ -10,7 +10,9 @@ from labric._transport import Transport, TransportStats
 from labric.errors import ClientClosedError
 from labric.resources.dashboards import AsyncDashboards
 from labric.resources.datasets import AsyncDatasets
+from labric.resources.experiments import AsyncExperiments
 from labric.resources.files import AsyncFiles
+from labric.resources.instruments import AsyncInstruments
 from labric.resources.jobs import AsyncJobs
 
 __all__ = ["AsyncLabric"]
@@ -72,6 +74,8 @@ class AsyncLabric:
         self.files = AsyncFiles(self._transport, self._engine)
         self.datasets = AsyncDatasets(self._transport)
         self.jobs = AsyncJobs(self._transport)
+        self.instruments = AsyncInstruments(self._transport)
+        self.experiments = AsyncExperiments(self._transport)
         self.dashboards = AsyncDashboards(self._transport)
 
     def __repr__(self) -> str:

@@ -11,7 +11,18 @@ from __future__ import annotations
 from labric._sync._client import Labric
 from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
+from labric._sync.experiments import Experiments
 from labric._sync.files import Files
+from labric._sync.instruments import Instruments
 from labric._sync.jobs import JobExecutions, Jobs
 
-__all__ = ["Dashboards", "Datasets", "Files", "JobExecutions", "Jobs", "Labric"]
+__all__ = [
+    "Dashboards",
+    "Datasets",
+    "Experiments",
+    "Files",
+    "Instruments",
+    "JobExecutions",
+    "Jobs",
+    "Labric",
+]

@@ -11,7 +11,9 @@ from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._portal import Portal
 from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
+from labric._sync.experiments import Experiments
 from labric._sync.files import Files
+from labric._sync.instruments import Instruments
 from labric._sync.jobs import Jobs
 from labric._transport import TransportStats
 from labric.errors import ClientClosedError
@@ -78,6 +80,8 @@ class Labric:
         self.files = Files(self._portal, lambda c: c.files)
         self.datasets = Datasets(self._portal, lambda c: c.datasets)
         self.jobs = Jobs(self._portal, lambda c: c.jobs)
+        self.instruments = Instruments(self._portal, lambda c: c.instruments)
+        self.experiments = Experiments(self._portal, lambda c: c.experiments)
         self.dashboards = Dashboards(self._portal, lambda c: c.dashboards)
 
     def __repr__(self) -> str:

@@ -19,8 +19,9 @@ instrument only, and its uploads are attached to that instrument unless they nam
 
 History window (hosted semantics): ``end_time`` defaults to now and is capped at now;
 ``start_time`` defaults to ``end_time`` minus 7 days; a ``start_time`` after now (a window
-wholly in the future) is moved to now, so the window is empty. Every such adjustment, and periods
-left out beyond :data:`MAX_PERIODS`, is explained in ``notes``. Periods are clipped to the window.
+wholly in the future) is moved to now, so the window holds only the present instant. Every such
+adjustment, and periods left out beyond :data:`MAX_PERIODS`, is explained in ``notes``. Periods
+are clipped to the window.
 
 Each instrument is also the ``instrument`` platform table's row (``core_instrument``), written
 after every change, so dataset tables can reference it and SQL can join it.
@@ -414,7 +415,8 @@ async def status_history(request: web.Request) -> web.StreamResponse:
         )
     elif start > now:
         notes.append(
-            f"start_time {iso(start)} is in the future; it was moved to now, so the window is empty"
+            f"start_time {iso(start)} is in the future; it was moved to now, so the window "
+            "holds only the present instant"
         )
         start = now
 
