@@ -3,8 +3,27 @@
 Subcommands::
 
     labric demo [--data-dir DIR] [--plates N] [--reads N] [--big-mib N] [--keep]
+    labric files ls [--instrument ID] [--ext csv,txt] [--query TEXT] [--limit N]
+    labric files upload PATH... [--instrument ID] [--skip-existing] [--concurrency N]
+    labric files download FILE_ID... [-o DIR] [--overwrite] [--concurrency N]
+    labric files rm FILE_ID...
+    labric files info FILE_ID
+    labric sync up|down LOCAL_DIR [--instrument ID] [--concurrency N]
+    labric datasets ls
+    labric datasets query SQL [--param VALUE]...
+    labric datasets rows TABLE [--where COLUMN=VALUE]... [--limit N]
+    labric jobs ls [--archived]
+    labric jobs run JOB [--file FILE_ID]... [--param NAME=VALUE]... [--timeout S] [--wait]
+    labric jobs logs EXECUTION_ID
     labric serve --data-dir DIR [--host 127.0.0.1] [--port 8765] [--part-size N] [--faults SPEC]
     labric keys create --data-dir DIR [--org NAME] --scopes read,write [--expires-in SECONDS]
+
+The API subcommands (``files``, ``sync``, ``datasets``, ``jobs``) read ``LABRIC_API_KEY`` and
+``LABRIC_API_BASE_URL`` like the SDK; there is no ``--api-key`` option, because a key typed on
+the command line ends up in shell history. Each takes ``--json`` (one documented shape per
+subcommand, see :mod:`labric._cli.files`, :mod:`labric._cli.datasets`, :mod:`labric._cli.jobs`)
+and ``--debug``; transfers take ``--quiet``. Progress goes to stderr: a bar on a terminal, plain
+lines when piped.
 
 ``serve`` prints exactly two shell-ready lines on stdout once it is listening
 (``LABRIC_API_BASE_URL=...`` and ``LABRIC_API_KEY=...``, so ``eval "$(labric serve ...)"``-style
@@ -13,7 +32,19 @@ wrappers and tests can read them), then serves until SIGINT or SIGTERM and exits
 Each subcommand registers itself through a function in :data:`COMMANDS` that adds its parser and
 sets ``func``; a new subcommand is one more such function. Failures are one line on stderr
 (``labric: error: ...``) and a non-zero exit status; the library's errors never surface as
-tracebacks.
+tracebacks unless ``--debug`` is given. Exit codes:
+
+    0    success
+    1    the operation failed (a transfer, a job run, a server error, a refused request)
+    2    usage: bad arguments
+    3    auth or configuration: missing or malformed LABRIC_API_KEY, bad LABRIC_API_BASE_URL,
+         the key refused (401) or lacking a scope (403)
+    4    not found: a file, table, job or execution (404), or a local path
+    5    network: the server could not be reached, or timed out
+    130  interrupted (Ctrl-C); a transfer resumes when the same command is run again
+
+A bulk command in which some items failed exits with its failures' code when they share one,
+else 1.
 """
 
 from __future__ import annotations
@@ -25,19 +56,20 @@ import re
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from labric._cli._common import EXIT_INTERRUPTED, CLIError, error_line, exit_code
+from labric._cli.datasets import add_datasets
+from labric._cli.files import add_files, add_sync
+from labric._cli.jobs import add_jobs
 from labric._version import __version__
 
 if TYPE_CHECKING:
     from labric.server import LocalServer
 
 __all__ = ["COMMANDS", "CLIError", "build_parser", "main"]
-
-
-class CLIError(Exception):
-    """A failure to report as one line on stderr."""
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
@@ -223,7 +255,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 #: Subcommand registrations, in help order. Each adds its parser and sets ``func``.
-COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_serve, _add_keys]
+COMMANDS: list[Callable[[Any], None]] = [
+    _add_demo,
+    add_files,
+    add_sync,
+    add_datasets,
+    add_jobs,
+    _add_serve,
+    _add_keys,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="labric", description="The Labric SDK's command line: a local Labric server and more."
     )
     parser.add_argument("--version", action="version", version=f"labric {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks of failures (any subcommand)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(commands)
@@ -247,11 +290,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)
-    except CLIError as exc:
-        print(f"labric: error: {exc}", file=sys.stderr, flush=True)
-        return 1
     except KeyboardInterrupt:
-        return 130
+        hint = getattr(args, "interrupt_hint", None)
+        sys.stderr.write("\nlabric: interrupted" + (f"; {hint}" if hint else "") + "\n")
+        sys.stderr.flush()
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"labric: error: {error_line(exc)}", file=sys.stderr, flush=True)
+        return exit_code(exc)
     return status
 
 

@@ -23,11 +23,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
 from labric._client import AsyncLabric
 from labric._config import TransferConfig
-from labric.models.transfers import TransferPhase, TransferProgress
+from labric._progress import ProgressBar
 
 __all__ = ["run_demo"]
 
@@ -61,34 +61,6 @@ def generate_run(root: Path, *, plates: int, reads: int, big_mib: int, seed: int
             for i in range(big_mib):
                 fh.write(block[i % 7 :] + block[: i % 7])
     return run
-
-
-class _Bar:
-    """A one-line progress display (plain lines when not on a terminal)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = 0.0
-
-    def __call__(self, event: TransferProgress) -> None:
-        now = time.monotonic()
-        final = event.files_done == event.files_total and event.phase != TransferPhase.PROGRESS
-        if not final and now - self.last < (0.1 if self.tty else 2.0):
-            return
-        self.last = now
-        total = event.total_bytes or 0
-        text = (
-            f"  {event.direction:8s} {event.files_done}/{event.files_total} files "
-            f"{event.total_bytes_done / MiB:8.1f} MiB"
-            + (f" of {total / MiB:.1f}" if total else "")
-            + f"  {event.rate / MiB:7.1f} MiB/s"
-        )
-        if self.tty:
-            self.stream.write("\r" + text.ljust(78) + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 #: The parser the demo installs: it runs on the platform when a run's manifest arrives.
@@ -133,7 +105,7 @@ with Labric() as client:
     print(f"wrote {summary.created} rows in {summary.requests} requests")
 """
 
-PLATE_READS_COLUMNS = [
+PLATE_READS_COLUMNS: list[dict[str, Any]] = [
     {"name": "id", "type": "text", "primary_key": True},
     {"name": "plate", "type": "text"},
     {"name": "read", "type": "integer"},
@@ -152,7 +124,9 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: int) -> int:
+async def _run(
+    data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: int, keep: bool
+) -> int:
     from labric.server import LocalServer
 
     out = sys.stdout
@@ -183,7 +157,7 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
             )
             started = time.perf_counter()
             uploads = await c.files.upload_many(
-                [run], instrument_id=instrument, on_progress=_Bar(out)
+                [run], instrument_id=instrument, on_progress=ProgressBar(out)
             )
             up_s = time.perf_counter() - started
             failed = [o for o in uploads if not o.ok]
@@ -221,7 +195,9 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
                 return 1
             ids = [o.file.file_id for o in uploads if o.file is not None]
             started = time.perf_counter()
-            downloads = await c.files.download_many(ids, work / "back", on_progress=_Bar(out))
+            downloads = await c.files.download_many(
+                ids, work / "back", on_progress=ProgressBar(out)
+            )
             down_s = time.perf_counter() - started
             bad = [o for o in downloads if not o.ok]
             if bad:
@@ -235,6 +211,9 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
         if mismatched:
             out.write(f"FAILED: {len(mismatched)} files differ after the round trip\n")
             return 1
+    # A temporary data directory goes with the rest of the work directory at exit.
+    temporary = data_dir.is_relative_to(work)
+    where = " (removed at exit; --keep keeps it)" if temporary and not keep else ""
     out.write(
         "\nSummary\n"
         f"  files        {len(sources)} uploaded, downloaded and verified (SHA-256)\n"
@@ -243,7 +222,7 @@ async def _run(data_dir: Path, work: Path, *, plates: int, reads: int, big_mib: 
         f"{len(sources) / up_s:.0f} files/s)\n"
         f"  download     {down_s:.2f} s ({total_bytes / MiB / down_s:.0f} MiB/s)\n"
         f"  dataset      plate_reads: {count} rows parsed by the job\n"
-        f"  data dir     {data_dir}\n"
+        f"  data dir     {data_dir}{where}\n"
         "OK\n"
     )
     return 0
@@ -261,7 +240,9 @@ def run_demo(
     work = Path(tempfile.mkdtemp(prefix="labric-demo-"))
     target = Path(data_dir) if data_dir is not None else work / "server"
     try:
-        return asyncio.run(_run(target, work, plates=plates, reads=reads, big_mib=big_mib))
+        return asyncio.run(
+            _run(target, work, plates=plates, reads=reads, big_mib=big_mib, keep=keep)
+        )
     finally:
         if keep:
             sys.stdout.write(f"Kept {work}\n")

@@ -1,0 +1,218 @@
+"""What every API subcommand of ``labric`` shares: exit codes, error lines, the client, output.
+
+Exit codes (also listed in :mod:`labric.cli`)::
+
+    0    success
+    1    the operation failed (a transfer, a job run, a server error, a refused request)
+    2    usage: bad arguments (argparse's own code)
+    3    auth or configuration: no or malformed LABRIC_API_KEY, bad LABRIC_API_BASE_URL, 401, 403
+    4    not found: a file, table, job or execution (404), or a local path that does not exist
+    5    network: the server could not be reached or timed out
+    130  interrupted (Ctrl-C)
+
+A bulk operation in which some items failed exits with the code of its failures when they all
+share one, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from labric._client import AsyncLabric
+from labric._config import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL
+from labric._converter import unstructure
+from labric._progress import ProgressBar
+from labric.errors import (
+    APIConnectionError,
+    AuthenticationError,
+    ConfigurationError,
+    LabricError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_NETWORK",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CLIError",
+    "add_common",
+    "bulk_exit_code",
+    "emit_json",
+    "error_line",
+    "exit_code",
+    "parse_value",
+    "positive_int",
+    "print_table",
+    "progress_bar",
+    "run_with_client",
+    "to_json",
+]
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_NOT_FOUND = 4
+EXIT_NETWORK = 5
+EXIT_INTERRUPTED = 130
+
+#: Said in every API subcommand's ``--help``: why there is no ``--api-key`` option.
+CREDENTIALS_HELP = (
+    "Reads LABRIC_API_KEY and LABRIC_API_BASE_URL (default https://platform.labric.co/api) "
+    "from the environment, like the SDK. There is deliberately no --api-key option: a key "
+    "typed on the command line is kept in shell history and shown in process listings."
+)
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr, with an exit code (default 1)."""
+
+    def __init__(self, message: str, *, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error (see the module docstring)."""
+    if isinstance(exc, CLIError):
+        return exc.code
+    if isinstance(exc, ConfigurationError | AuthenticationError | PermissionDeniedError):
+        return EXIT_CONFIG
+    if isinstance(exc, NotFoundError | FileNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, APIConnectionError):
+        return EXIT_NETWORK
+    return EXIT_FAILURE
+
+
+def _where() -> str:
+    return os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+
+
+def error_line(exc: BaseException) -> str:
+    """One line that says what failed and, where it helps, what to check."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, AuthenticationError):
+        text += "; check LABRIC_API_KEY"
+    elif isinstance(exc, PermissionDeniedError):
+        text += "; the key in LABRIC_API_KEY lacks the scope for this"
+    elif isinstance(exc, APIConnectionError):
+        text += f"; is the server at {_where()} running (LABRIC_API_BASE_URL)?"
+    elif isinstance(exc, OSError) and not isinstance(exc, LabricError) and exc.strerror:
+        # OSErrors stringify as "[Errno 2] No such file or directory: 'x'": keep the useful part.
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return text
+
+
+def bulk_exit_code(errors: Iterable[BaseException]) -> int:
+    """The code of a bulk call's failures: theirs when they agree, else 1 (0 when none)."""
+    codes = {exit_code(e) for e in errors}
+    if not codes:
+        return EXIT_OK
+    return codes.pop() if len(codes) == 1 else EXIT_FAILURE
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser, *, json_help: str) -> None:
+    """Add ``--json`` and ``--debug`` to an API subcommand."""
+    parser.add_argument("--json", action="store_true", help=json_help)
+    # SUPPRESS keeps `labric --debug files ls` working: the subparser's default would
+    # otherwise overwrite the top-level flag.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of a failure",
+    )
+
+
+def run_with_client(work: Callable[[AsyncLabric], Awaitable[T]]) -> T:
+    """Build a client from the environment, run ``work`` with it on a new event loop, close it.
+
+    Ctrl-C cancels ``work`` (asyncio.run's handler), so transfers stop promptly and the
+    ``KeyboardInterrupt`` reaches :func:`labric.cli.main`.
+    """
+
+    if not os.environ.get(ENV_API_KEY, "").strip():
+        # The SDK's own message speaks of its api_key argument, which the command does not have.
+        raise CLIError(
+            f"No API key: set the {ENV_API_KEY} environment variable (for a local server, "
+            "`labric serve` prints one)",
+            code=EXIT_CONFIG,
+        )
+
+    async def go() -> T:
+        async with AsyncLabric() as client:
+            return await work(client)
+
+    return asyncio.run(go())
+
+
+def progress_bar(quiet: bool) -> ProgressBar | None:
+    """A progress display on stderr (a bar on a terminal, plain lines when piped), or None."""
+    return None if quiet else ProgressBar(sys.stderr)
+
+
+def to_json(value: Any) -> Any:
+    """A model (or list of models) as JSON-ready data, with the API's field names."""
+    return unstructure(value)
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def parse_value(text: str) -> Any:
+    """A value given on the command line: JSON when it parses (``3``, ``true``, ``null``,
+    ``"3"``), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, max_width: int = 48
+) -> None:
+    """Print rows as aligned columns under ``headers`` (cells cut at ``max_width``)."""
+    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    out = sys.stdout
+    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
+    for row in cells:
+        out.write("  ".join(t.ljust(w) for t, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    out.flush()

@@ -1,0 +1,184 @@
+"""``labric jobs ls|run|logs``: the organisation's jobs, running one, reading a run's output.
+
+``--json`` shapes (new keys may be added):
+
+``jobs ls``
+    an array of job objects with the API's fields: ``id``, ``name``, ``archived``,
+    ``publish_status``, ``description``, ``trigger``, ``parameter_definitions``,
+    ``script_version``, ``timeout_seconds``, ``created_at``, ``updated_at``, ``code`` (null in
+    listings).
+``jobs run``
+    the execution object: ``job_execution_id``, ``job_id``, ``job_name``, ``status``,
+    ``started_at``, ``completed_at``, ``created_at``, ``off_platform``, ``script_version``,
+    ``exit_code``, ``file_ids``, ``parameters``, ``trigger``; with ``--wait``, as it ended.
+``jobs logs``
+    ``{"job_execution_id", "text", "truncated", "status"}``.
+
+``jobs run --wait`` exits 1 when the execution failed (the JSON, if asked for, is still
+printed); interrupting the wait leaves the execution running on the platform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from labric._cli._common import (
+    CREDENTIALS_HELP,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    add_common,
+    emit_json,
+    parse_value,
+    positive_int,
+    print_table,
+    run_with_client,
+    to_json,
+)
+from labric._client import AsyncLabric
+from labric.models.jobs import ExecutionLogs, ExecutionStatus, Job, JobExecution
+
+__all__ = ["add_jobs"]
+
+
+def add_jobs(commands: Any) -> None:
+    """Register ``labric jobs`` and its subcommands."""
+    parser = commands.add_parser(
+        "jobs",
+        help="list jobs, run one, read a run's logs",
+        description="Jobs: scripts the platform runs. " + CREDENTIALS_HELP,
+    )
+    sub = parser.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", required=True)
+
+    ls = sub.add_parser("ls", help="list jobs, newest first", description=CREDENTIALS_HELP)
+    ls.add_argument("--archived", action="store_true", help="include archived jobs")
+    add_common(ls, json_help="print an array of job objects")
+    ls.set_defaults(func=_ls)
+
+    run = sub.add_parser(
+        "run",
+        help="run a job now",
+        description="Run a job's current script on the platform. With --wait, wait for it to "
+        "end, print its final status and exit 1 if it failed. " + CREDENTIALS_HELP,
+    )
+    run.add_argument("job", metavar="JOB", help="the job's name or id")
+    run.add_argument(
+        "--file",
+        dest="file_ids",
+        action="append",
+        default=[],
+        metavar="FILE_ID",
+        help="an input file (repeatable, handed to the script in order)",
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter value (repeatable; JSON when it parses, else text)",
+    )
+    run.add_argument(
+        "--timeout", type=positive_int, metavar="SECONDS", help="time limit of this run"
+    )
+    run.add_argument("--wait", action="store_true", help="wait for the run to end")
+    add_common(run, json_help="print the execution object")
+    run.set_defaults(func=_run)
+
+    logs = sub.add_parser(
+        "logs", help="print a run's captured output", description=CREDENTIALS_HELP
+    )
+    logs.add_argument("execution_id", metavar="EXECUTION_ID")
+    add_common(logs, json_help="print the logs object")
+    logs.set_defaults(func=_logs)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    async def work(client: AsyncLabric) -> list[Job]:
+        return [j async for j in client.jobs.list(archived=True if args.archived else None)]
+
+    jobs = run_with_client(work)
+    if args.json:
+        emit_json(to_json(jobs))
+        return EXIT_OK
+    print_table(
+        ["ID", "NAME", "TRIGGER", "VERSION", "UPDATED"],
+        (
+            [
+                j.id,
+                j.name + (" (archived)" if j.archived else ""),
+                _text(j.trigger.category) if j.trigger else "",
+                j.script_version,
+                j.updated_at.strftime("%Y-%m-%d %H:%M:%S") if j.updated_at else "",
+            ]
+            for j in jobs
+        ),
+    )
+    return EXIT_OK
+
+
+def _text(value: Any) -> str:
+    """An open enum's value (or an unknown value kept as text)."""
+    return str(getattr(value, "value", value))
+
+
+def _parameters(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CLIError(f"--param takes NAME=VALUE, got {item!r}", code=EXIT_USAGE)
+        out[name] = parse_value(value)
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    parameters = _parameters(args.param)
+
+    async def work(client: AsyncLabric) -> JobExecution:
+        # Names are unique in an organisation; anything that names no job is taken as an id.
+        named = [j async for j in client.jobs.list(name=args.job, archived=True)]
+        job_id = named[0].id if named else args.job
+        execution = await client.jobs.run(
+            job_id, file_ids=args.file_ids, parameters=parameters, timeout_seconds=args.timeout
+        )
+        if not args.wait:
+            return execution
+        args.interrupt_hint = (
+            f"execution {execution.job_execution_id} goes on running; "
+            f"read its output with: labric jobs logs {execution.job_execution_id}"
+        )
+        return await client.jobs.wait(execution.job_execution_id)
+
+    execution = run_with_client(work)
+    status = _text(execution.status)
+    if args.json:
+        emit_json(to_json(execution))
+    else:
+        line = f"{execution.job_execution_id}  {execution.job_name}  {status}"
+        if execution.exit_code is not None:
+            line += f"  exit code {execution.exit_code}"
+        sys.stdout.write(line + "\n")
+    if args.wait and execution.status != ExecutionStatus.COMPLETED:
+        sys.stderr.write(
+            f"labric: error: job execution {execution.job_execution_id} {status}; "
+            f"see its output with: labric jobs logs {execution.job_execution_id}\n"
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    async def work(client: AsyncLabric) -> ExecutionLogs:
+        return await client.jobs.executions.logs(args.execution_id)
+
+    logs = run_with_client(work)
+    if args.json:
+        emit_json(to_json(logs))
+        return EXIT_OK
+    sys.stdout.write(logs.text if logs.text.endswith("\n") or not logs.text else logs.text + "\n")
+    if logs.truncated:
+        sys.stderr.write("labric: note: the middle of the output was left out (too long)\n")
+    return EXIT_OK

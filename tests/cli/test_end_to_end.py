@@ -1,0 +1,207 @@
+"""The ``labric`` command as a user runs it: a subprocess with the environment variables set.
+
+Covers the one-line errors and their exit codes (bad key, no key, unreachable server, not found),
+piped output without progress bars, and Ctrl-C during a transfer (exit 130, then resumed by
+running the same command again).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labric import Labric
+from labric.server import FaultConfig, ThreadedServer
+
+from ._support import COMMAND_TIMEOUT, make_tree, run_labric
+
+RUN = {
+    f"plate_{p}/read_{r}.csv": f"well,od\nA1,0.{p}{r}\n".encode()
+    for p in range(3)
+    for r in range(4)
+}
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_upload_list_download_round_trip_piped(
+    server: ThreadedServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    run = make_tree(tmp_path / "run1", RUN)
+    up = run_labric("files", "upload", str(run), "--concurrency", "4", env=env)
+    assert up.code == 0, up.err
+    assert len(up.out.splitlines()) == len(RUN)
+    # Piped: plain progress lines and a summary, never a bar redrawn with \r or escape codes.
+    assert "\r" not in up.err
+    assert "\x1b" not in up.err
+    assert up.err_lines[0].startswith("upload ")
+    assert up.err_lines[-1].startswith(f"upload: {len(RUN)} uploaded")
+
+    listed = run_labric("files", "ls", "--json", env=env)
+    assert listed.code == 0, listed.err
+    assert listed.err == ""
+    ids = [f["file_id"] for f in listed.json()]
+    assert len(ids) == len(RUN)
+
+    down = run_labric("files", "download", *ids, "-o", str(tmp_path / "back"), "--json", env=env)
+    assert down.code == 0, down.err
+    assert down.json()["summary"]["ok"] == len(RUN)
+    for rel, data in RUN.items():
+        assert (tmp_path / "back" / "run1" / rel).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["files", "ls"],
+        ["files", "upload", "{run}"],
+        ["sync", "down", "{run}"],
+        ["datasets", "ls"],
+        ["jobs", "ls"],
+    ],
+)
+def test_a_bad_key_is_one_line_and_exit_3(
+    server: ThreadedServer, tmp_path: Path, argv: list[str]
+) -> None:
+    run = make_tree(tmp_path / "run1", {"a.csv": b"a\n"})
+    bad = {"LABRIC_API_KEY": "lbk_nobody_000000000000", "LABRIC_API_BASE_URL": server.base_url}
+    done = run_labric(*(a.replace("{run}", str(run)) for a in argv), env=bad)
+    assert done.code == 3
+    [last] = done.err_lines
+    assert last.startswith("labric: error: 401 ")
+    assert last.endswith("check LABRIC_API_KEY")
+    assert "000000000000" not in done.err  # the key's secret is never shown
+    assert "Traceback" not in done.err
+    assert done.out == ""
+
+
+def test_no_key_is_a_configuration_error(server: ThreadedServer) -> None:
+    done = run_labric(
+        "files", "ls", env={"LABRIC_API_KEY": "", "LABRIC_API_BASE_URL": server.base_url}
+    )
+    assert done.code == 3
+    assert done.err == (
+        "labric: error: No API key: set the LABRIC_API_KEY environment variable "
+        "(for a local server, `labric serve` prints one)\n"
+    )
+
+
+def test_a_malformed_base_url_is_a_configuration_error(server: ThreadedServer) -> None:
+    done = run_labric(
+        "datasets",
+        "ls",
+        env={"LABRIC_API_KEY": server.admin_key, "LABRIC_API_BASE_URL": "ftp://example.com"},
+    )
+    assert done.code == 3
+    assert done.err.startswith("labric: error: LABRIC_API_BASE_URL must be")
+    assert done.err.count("\n") == 1
+
+
+def test_an_unreachable_server_is_one_line_and_exit_5(server: ThreadedServer) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    done = run_labric(
+        "files", "info", "x", env={"LABRIC_API_KEY": server.admin_key, "LABRIC_API_BASE_URL": url}
+    )
+    assert done.code == 5
+    assert done.err.count("\n") == 1
+    assert done.err.startswith("labric: error: Could not connect to 127.0.0.1:")
+    assert done.err.rstrip().endswith(f"is the server at {url} running (LABRIC_API_BASE_URL)?")
+
+
+def test_not_found_exit_4_and_debug_shows_the_traceback(
+    server: ThreadedServer, env: dict[str, str]
+) -> None:
+    done = run_labric("files", "info", "no-such-file", env=env)
+    assert done.code == 4
+    assert done.err.count("\n") == 1
+    assert done.err.startswith("labric: error: 404 File no-such-file not found")
+    debug = run_labric("files", "info", "no-such-file", "--debug", env=env)
+    assert debug.code == 4
+    assert "Traceback (most recent call last)" in debug.err
+    assert "labric.errors.NotFoundError" in debug.err
+    assert debug.err_lines[-1].startswith("labric: error: 404 File no-such-file not found")
+
+
+def test_ctrl_c_stops_an_upload_and_rerunning_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Storage slowed to 64 KiB/s per request, so the upload is surely still running when
+    # the interrupt arrives; the API stays fast.
+    slow = FaultConfig(bandwidth=64 * 1024, scope="storage")
+    with ThreadedServer(tmp_path / "server", part_size=256 * 1024, faults=slow) as srv:
+        env = {"LABRIC_API_KEY": srv.admin_key, "LABRIC_API_BASE_URL": srv.base_url}
+        run = make_tree(tmp_path / "big", {"raw.bin": os.urandom(2 * 1024 * 1024), **RUN})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labric.cli", "files", "upload", str(run)],
+            env={**os.environ, "PYTHONWARNINGS": "error", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the first progress line: the transfer has begun
+        assert first.startswith("upload "), first
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=COMMAND_TIMEOUT)
+        assert proc.returncode == 130, first + rest
+        assert "Traceback" not in rest
+        assert rest.splitlines()[-1] == (
+            "labric: interrupted; rerun the same command to resume "
+            "(files already confirmed are not sent again)"
+        )
+
+        srv.faults.update(FaultConfig())
+        again = run_labric("files", "upload", str(run), "--json", env=env)
+        assert again.code == 0, again.err
+        entries = again.json()["files"]
+        assert all(e["ok"] for e in entries)
+        with Labric(srv.admin_key, base_url=srv.base_url) as client:
+            raw = next(e for e in entries if e["name"] == "big/raw.bin")
+            assert client.files.read_bytes(raw["file_id"]) == (run / "raw.bin").read_bytes()
+
+
+def test_a_terminal_gets_a_progress_bar(
+    server: ThreadedServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    run = make_tree(tmp_path / "run1", RUN)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labric.cli", "files", "upload", str(run)],
+        env={**os.environ, "PYTHONWARNINGS": "error", "COLUMNS": "100", **env},
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], COMMAND_TIMEOUT)
+        if not ready:
+            proc.kill()
+            pytest.fail(f"no output for {COMMAND_TIMEOUT} s; so far: {seen!r}")
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    out, _ = proc.communicate(timeout=COMMAND_TIMEOUT)
+    assert proc.returncode == 0
+    assert len(out.splitlines()) == len(RUN)  # stdout stays clean: one line per file
+    text = seen.decode()
+    assert "\r" in text
+    assert f"[########################] 100%  {len(RUN)}/{len(RUN)} files" in text

@@ -1,0 +1,162 @@
+"""``labric jobs ls|run|logs`` against the local server (which runs jobs as subprocesses)."""
+
+from __future__ import annotations
+
+import pytest
+
+from labric import Labric
+from labric.models import Job
+
+from ._support import call
+
+JOB_KEYS = {
+    "id",
+    "name",
+    "archived",
+    "publish_status",
+    "description",
+    "trigger",
+    "parameter_definitions",
+    "script_version",
+    "timeout_seconds",
+    "created_at",
+    "updated_at",
+    "code",
+}
+EXECUTION_KEYS = {
+    "job_execution_id",
+    "job_id",
+    "job_name",
+    "status",
+    "started_at",
+    "completed_at",
+    "created_at",
+    "off_platform",
+    "script_version",
+    "exit_code",
+    "file_ids",
+    "parameters",
+    "trigger",
+}
+
+GREET = """
+from labric.job import JobContext
+
+ctx = JobContext.from_env()
+print(f"hello {ctx.parameters['who']} with {len(ctx.files)} file(s)")
+"""
+FAIL = "import sys\nprint('about to fail')\nsys.exit(3)\n"
+
+
+@pytest.fixture
+def jobs(env: dict[str, str]) -> dict[str, Job]:
+    with Labric() as client:
+        greet = client.jobs.create(
+            name="greet",
+            code=GREET,
+            description="Greets",
+            parameter_definitions=[
+                {"widget_type": "text", "parameter_name": "who", "default": "world"}
+            ],
+        )
+        fail = client.jobs.create(name="fail", code=FAIL)
+    return {"greet": greet, "fail": fail}
+
+
+def test_ls(jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]) -> None:
+    done = call(capsys, "jobs", "ls", "--json")
+    assert done.code == 0, done.err
+    listed = done.json()
+    assert all(set(j) == JOB_KEYS for j in listed)
+    assert {j["name"]: j["id"] for j in listed} == {n: j.id for n, j in jobs.items()}
+
+    human = call(capsys, "jobs", "ls")
+    header, *rows = human.out.splitlines()
+    assert header.split() == ["ID", "NAME", "TRIGGER", "VERSION", "UPDATED"]
+    assert sorted(row.split()[1] for row in rows) == ["fail", "greet"]
+
+
+def test_run_wait_by_name_with_params_and_files(
+    jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Labric() as client:
+        upload = client.files.upload(b"a,b\n", name="in.csv")
+    done = call(
+        capsys,
+        "jobs",
+        "run",
+        "greet",
+        "--param",
+        "who=lab",
+        "--file",
+        upload.file_id,
+        "--wait",
+        "--json",
+    )
+    assert done.code == 0, done.err
+    execution = done.json()
+    assert set(execution) == EXECUTION_KEYS
+    assert execution["status"] == "completed"
+    assert execution["exit_code"] == 0
+    assert execution["job_id"] == jobs["greet"].id
+    assert execution["parameters"] == {"who": "lab"}
+    assert execution["file_ids"] == [upload.file_id]
+
+    logs = call(capsys, "jobs", "logs", execution["job_execution_id"])
+    assert logs.code == 0
+    assert "hello lab with 1 file(s)" in logs.out
+    as_json = call(capsys, "jobs", "logs", execution["job_execution_id"], "--json").json()
+    assert set(as_json) == {"job_execution_id", "text", "truncated", "status"}
+    assert as_json["text"] == logs.out
+    assert as_json["status"] == "completed"
+
+
+def test_run_by_id_prints_the_final_status(
+    jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = call(capsys, "jobs", "run", jobs["greet"].id, "--wait")
+    assert done.code == 0, done.err
+    execution_id, name, status, *rest = done.out.split()
+    assert (name, status, rest) == ("greet", "completed", ["exit", "code", "0"])
+    with Labric() as client:
+        assert client.jobs.executions.get(execution_id).status == "completed"
+
+
+def test_a_failed_run_exits_non_zero(
+    jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = call(capsys, "jobs", "run", "fail", "--wait")
+    assert done.code == 1
+    execution_id = done.out.split()[0]
+    assert done.out.split()[1:] == ["fail", "failed", "exit", "code", "3"]
+    assert done.err == (
+        f"labric: error: job execution {execution_id} failed; "
+        f"see its output with: labric jobs logs {execution_id}\n"
+    )
+    logs = call(capsys, "jobs", "logs", execution_id)
+    assert "about to fail" in logs.out
+
+
+def test_run_without_wait_returns_at_once(
+    jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = call(capsys, "jobs", "run", "greet", "--json")
+    assert done.code == 0, done.err
+    execution = done.json()
+    assert execution["status"] in ("queued", "running", "completed")
+    with Labric() as client:
+        assert client.jobs.wait(execution["job_execution_id"]).status == "completed"
+
+
+def test_errors(jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]) -> None:
+    missing = call(capsys, "jobs", "run", "no-such-job")
+    assert missing.code == 4
+    assert missing.err.startswith("labric: error: 404 ")
+    unknown = call(capsys, "jobs", "run", "greet", "--param", "nope=1")
+    assert unknown.code == 1
+    assert unknown.err.startswith("labric: error: 422 ")
+    assert unknown.err.count("\n") == 1
+    malformed = call(capsys, "jobs", "run", "greet", "--param", "who")
+    assert malformed.code == 2
+    no_logs = call(capsys, "jobs", "logs", "no-such-execution")
+    assert no_logs.code == 4
