@@ -4,13 +4,16 @@
 * ``PUT /v1/admin/faults`` with the FaultConfig keys replaces the configuration (keys left out
   take their defaults, so ``{}`` turns every fault off) and answers like ``GET``.
 * ``GET /v1/admin/stats`` -> the server's counters (see :meth:`labric.server.state.Stats.snapshot`)
-  plus the injector's counters under ``"faults"``; ``DELETE /v1/admin/stats`` zeroes them.
+  plus the injector's counters under ``"faults"`` (the per-file counters only name the caller's
+  organisation's files); ``DELETE /v1/admin/stats`` zeroes them.
 
 These routes are exempt from fault injection, so faults can always be turned off again.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any
 
 import attrs
@@ -18,6 +21,7 @@ from aiohttp import web
 
 from labric.server._http import invalid, json_response, read_json_object
 from labric.server.faults import FaultConfig
+from labric.server.routes._common import principal
 from labric.server.routing import Router
 from labric.server.state import STATE, ServerState
 
@@ -48,11 +52,26 @@ async def put_faults(request: web.Request) -> web.StreamResponse:
     return json_response(_faults(state))
 
 
+def _own_files(conn: sqlite3.Connection, org_id: str, file_ids: list[str]) -> set[str]:
+    rows = conn.execute(
+        "SELECT id FROM files WHERE org_id = ? AND id IN (SELECT value FROM json_each(?))",
+        (org_id, json.dumps(file_ids)),
+    )
+    return {row[0] for row in rows}
+
+
 async def get_stats(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/admin/stats``."""
+    """``GET /v1/admin/stats``: the counters, with per-file ones only for the caller's files."""
     state = request.app[STATE]
     snapshot = state.stats.snapshot()
     snapshot["faults"] = dict(state.injector.counters)
+    # The counters are server-wide, but file ids are an organisation's own: an admin key of
+    # one organisation must not learn another's (nor their sizes) from here.
+    storage = snapshot["storage"]
+    named = [*storage["bytes_received_by_file"], *storage["part_puts_by_file"]]
+    own = await state.db.run(_own_files, principal(request).org_id, named) if named else set()
+    for name in ("bytes_received_by_file", "part_puts_by_file"):
+        storage[name] = {k: v for k, v in storage[name].items() if k in own}
     return json_response(snapshot)
 
 
