@@ -46,9 +46,9 @@ from typing import Any
 import attrs
 
 from labric.server._http import Fields, HTTPError
-from labric.server.datasets.boundary import QueryError
+from labric.server.datasets.boundary import QueryError, QueryLimits
 from labric.server.datasets.reads import ReadError, build_filters
-from labric.server.datasets.schema import Catalog, ColumnDef, decoder, quote
+from labric.server.datasets.schema import Catalog, ColumnDef, decode_value, quote
 from labric.server.datasets.store import DatasetStore
 
 __all__ = [
@@ -493,10 +493,16 @@ class _SourceError(Exception):
     """The source cannot be evaluated against the data as it is now."""
 
 
+def _estimated_size(value: Any) -> int:
+    """Roughly the bytes a value takes as JSON (as the SQL boundary estimates it)."""
+    return len(value) + 2 if isinstance(value, str) else 12
+
+
 def _read_table(
-    conn: sqlite3.Connection, catalog: Catalog, source: Mapping[str, Any], max_rows: int
+    conn: sqlite3.Connection, catalog: Catalog, source: Mapping[str, Any], limits: QueryLimits
 ) -> tuple[list[str], list[list[Any]]]:
-    """A dataset source's rows, read as ``tools/read`` reads (built from the catalog)."""
+    """A dataset source's rows, read as ``tools/read`` reads (built from the catalog), under the
+    row and size caps of a query: a result over them fails rather than being cut short."""
     name = source["table"]
     table = catalog.resolve(name)
     if table is None:
@@ -518,15 +524,13 @@ def _read_table(
         joins, conditions, params = build_filters(catalog, table, source["filters"])
     except ReadError as exc:
         raise _SourceError(str(exc)) from None
-    order = "t0.rowid"
+    direction = " DESC" if source["descending"] else ""
+    order = f"t0.rowid{direction}"  # insertion order breaks ties
     if source["order_by"] is not None:
-        direction = " DESC" if source["descending"] else ""
-        order = f"t0.{quote(column(source['order_by'], 'order_by').sql_name)}{direction}, t0.rowid"
-    elif source["descending"]:
-        order = "t0.rowid DESC"
-    limit = source["limit"]
+        order = f"t0.{quote(column(source['order_by'], 'order_by').sql_name)}{direction}, {order}"
+    max_rows = limits.max_rows
     # One row past the cap tells a result that is over it from one that fits exactly.
-    fetch = limit if limit is not None else max_rows + 1
+    fetch = max_rows + 1 if source["limit"] is None else min(source["limit"], max_rows + 1)
     selected = ", ".join(f"t0.{quote(c.sql_name)}" for c in chosen)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = (
@@ -534,14 +538,20 @@ def _read_table(
         f"ORDER BY {order} LIMIT ?"
     )
     rows = conn.execute(sql, [*params, fetch]).fetchall()
-    if limit is None and len(rows) > max_rows:
+    if len(rows) > max_rows:
         raise _SourceError(
             f"the table has more than {max_rows:,} matching rows, the most a widget may show: "
-            "add filters or a limit"
+            "add filters or a lower limit"
         )
-    decode = decoder(chosen)
-    names = [c.name for c in chosen]
-    return names, [[record[n] for n in names] for record in map(decode, rows)]
+    if sum(_estimated_size(v) for row in rows for v in row) > limits.max_bytes:
+        raise _SourceError(
+            f"the rows are larger than {limits.max_bytes:,} bytes, the most a widget may show: "
+            "choose fewer columns or rows"
+        )
+    types = [c.data_type for c in chosen]
+    return [c.name for c in chosen], [
+        [decode_value(t, v) for t, v in zip(types, row, strict=True)] for row in rows
+    ]
 
 
 async def _run_source(
@@ -555,8 +565,8 @@ async def _run_source(
         return outcome.columns, outcome.data
     org = await store.org(org_id)
     catalog = org.catalog
-    max_rows = store.limits.max_query_rows
-    return await org.read(lambda conn: _read_table(conn, catalog, source, max_rows))
+    limits = store.limits.query
+    return await org.read(lambda conn: _read_table(conn, catalog, source, limits))
 
 
 def _index(columns: list[str], name: str, what: str) -> int:

@@ -374,6 +374,10 @@ async def test_sql_cannot_read_another_organisations_table(
 async def test_results_over_the_row_limit_are_refused_not_truncated(
     samples: AsyncLabric, wire: Wire
 ) -> None:
+    saved = await samples.dashboards.create(
+        name="saved earlier",
+        widgets=[TableWidget(id="six", source=DatasetSource(table="samples", limit=6))],
+    )
     reply = await wire.call("PUT", "/v1/admin/datasets/limits", json={"max_query_rows": 5})
     assert reply.status == 200, reply.body
     by_sql = await _refusal(
@@ -384,6 +388,67 @@ async def test_results_over_the_row_limit_are_refused_not_truncated(
     assert "more than 5 matching rows" in by_table
     limited = await _evaluate(samples, TableWidget(source=DatasetSource(table="samples", limit=5)))
     assert len(limited) == 5
+    # A widget saved with a higher limit than the server now allows fails rather than shrinks.
+    with pytest.raises(BadRequestError, match="more than 5 matching rows"):
+        await samples.dashboards.widget_data(saved.id, "six")
+
+
+async def test_results_over_the_size_limit_are_refused(samples: AsyncLabric, wire: Wire) -> None:
+    reply = await wire.call("PUT", "/v1/admin/datasets/limits", json={"max_query_bytes": 40})
+    assert reply.status == 200, reply.body
+    for source in (
+        SQLSource(query="SELECT name, strain FROM samples"),
+        DatasetSource(table="samples", columns=["name", "strain"]),
+    ):
+        detail = await _refusal(samples, TableWidget(source=source))
+        assert "larger than 40 bytes" in detail
+    one = await _evaluate(
+        samples, TableWidget(source=DatasetSource(table="samples", columns=["name"], limit=1))
+    )
+    assert one.rows == [[SAMPLES[0]["name"]]]
+
+
+async def test_dataset_sources_order_descending_with_ties_newest_first(
+    samples: AsyncLabric,
+) -> None:
+    data = await _evaluate(
+        samples,
+        TableWidget(
+            source=DatasetSource(
+                table="samples", columns=["name", "day"], order_by="day", descending=True
+            )
+        ),
+    )
+    expected = sorted(
+        ((s["name"], s["day"], i) for i, s in enumerate(SAMPLES)),
+        key=lambda t: (t[1], t[2]),
+        reverse=True,
+    )
+    assert data.rows == [[name, day] for name, day, _ in expected]
+
+
+async def test_a_column_named_twice_by_its_two_names(samples: AsyncLabric) -> None:
+    await samples.datasets.create(
+        "readings",
+        columns=[
+            {"name": "sample", "foreign_key": "samples"},
+            {"name": "value", "type": "float"},
+        ],
+    )
+    ids = (await samples.datasets.query("SELECT id FROM samples ORDER BY name")).data
+    await samples.datasets.write("readings", [{"sample": ids[0][0], "value": 1.5}])
+    data = await _evaluate(
+        samples,
+        TableWidget(
+            source=DatasetSource(
+                table="readings",
+                columns=["sample", "sample_id", "value"],
+                filters={"sample__name": SAMPLES[0]["name"]},
+            )
+        ),
+    )
+    assert data.columns == ["sample", "sample", "value"]
+    assert data.rows == [[ids[0][0], ids[0][0], 1.5]]
 
 
 async def test_a_read_key_evaluates_widgets(samples: AsyncLabric, server: LocalServer) -> None:
