@@ -14,7 +14,9 @@ from labric import Labric, Page
 from labric._portal import SyncResource
 from labric.errors import NotFoundError, PortalUsageError
 from labric.models.datasets import Column, TableInfo, TableWrite, WriteProgress
+from labric.models.experiments import Experiment, ExperimentRow
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
+from labric.models.instruments import DeviceStatusHistory, InstrumentPairing, PairedDevice
 from labric.models.jobs import (
     ExecutionLogs,
     ExecutionStatus,
@@ -245,6 +247,129 @@ def _datasets_transact(ctx: Ctx) -> None:
     assert list(result.refs) == ["a"]
 
 
+def _instrument(ctx: Ctx) -> str:
+    return ctx.client.instruments.create(name=f"smoke-{ctx.tmp.name}").instrument.id
+
+
+def _instruments_create(ctx: Ctx) -> None:
+    made = ctx.client.instruments.create(name="smoke", metadata={"bench": 1})
+    assert isinstance(made, InstrumentPairing)
+    assert made.pairing_code
+
+
+def _instruments_get(ctx: Ctx) -> None:
+    instrument_id = _instrument(ctx)
+    assert ctx.client.instruments.get(instrument_id).id == instrument_id
+
+
+def _instruments_list(ctx: Ctx) -> None:
+    instrument_id = _instrument(ctx)
+    assert instrument_id in [i.id for i in ctx.client.instruments.list(page_size=1)]
+
+
+def _instruments_update(ctx: Ctx) -> None:
+    updated = ctx.client.instruments.update(_instrument(ctx), description="north bench")
+    assert updated.description == "north bench"
+
+
+def _instruments_delete(ctx: Ctx) -> None:
+    instrument_id = _instrument(ctx)
+    ctx.client.instruments.delete(instrument_id, force=True)
+    with pytest.raises(NotFoundError):
+        ctx.client.instruments.get(instrument_id)
+
+
+def _instruments_pairing_code(ctx: Ctx) -> None:
+    assert ctx.client.instruments.pairing_code(_instrument(ctx)).pairing_code
+
+
+def _instruments_pair(ctx: Ctx) -> None:
+    made = ctx.client.instruments.create(name="smoke")
+    device = ctx.client.instruments.pair(made.pairing_code)
+    assert isinstance(device, PairedDevice)
+    assert device.instrument.id == made.instrument.id
+
+
+def _instruments_report_status(ctx: Ctx) -> None:
+    report = ctx.client.instruments.report_status(_instrument(ctx), status="online")
+    assert report.current_status is not None
+    assert report.current_status.value == "online"
+
+
+def _instruments_device_status(ctx: Ctx) -> None:
+    instrument_id = _instrument(ctx)
+    ctx.client.instruments.report_status(instrument_id, status="error", app_version="1.0")
+    history = ctx.client.instruments.device_status(instrument_id)
+    assert isinstance(history, DeviceStatusHistory)
+    assert [p.status for p in history.statuses] == ["error"]
+
+
+def _experiment(ctx: Ctx) -> str:
+    return ctx.client.experiments.create(name=f"smoke-{ctx.tmp.name}", tags=[ctx.tmp.name]).id
+
+
+def _experiments_create(ctx: Ctx) -> None:
+    made = ctx.client.experiments.create(name="smoke", status="running")
+    assert isinstance(made, Experiment)
+    assert made.started_at is not None
+
+
+def _experiments_get(ctx: Ctx) -> None:
+    experiment_id = _experiment(ctx)
+    assert ctx.client.experiments.get(experiment_id).id == experiment_id
+
+
+def _experiments_list(ctx: Ctx) -> None:
+    experiment_id = _experiment(ctx)
+    assert [e.id for e in ctx.client.experiments.list(tag=ctx.tmp.name)] == [experiment_id]
+
+
+def _experiments_update(ctx: Ctx) -> None:
+    assert ctx.client.experiments.update(_experiment(ctx), status="completed").ended_at
+
+
+def _experiments_delete(ctx: Ctx) -> None:
+    experiment_id = _experiment(ctx)
+    ctx.client.experiments.delete(experiment_id)
+    with pytest.raises(NotFoundError):
+        ctx.client.experiments.get(experiment_id)
+
+
+def _experiments_link_files(ctx: Ctx) -> None:
+    links = ctx.client.experiments.link_files(_experiment(ctx), [ctx.file.file_id])
+    assert (links.linked, links.total) == (1, 1)
+
+
+def _experiments_files(ctx: Ctx) -> None:
+    experiment_id = _experiment(ctx)
+    ctx.client.experiments.link_files(experiment_id, [ctx.file.file_id])
+    assert [f.file_id for f in ctx.client.experiments.files(experiment_id)] == [ctx.file.file_id]
+
+
+def _experiments_unlink_file(ctx: Ctx) -> None:
+    experiment_id = _experiment(ctx)
+    ctx.client.experiments.link_files(experiment_id, [ctx.file.file_id])
+    ctx.client.experiments.unlink_file(experiment_id, ctx.file.file_id)
+    assert list(ctx.client.experiments.files(experiment_id)) == []
+
+
+def _experiments_link_rows(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    row_id = ctx.client.datasets.write(name, [{"n": 1}]).ids[0]
+    links = ctx.client.experiments.link_rows(_experiment(ctx), [(name, str(row_id))])
+    assert links.linked == 1
+
+
+def _experiments_rows(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    row_id = ctx.client.datasets.write(name, [{"n": 1}]).ids[0]
+    experiment_id = _experiment(ctx)
+    ctx.client.experiments.link_rows(experiment_id, [(name, str(row_id))])
+    assert ctx.client.experiments.rows(experiment_id) == [
+        ExperimentRow(table=name, row_id=str(row_id))
+    ]
+
+
 SMOKE: dict[str, Callable[[Ctx], None]] = {
     "datasets.create": _datasets_create,
     "datasets.get": _datasets_get,
@@ -278,6 +403,25 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "jobs.run": _jobs_run,
     "jobs.wait": _jobs_wait,
     "jobs.track": _jobs_track,
+    "instruments.create": _instruments_create,
+    "instruments.delete": _instruments_delete,
+    "instruments.device_status": _instruments_device_status,
+    "instruments.get": _instruments_get,
+    "instruments.list": _instruments_list,
+    "instruments.pair": _instruments_pair,
+    "instruments.pairing_code": _instruments_pairing_code,
+    "instruments.report_status": _instruments_report_status,
+    "instruments.update": _instruments_update,
+    "experiments.create": _experiments_create,
+    "experiments.delete": _experiments_delete,
+    "experiments.files": _experiments_files,
+    "experiments.get": _experiments_get,
+    "experiments.link_files": _experiments_link_files,
+    "experiments.link_rows": _experiments_link_rows,
+    "experiments.list": _experiments_list,
+    "experiments.rows": _experiments_rows,
+    "experiments.unlink_file": _experiments_unlink_file,
+    "experiments.update": _experiments_update,
 }
 
 
