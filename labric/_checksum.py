@@ -21,12 +21,22 @@ _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
     """The CRC32C of ``data``."""
-    return int(google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data))
+    return crc32c_extend(0, data)
+
+
+#: Bytes copied at a time when a writable buffer is checksummed (the C extension takes only
+#: read-only ``bytes``, so a large buffer is fed through small copies instead of one big one).
+_COPY_SLICE = 1024 * 1024
 
 
 def crc32c_extend(crc: int, data: bytes | bytearray | memoryview) -> int:
     """Continue a running CRC32C with more bytes."""
-    return int(google_crc32c.extend(crc, bytes(data) if isinstance(data, memoryview) else data))
+    if isinstance(data, bytes):
+        return int(google_crc32c.extend(crc, data))
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), _COPY_SLICE):
+        crc = int(google_crc32c.extend(crc, bytes(view[start : start + _COPY_SLICE])))
+    return crc
 
 
 def crc32c_to_b64(crc: int) -> str:

@@ -219,6 +219,38 @@ class AdaptiveLimiter:
                 cond.notify(1)
 
 
+class BufferPool:
+    """Part buffers kept for reuse, up to ``limit`` bytes of idle buffers.
+
+    Uploads read each part into a buffer of its size. Allocating and freeing a fresh part-sized
+    ``bytes`` per part fragments the allocator's heap, so a long upload's resident memory creeps
+    well past what is actually buffered; reusing buffers keeps it at what the budget allows.
+    Parts of one upload share one size (the last may be shorter), so a pool keyed by size hits.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.idle = 0
+        self._free: dict[int, list[bytearray]] = {}
+
+    def take(self, size: int) -> bytearray:
+        free = self._free.get(size)
+        if free:
+            self.idle -= size
+            return free.pop()
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        size = len(buffer)
+        if self.idle + size > self.limit:
+            # Make room by dropping buffers of other sizes: they belong to finished uploads.
+            for other in [n for n in self._free if n != size]:
+                self.idle -= other * len(self._free.pop(other))
+        if self.idle + size <= self.limit:
+            self._free.setdefault(size, []).append(buffer)
+            self.idle += size
+
+
 class MemoryBudget:
     """Bounds bytes buffered at once across all transfers of a client.
 
@@ -333,6 +365,27 @@ class _Source:
     identity: tuple[str, int, int] | None = None
     spooled: bool = False
 
+    async def read_part(
+        self, offset: int, length: int, buffer: bytearray | None
+    ) -> tuple[memoryview, int]:
+        """Read ``length`` bytes at ``offset`` and their CRC32C, off the event loop.
+
+        File sources are read into ``buffer`` (a reused part buffer of ``length`` bytes, so
+        part-sized allocations do not pile up in the heap); in-memory sources are sliced without
+        a copy and need no buffer.
+        """
+        if self.data is not None:
+            view = memoryview(self.data).cast("B")[offset : offset + length]
+            return view, crc32c_extend(0, view)
+        assert buffer is not None
+        assert len(buffer) == length
+        if self.path is not None:
+            return await asyncio.to_thread(_pread_into, self.path, offset, buffer)
+        assert self.fileobj is not None
+        return await asyncio.to_thread(
+            _readinto_fileobj, self.fileobj, self.base_offset + offset, buffer
+        )
+
     async def read(self, offset: int, length: int) -> bytes:
         if self.data is not None:
             return bytes(self.data[offset : offset + length])
@@ -369,6 +422,33 @@ def _pread_all(fd: int, offset: int, length: int) -> bytes:
         chunks.append(more)
         got += len(more)
     return b"".join(chunks)
+
+
+def _pread_into(path: Path, offset: int, buffer: bytearray) -> tuple[memoryview, int]:
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = 0
+        while got < len(view):
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
+                raise TransferError("The file got shorter while it was being uploaded")
+            got += n
+    finally:
+        os.close(fd)
+    return view, crc32c_extend(0, view)
+
+
+def _readinto_fileobj(fileobj: IO[bytes], offset: int, buffer: bytearray) -> tuple[memoryview, int]:
+    view = memoryview(buffer)
+    fileobj.seek(offset)
+    got = 0
+    while got < len(view):
+        n = fileobj.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise TransferError("The file object got shorter while it was being uploaded")
+        got += n
+    return view, crc32c_extend(0, view)
 
 
 def _read_fileobj(fileobj: IO[bytes], offset: int, length: int) -> bytes:
@@ -556,6 +636,7 @@ class TransferEngine:
         limit = max(1, min(config.concurrency, transport.config.max_connections))
         self.limiter = AdaptiveLimiter(limit)
         self.memory = MemoryBudget(config.memory_budget)
+        self.buffers = BufferPool(config.memory_budget)
         self.journal = Journal(config.state_dir)
         self._origin = transport.config.base_url
         self._key_prefix = transport.config.key_prefix
@@ -853,32 +934,14 @@ class TransferEngine:
         sent = [already]
 
         async def one(part: Any) -> None:
-            async with self.memory.reserve(part.size):
-                data = await src.read(part.offset, part.size)
-                crc = crc32c_extend(0, data)
-                headers = {
-                    **part.headers,
-                    "Content-Length": str(part.size),
-                    "x-goog-hash": f"crc32c={crc32c_to_b64(crc)}",
-                }
-
-                async def put_once() -> None:
-                    async def send() -> None:
-                        async with (
-                            self._stall_guard("PUT", part.url) as touch,
-                            self._transport.stream(
-                                "PUT",
-                                part.url,
-                                headers=headers,
-                                data=_slices(data, self._config.chunk_size, touch),
-                            ) as resp,
-                        ):
-                            await resp.read()
-
-                    await self._slot_call(send)
-
-                await self._transport.retrying(put_once, method="PUT", url=part.url)
-            crcs[part.number] = crc
+            # A part in flight holds its buffer, plus one slice copied into the socket's buffer.
+            async with self.memory.reserve(part.size + min(part.size, self._config.chunk_size)):
+                buffer = None if src.data is not None else self.buffers.take(part.size)
+                try:
+                    await send_part(part, buffer)
+                finally:
+                    if buffer is not None:
+                        self.buffers.give(buffer)
             sent[0] += part.size
             progress.advance(src.name, part.size, sent[0], src.size)
             if key is not None:
@@ -890,6 +953,32 @@ class TransferEngine:
                         "parts": {str(n): crc32c_to_b64(c) for n, c in crcs.items()},
                     },
                 )
+
+        async def send_part(part: Any, buffer: bytearray | None) -> None:
+            data, crc = await src.read_part(part.offset, part.size, buffer)
+            headers = {
+                **part.headers,
+                "Content-Length": str(part.size),
+                "x-goog-hash": f"crc32c={crc32c_to_b64(crc)}",
+            }
+
+            async def put_once() -> None:
+                async def send() -> None:
+                    async with (
+                        self._stall_guard("PUT", part.url) as touch,
+                        self._transport.stream(
+                            "PUT",
+                            part.url,
+                            headers=headers,
+                            data=_slices(data, self._config.chunk_size, touch),
+                        ) as resp,
+                    ):
+                        await resp.read()
+
+                await self._slot_call(send)
+
+            await self._transport.retrying(put_once, method="PUT", url=part.url)
+            crcs[part.number] = crc
 
         todo = [p for p in parts if p.number not in done]
         await _gather_all([one(p) for p in todo])
@@ -1427,7 +1516,9 @@ async def _gather_all(coros: list[Awaitable[Any]]) -> None:
         raise
 
 
-async def _slices(data: bytes, size: int, touch: Callable[[], None]) -> AsyncIterator[memoryview]:
+async def _slices(
+    data: bytes | memoryview, size: int, touch: Callable[[], None]
+) -> AsyncIterator[memoryview]:
     """Hand a buffer to aiohttp in ``size`` slices, so the stall guard sees progress."""
     view = memoryview(data)
     for start in range(0, len(view), size):

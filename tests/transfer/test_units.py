@@ -20,6 +20,7 @@ from labric._checksum import (
 )
 from labric._transfer import (
     AdaptiveLimiter,
+    BufferPool,
     MemoryBudget,
     expand_sources,
     open_source,
@@ -155,6 +156,53 @@ async def test_memory_budget_never_exceeded() -> None:
     await asyncio.gather(*(use(n) for n in [60, 60, 30, 30, 90, 10, 500]))
     assert budget.peak <= 100
     assert budget.used == 0
+
+
+@given(st.binary(max_size=5000), st.integers(min_value=0, max_value=4999))
+def test_crc32c_of_writable_buffers_matches_bytes(data: bytes, cut: int) -> None:
+    """Buffers the C extension refuses (bytearray, memoryview) are checksummed the same."""
+    expected = crc32c(data)
+    assert crc32c(bytearray(data)) == expected
+    assert crc32c(memoryview(data)) == expected
+    head = crc32c_extend(0, memoryview(bytearray(data))[:cut])
+    assert crc32c_extend(head, bytearray(data[cut:])) == expected
+
+
+def test_buffer_pool_reuses_buffers_within_its_limit() -> None:
+    pool = BufferPool(limit=100)
+    first = pool.take(40)
+    pool.give(first)
+    assert pool.take(40) is first  # reused, not reallocated
+    a, b, c = pool.take(40), pool.take(40), pool.take(40)
+    for buf in (a, b, c):
+        pool.give(buf)
+    assert pool.idle == 80  # the third would pass the limit and is dropped
+    assert pool.take(30) is not a  # another size gets a fresh buffer...
+    pool.give(bytearray(30))
+    assert pool.idle == 30  # ...and makes room by dropping the idle buffers of the old size
+
+
+async def test_read_part_fills_the_buffer_and_checksums_it(tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    data = os.urandom(10_000)
+    path.write_bytes(data)
+    src = await open_source(path, name=None, content_type=None, chunk_size=4)
+    buffer = bytearray(3000)
+    view, crc = await src.read_part(5000, 3000, buffer)
+    assert bytes(view) == data[5000:8000]
+    assert crc == crc32c(data[5000:8000])
+    assert view.obj is buffer  # read in place
+    path.write_bytes(data[:6000])  # the file shrinks under us: a clear error, not short data
+    with pytest.raises(TransferError, match="got shorter"):
+        await src.read_part(5000, 3000, buffer)
+
+    src = await open_source(io.BytesIO(data), name="b.bin", content_type=None, chunk_size=4)
+    view, crc = await src.read_part(100, 3000, buffer)
+    assert (bytes(view), crc) == (data[100:3100], crc32c(data[100:3100]))
+
+    src = await open_source(data, name="m.bin", content_type=None, chunk_size=4)
+    view, crc = await src.read_part(9000, 1000, None)  # in memory: sliced, no buffer needed
+    assert (bytes(view), crc) == (data[9000:], crc32c(data[9000:]))
 
 
 def test_expand_sources_walks_directories_and_globs(tmp_path: Path) -> None:
