@@ -292,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
     except KeyboardInterrupt:
         hint = getattr(args, "interrupt_hint", None)
-        sys.stderr.write("\nlabric: interrupted" + (f"; {hint}" if hint else "") + "\n")
+        # On a terminal, start past the echoed ^C.
+        lead = "\n" if sys.stderr.isatty() else ""
+        sys.stderr.write(f"{lead}labric: interrupted" + (f"; {hint}" if hint else "") + "\n")
         sys.stderr.flush()
         return EXIT_INTERRUPTED
     except Exception as exc:

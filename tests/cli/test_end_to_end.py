@@ -21,7 +21,7 @@ import pytest
 from labric import Labric
 from labric.server import FaultConfig, ThreadedServer
 
-from ._support import COMMAND_TIMEOUT, make_tree, run_labric
+from ._support import COMMAND_TIMEOUT, call, make_tree, run_labric
 
 RUN = {
     f"plate_{p}/read_{r}.csv": f"well,od\nA1,0.{p}{r}\n".encode()
@@ -62,29 +62,49 @@ def test_upload_list_download_round_trip_piped(
         assert (tmp_path / "back" / "run1" / rel).read_bytes() == data
 
 
+def test_a_bad_key_is_one_line_and_exit_3(server: ThreadedServer) -> None:
+    bad = {"LABRIC_API_KEY": "lbk_nobody_000000000000", "LABRIC_API_BASE_URL": server.base_url}
+    done = run_labric("files", "ls", env=bad)
+    assert done.code == 3
+    assert done.out == ""
+    [line] = done.err_lines
+    assert line.startswith("labric: error: 401 Invalid API key (GET /api/v1/files)")
+    assert line.endswith("; check LABRIC_API_KEY")
+    assert "000000000000" not in done.err  # the key's secret is never shown
+
+
 @pytest.mark.parametrize(
     "argv",
     [
-        ["files", "ls"],
         ["files", "upload", "{run}"],
+        ["files", "download", "some-id", "-o", "{run}"],
+        ["files", "rm", "some-id"],
+        ["sync", "up", "{run}"],
         ["sync", "down", "{run}"],
         ["datasets", "ls"],
+        ["datasets", "query", "SELECT 1"],
+        ["datasets", "rows", "samples"],
         ["jobs", "ls"],
+        ["jobs", "run", "some-job", "--wait"],
+        ["jobs", "logs", "some-execution"],
     ],
 )
-def test_a_bad_key_is_one_line_and_exit_3(
-    server: ThreadedServer, tmp_path: Path, argv: list[str]
+def test_every_subcommand_reports_a_bad_key_the_same_way(
+    server: ThreadedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
 ) -> None:
     run = make_tree(tmp_path / "run1", {"a.csv": b"a\n"})
-    bad = {"LABRIC_API_KEY": "lbk_nobody_000000000000", "LABRIC_API_BASE_URL": server.base_url}
-    done = run_labric(*(a.replace("{run}", str(run)) for a in argv), env=bad)
+    monkeypatch.setenv("LABRIC_API_KEY", "lbk_nobody_000000000000")
+    monkeypatch.setenv("LABRIC_API_BASE_URL", server.base_url)
+    done = call(capsys, *(a.replace("{run}", str(run)) for a in argv))
     assert done.code == 3
-    [last] = done.err_lines
-    assert last.startswith("labric: error: 401 ")
-    assert last.endswith("check LABRIC_API_KEY")
-    assert "000000000000" not in done.err  # the key's secret is never shown
-    assert "Traceback" not in done.err
-    assert done.out == ""
+    # Exactly one error line (a transfer may have drawn its progress line before it).
+    [line] = [x for x in done.err_lines if x.startswith("labric: error: ")]
+    assert "401 Invalid API key" in line
+    assert "000000000000" not in done.err
 
 
 def test_no_key_is_a_configuration_error(server: ThreadedServer) -> None:
