@@ -129,11 +129,14 @@ class URLSigner:
         expires_text = query.get(EXPIRES_PARAM)
         if not signature or not expires_text:
             raise SignatureError("This storage URL is not signed")
-        try:
-            expires = int(expires_text)
-        except ValueError:
-            raise SignatureError("This storage URL's expiry is malformed") from None
-        names = [n for n in query.get(SIGNED_HEADERS_PARAM, "").lower().split(";") if n]
+        if not (expires_text.isascii() and expires_text.isdigit() and len(expires_text) <= 16):
+            raise SignatureError("This storage URL's expiry is malformed")
+        expires = int(expires_text)
+        listed = query.get(SIGNED_HEADERS_PARAM, "")
+        names = listed.split(";") if listed else []
+        # Only the spelling the server wrote is accepted, so a signed URL has exactly one:
+        # ``int`` also reads "017", and the header list would match in any order or case.
+        canonical = str(expires) == expires_text and names == sorted({n.lower() for n in names})
         values: dict[str, str] = {}
         for name in names:
             value = headers.get(name)
@@ -142,7 +145,7 @@ class URLSigner:
             values[name] = value
         verb = "GET" if method.upper() == "HEAD" else method
         expected = self._signature(verb, path, expires, values)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        if not canonical or not hmac.compare_digest(expected.encode(), signature.encode()):
             raise SignatureError(
                 "The signature does not match this request (URL, method or signed headers "
                 "differ from what was signed)"
