@@ -362,10 +362,13 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
             clients = list(self._clients.items())
             self._clients.clear()
         for loop, client in clients:
-            if loop.is_running():
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if loop.is_running():
                     future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
                     future.result(_EXIT_CLOSE_TIMEOUT)
+                else:
+                    # Its loop is over: closing from a loop of our own detaches the session.
+                    asyncio.run(client.aclose())
 
     def __enter__(self) -> LabricFileSystem:
         return self
@@ -402,16 +405,23 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
         return stripped.lstrip("/")
 
     def invalidate_cache(self, path: str | None = None) -> None:
-        """Forget cached listings: all of them, or those of ``path`` and its parents."""
+        """Forget cached listings: all of them, or those at, under and above ``path``.
+
+        The parents go too: a file written or deleted at ``path`` changes their listings.
+        """
         if path is None:
             self.dircache.clear()
         else:
             path = self._strip_protocol(path)
+            below = f"{path}/" if path else ""
+            for cached in [key for key in self.dircache if key.startswith(below)]:
+                self.dircache.pop(cached, None)
+            parent = path
             while True:
-                self.dircache.pop(path, None)
-                if not path:
+                self.dircache.pop(parent, None)
+                if not parent:
                     break
-                path = self._parent(path)
+                parent = self._parent(parent)
         super().invalidate_cache(path)
 
     # -- listings ------------------------------------------------------------------------------
@@ -1042,7 +1052,7 @@ class LabricFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec ships no
             if key in kwargs
         }
         if mode == "rb":
-            info = kwargs.pop("details", None) or fs.info(path)
+            info = fs.info(path)
             if info["type"] != "file":
                 raise IsADirectoryError(errno.EISDIR, "A directory, not a file", path)
             if info["size"] is None:

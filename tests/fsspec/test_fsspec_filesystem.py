@@ -170,6 +170,14 @@ def test_listings_are_cached_until_a_write_or_a_refresh(
     assert f"{root}/plates/p3.csv" in fs.ls(f"{root}/plates", detail=False, refresh=True)
     fs.pipe(f"{root}/plates/p4.csv", b"well,od\n")  # through the filesystem: invalidated
     assert f"{root}/plates/p4.csv" in fs.ls(f"{root}/plates", detail=False)
+    fs.ls(root)
+    fs.invalidate_cache(f"{root}/plates")  # that listing, those under it and those above it
+    assert f"{root}/plates" not in fs.dircache
+    assert root not in fs.dircache
+    fs.ls(f"{root}/plates/raw")
+    fs.invalidate_cache(root)
+    assert f"{root}/plates/raw" not in fs.dircache
+    fs.ls(root)
     fs.invalidate_cache()
     assert not fs.dircache
 
