@@ -165,17 +165,26 @@ def add_sync(commands: Any) -> None:
         "ever deleted. " + CREDENTIALS_HELP,
     )
     sub = parser.add_subparsers(dest="sync_direction", metavar="DIRECTION", required=True)
-    for direction, text in (
-        ("up", "upload what differs from the platform"),
-        ("down", "download what differs from the local directory"),
+    for direction, text, description, instrument_help in (
+        (
+            "up",
+            "upload what differs from the platform",
+            "Upload every file under LOCAL_DIR as <name of LOCAL_DIR>/<relative path>, skipping "
+            "files whose path and CRC32C already match a file on the platform. Deletes nothing.",
+            "attach the uploads to this instrument",
+        ),
+        (
+            "down",
+            "download what differs from the local directory",
+            "Download the newest platform file of every path under <name of LOCAL_DIR>/ into "
+            "LOCAL_DIR, skipping local files whose CRC32C matches and replacing those that "
+            "differ. Deletes nothing.",
+            "only this instrument's files",
+        ),
     ):
-        p = sub.add_parser(direction, help=text, description=text + ". " + CREDENTIALS_HELP)
+        p = sub.add_parser(direction, help=text, description=description + " " + CREDENTIALS_HELP)
         p.add_argument("local_dir", metavar="LOCAL_DIR")
-        p.add_argument(
-            "--instrument",
-            metavar="ID",
-            help="attach uploads to this instrument (up); only its files (down)",
-        )
+        p.add_argument("--instrument", metavar="ID", help=instrument_help)
         _add_transfer_options(p)
         add_common(p, json_help='print {"files": [...], "summary": {...}}')
         if direction == "up":

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from labric import Labric
+from labric.server import ThreadedServer
 
 from ._support import call, make_tree
 
@@ -106,3 +107,24 @@ def test_sync_needs_a_direction(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     with pytest.raises(SystemExit) as excinfo:
         call(capsys, "sync", str(tmp_path))
     assert excinfo.value.code == 2
+
+
+def test_sync_with_an_instrument(
+    env: dict[str, str],
+    server: ThreadedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reader = server.create_instrument("reader")
+    mine = make_tree(tmp_path / "a" / "run7", {"x.csv": b"1\n"})
+    other = make_tree(tmp_path / "b" / "run7", {"y.csv": b"2\n"})
+    assert call(capsys, "sync", "up", str(mine), "--instrument", reader, "-q").code == 0
+    assert call(capsys, "sync", "up", str(other), "-q").code == 0
+    with Labric() as client:
+        attached = {f.original_path for f in client.files.list(instrument_id=reader)}
+    assert attached == {"run7/x.csv"}
+
+    copy = tmp_path / "c" / "run7"
+    done = call(capsys, "sync", "down", str(copy), "--instrument", reader, "--json")
+    assert done.code == 0, done.err
+    assert sorted(p.name for p in copy.iterdir()) == ["x.csv"]
