@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from labric._client import AsyncLabric
 from labric._portal import SyncResource
 from labric._sync_pager import SyncPager
@@ -132,3 +135,24 @@ class Dashboards(SyncResource[AsyncLabric, AsyncDashboards]):
                 holds something other than numbers); the message names the widget.
         """
         return self._portal.call(lambda c: self._get(c).widget_data(dashboard_id, widget_id))
+
+    def render(self, dashboard_id: str, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
+        """Draw a dashboard to a PNG file with matplotlib, to look at it from a script.
+
+        Every widget is evaluated on the server (as :meth:`widget_data` does) and drawn in its
+        place on the grid; a widget whose data cannot be computed shows the server's reason in
+        its cell rather than failing the drawing. matplotlib is needed only for this method.
+
+        Args:
+            dashboard_id: The dashboard.
+            path: The PNG file to write (replaced if it exists).
+            dpi: Pixels per inch; the image is 12 inches wide (one per grid column).
+
+        Returns:
+            The path written.
+
+        Raises:
+            ImportError: matplotlib is not installed (the message says what to install).
+            NotFoundError: no such dashboard in the key's organisation.
+        """
+        return self._portal.call(lambda c: self._get(c).render(dashboard_id, path, dpi=dpi))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import attrs
 
+from labric import _render
 from labric._converter import unstructure
 from labric._pagination import AsyncPager
-from labric.models.dashboards import Dashboard, Widget, WidgetData
+from labric.errors import APIStatusError
+from labric.models.dashboards import Dashboard, TextWidget, UnknownWidget, Widget, WidgetData
 from labric.resources._base import AsyncResource
 
 __all__ = ["AsyncDashboards"]
@@ -177,3 +182,47 @@ class AsyncDashboards(AsyncResource):
             f"/widgets/{_segment(widget_id, 'widget_id')}/data",
         )
         return self._parse(response, WidgetData)
+
+    async def render(
+        self, dashboard_id: str, path: str | os.PathLike[str], *, dpi: int = 100
+    ) -> Path:
+        """Draw a dashboard to a PNG file with matplotlib, to look at it from a script.
+
+        Every widget is evaluated on the server (as :meth:`widget_data` does) and drawn in its
+        place on the grid; a widget whose data cannot be computed shows the server's reason in
+        its cell rather than failing the drawing. matplotlib is needed only for this method.
+
+        Args:
+            dashboard_id: The dashboard.
+            path: The PNG file to write (replaced if it exists).
+            dpi: Pixels per inch; the image is 12 inches wide (one per grid column).
+
+        Returns:
+            The path written.
+
+        Raises:
+            ImportError: matplotlib is not installed (the message says what to install).
+            NotFoundError: no such dashboard in the key's organisation.
+        """
+        _render.require()
+        if dpi < 10:
+            raise ValueError("dpi must be at least 10")
+        board = await self.get(dashboard_id)
+
+        async def evaluate(widget_id: str) -> WidgetData | str:
+            try:
+                return await self.widget_data(board.id, widget_id)
+            except APIStatusError as exc:
+                return str(exc.detail or exc)
+
+        wanted = [
+            w.id
+            for w in board.widgets
+            if w.id is not None and not isinstance(w, TextWidget | UnknownWidget)
+        ]
+        results = await asyncio.gather(*(evaluate(widget_id) for widget_id in wanted))
+        target = Path(path)
+        await asyncio.to_thread(
+            _render.draw, board, dict(zip(wanted, results, strict=True)), target, dpi=dpi
+        )
+        return target

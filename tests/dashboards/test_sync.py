@@ -69,3 +69,13 @@ def test_sync_dashboards(sync_client: Labric) -> None:
     sync_client.dashboards.delete(board.id)
     with pytest.raises(NotFoundError):
         sync_client.dashboards.get(board.id)
+
+
+def test_sync_render(sync_client: Labric, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    board = sync_client.dashboards.create(
+        name="Notes",
+        widgets=[TextWidget(markdown="hello", layout=WidgetLayout(x=0, y=0, w=4, h=2))],
+    )
+    target = sync_client.dashboards.render(board.id, tmp_path / "notes.png", dpi=30)
+    assert target.read_bytes()[:4] == b"\x89PNG"
