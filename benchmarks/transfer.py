@@ -67,9 +67,11 @@ def run_contender(argv: list[str], env: dict[str, str] | None = None) -> dict[st
     return report
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_server(data_dir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start ``labric serve`` on ``data_dir`` (plus ``options``); return it, its URL and key."""
+    argv = [sys.executable, "-m", "labric.cli", "serve", "--data-dir", str(data_dir)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "labric.cli", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        [*argv, "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -511,7 +513,10 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only or ["small", "big", "rss"])
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="labric-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    server, base_url, key = start_server(work / "server")
+    # The single-stream contenders (raw aiohttp, curl, the official client) PUT the big file in
+    # one request, which the hosted 500 MB cap would refuse: raise it for this server.
+    biggest = max([args.big_mib, *(int(s) for s in args.rss_mib.split(",") if s)]) * MiB
+    server, base_url, key = start_server(work / "server", "--max-single-put", str(biggest + MiB))
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     }

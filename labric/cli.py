@@ -15,7 +15,8 @@ Subcommands::
     labric jobs ls [--archived]
     labric jobs run JOB [--file FILE_ID]... [--param NAME=VALUE]... [--timeout S] [--wait]
     labric jobs logs EXECUTION_ID
-    labric serve --data-dir DIR [--host 127.0.0.1] [--port 8765] [--part-size N] [--faults SPEC]
+    labric serve --data-dir DIR [--host 127.0.0.1] [--port 8765] [--part-size N]
+                 [--max-single-put N] [--faults SPEC]
     labric keys create --data-dir DIR [--org NAME] --scopes read,write [--expires-in SECONDS]
 
 The API subcommands (``files``, ``sync``, ``datasets``, ``jobs``) read ``LABRIC_API_KEY`` and
@@ -104,6 +105,13 @@ def _add_serve(commands: Any) -> None:
         "--part-size", type=parse_size, default=None, help="multipart upload part size (16MiB)"
     )
     parser.add_argument(
+        "--max-single-put",
+        type=parse_size,
+        default=None,
+        help="largest object one signed PUT may store (500 MB, as hosted; raise it to compare "
+        "single-stream clients on bigger files)",
+    )
+    parser.add_argument(
         "--faults", default=None, help='fault injection, e.g. "error=0.1,latency_ms=20,seed=7"'
     )
     parser.set_defaults(func=_serve)
@@ -111,7 +119,7 @@ def _add_serve(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from labric.server import LocalServer, parse_faults
-    from labric.server.state import DEFAULT_PART_SIZE
+    from labric.server.state import DEFAULT_PART_SIZE, MAX_SINGLE_PUT
 
     try:
         faults = parse_faults(args.faults) if args.faults else None
@@ -122,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         part_size=args.part_size or DEFAULT_PART_SIZE,
+        max_single_put=args.max_single_put or MAX_SINGLE_PUT,
         faults=faults,
     )
     return asyncio.run(_serve_until_signalled(server, f"{args.host}:{args.port}"))

@@ -84,6 +84,26 @@ async def test_serve_prints_credentials_and_stops_on_sigint(tmp_path: Path) -> N
     assert (tmp_path / "d" / "admin.key").read_text() == served.key
 
 
+async def test_serve_can_raise_the_single_put_cap(tmp_path: Path) -> None:
+    served = await _serve(tmp_path / "d", "--max-single-put", "600MiB")
+    try:
+        headers = {"Authorization": f"Bearer {served.key}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{served.base_url}/v1/job-executions", headers=headers) as resp,
+        ):
+            execution = (await resp.json())["job_execution_id"]
+            body = {"file_name": "big.bin", "job_execution_id": execution}
+            async with session.post(
+                f"{served.base_url}/v1/files/upload-url", json=body, headers=headers
+            ) as resp:
+                ticket = await resp.json()
+    finally:
+        code, _, stderr = await _finish(served, signal.SIGINT)
+    assert code == 0, stderr
+    assert ticket["headers"]["x-goog-content-length-range"] == f"0,{600 * 1024 * 1024}"
+
+
 async def test_keys_create_works_alongside_a_running_server(tmp_path: Path) -> None:
     served = await _serve(tmp_path / "d")
     try:
