@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import fsspec
 import pytest
+from fsspec.callbacks import Callback
 
-from labric import ConfigurationError
+from labric import ConfigurationError, RetryPolicy
 from labric._checksum import crc32c
-from labric.errors import TransferError
+from labric.errors import IntegrityError, TransferError
 from labric.fsspec import LabricFile, LabricFileSystem
 from labric.server import ThreadedServer
+from labric.server.faults import FaultConfig
 
 Upload = Callable[[str, bytes], str]
 
@@ -494,3 +497,81 @@ def test_rm_files_directories_and_errors(
     assert fs.find(root) == []
     with pytest.raises(FileNotFoundError):
         fs.rm(f"{root}/summary.txt")
+
+
+# -- failures while reading ----------------------------------------------------------------------
+
+
+def test_an_expired_download_url_is_renewed_once(
+    fs: LabricFileSystem, blob: tuple[str, bytes]
+) -> None:
+    path, data = blob
+    with fs.open(path, block_size=1024, cache_type="none") as f:
+        assert f.read(4) == data[:4]
+        assert f._content is not None
+        # A URL whose signature no longer holds is refused (403), as an expired one is.
+        refused = f._content.download_url + "0"
+        f._content = attrs.evolve(f._content, download_url=refused)
+        f.seek(100_000)
+        assert f.read(4) == data[100_000:100_004]
+        assert f._content.download_url != refused
+
+
+def test_an_open_file_is_pinned_to_the_version_first_read(
+    fs: LabricFileSystem, blob: tuple[str, bytes]
+) -> None:
+    path, data = blob
+    with fs.open(path, block_size=1024, cache_type="none") as f:
+        assert f.read(4) == data[:4]
+        assert f._etag is not None
+        f._etag = '"another-version"'  # as if the object had been replaced since
+        f.seek(200_000)
+        with pytest.raises(IntegrityError, match="changed"):
+            f.read(4)
+
+
+def test_reads_and_gets_ride_out_storage_faults(
+    options: dict[str, str],
+    tserver: ThreadedServer,
+    blob: tuple[str, bytes],
+    tmp_path: Path,
+) -> None:
+    path, data = blob
+    retry = RetryPolicy(max_retries=8, initial_delay=0.001, max_delay=0.01)
+    # Client options pass through to the client the filesystem opens.
+    with LabricFileSystem(**options, retry=retry, skip_instance_cache=True) as fs:
+        fs.info(path)
+        tserver.reset_stats()
+        tserver.faults.update(FaultConfig(error=0.3, reset=0.1, scope="storage", seed=11))
+        try:
+            with fs.open(path, block_size=4096, cache_type="none") as f:
+                for offset in (0, 70_000, 1_500_000, 3_000_000):
+                    f.seek(offset)
+                    assert f.read(1000) == data[offset : offset + 1000]
+            fs.get(path, str(tmp_path / "big.bin"))
+            statuses = tserver.stats["requests"]["by_status"]
+        finally:
+            tserver.faults.update(FaultConfig())
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert {"0", "500", "503"} & set(statuses)  # faults were injected, and retried
+
+
+# -- bulk options ----------------------------------------------------------------------------------
+
+
+def test_bulk_calls_report_to_fsspec_callbacks_and_honour_create_mode(
+    fs: LabricFileSystem, root: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "many"
+    local.mkdir()
+    for n in range(6):
+        (local / f"{n}.txt").write_text(str(n))
+    up = Callback()
+    fs.put(str(local), f"{root}/", recursive=True, callback=up)
+    assert (up.size, up.value) == (6, 6)
+    down = Callback()
+    fs.get(f"{root}/many", str(tmp_path / "back"), recursive=True, callback=down)
+    assert (down.size, down.value) == (6, 6)
+    assert tree_of(tmp_path / "back") == tree_of(local)
+    with pytest.raises(FileExistsError):
+        fs.put(str(local), f"{root}/", recursive=True, mode="create")
