@@ -44,9 +44,11 @@ Event loops and lifecycle
     a new client when used again, because fsspec caches instances by their arguments and hands
     the same one to every later ``fsspec.filesystem(...)`` and ``pandas.read_csv(...)`` call.
     Engines such as pandas and Dask never close the filesystems they create, so this module keeps
-    a registry of open filesystems and, at interpreter exit, closes their clients on fsspec's IO
-    loop (still running then: its thread is a daemon) with the public ``aclose()``. There is no
-    ``__del__`` or finalizer poking at aiohttp's internals.
+    a registry of open filesystems and, at interpreter exit, closes their clients with the public
+    ``aclose()``: on fsspec's IO loop, still running then (its thread is a daemon), or, for a
+    loop that has ended, from a loop of its own, which detaches the session. There is no
+    ``__del__`` or finalizer poking at aiohttp's internals. On an ``asynchronous=True``
+    filesystem, ``await fs.open_async(path)`` opens a file for reading without blocking.
 
 Pickling
     A filesystem pickles as its constructor arguments (no client, no session, no loop), so a
@@ -73,7 +75,7 @@ from pathlib import Path
 from typing import IO, Any
 
 try:
-    from fsspec.asyn import AsyncFileSystem, get_loop, sync
+    from fsspec.asyn import AbstractAsyncStreamedFile, AsyncFileSystem, get_loop, sync
     from fsspec.callbacks import DEFAULT_CALLBACK
     from fsspec.implementations.local import LocalFileSystem, make_path_posix, trailing_sep
     from fsspec.spec import AbstractBufferedFile, make_instance
@@ -97,7 +99,7 @@ from labric.errors import (
 from labric.models.files import FileContent, FileInfo
 from labric.models.transfers import TransferProgress
 
-__all__ = ["LabricFile", "LabricFileSystem"]
+__all__ = ["LabricAsyncFile", "LabricFile", "LabricFileSystem"]
 
 #: The virtual directory of files addressed by id: ``labric://.id/<file_id>``.
 ID_DIR = ".id"
@@ -623,7 +625,7 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
         except NotFoundError as exc:
             raise _not_found(info["name"], exc) from exc
 
-    async def _read_open(self, file: LabricFile, start: int, end: int) -> bytes:
+    async def _read_open(self, file: LabricFile | LabricAsyncFile, start: int, end: int) -> bytes:
         """One read of an open file: a range request with the file's URL, pinned to its ETag."""
         client = await self._labric()
         for attempt in range(2):
@@ -661,6 +663,24 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
             cache_options=cache_options,
             **kwargs,
         )
+
+    async def open_async(self, path: str, mode: str = "rb", **kwargs: Any) -> LabricAsyncFile:
+        """Open a file for reading from a coroutine (``asynchronous=True`` filesystems).
+
+        ``await f.read(n)`` is one range request; ``seek`` and ``tell`` work as on any file.
+        Use it as ``async with await fs.open_async(path) as f``.
+
+        Raises:
+            ValueError: a mode other than ``rb`` (write with ``_pipe_file`` / ``_put_file``).
+        """
+        if mode != "rb":
+            raise ValueError(f"open_async reads only ('rb'), not {mode!r}: write with _pipe_file")
+        info = await self._resolve(path)
+        content = None
+        if info["size"] is None:
+            content = await self._content_of(info)
+            info = {**info, "size": content.size_bytes}
+        return LabricAsyncFile(self, info, content, **kwargs)
 
     async def _get_file(
         self,
@@ -1100,3 +1120,25 @@ class LabricFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec ships no
         spool, self._spool = self._spool, None
         if spool is not None:
             spool.close()
+
+
+class LabricAsyncFile(AbstractAsyncStreamedFile):  # type: ignore[misc]  # no fsspec type hints
+    """A file opened for reading by :meth:`LabricFileSystem.open_async`: each ``await read(n)``
+    is one ``Range`` request, pinned to the version of the file first read (no read-ahead)."""
+
+    def __init__(
+        self,
+        fs: LabricFileSystem,
+        info: dict[str, Any],
+        content: FileContent | None,
+        **kwargs: Any,
+    ) -> None:
+        self._content = content
+        self._etag: str | None = None
+        self._details = info
+        kwargs.pop("size", None)
+        super().__init__(fs, info["name"], mode="rb", size=info["size"], **kwargs)
+
+    async def _fetch_range(self, start: int, end: int) -> bytes:
+        data: bytes = await self.fs._read_open(self, start, end)
+        return data

@@ -164,6 +164,13 @@ async def test_asynchronous_use_on_the_callers_loop(server: LocalServer) -> None
         assert await fs._ls("async", detail=False) == ["async/a.csv"]
         assert await fs._cat_file("async/a.csv", start=4) == b"1,2\n"
         assert await fs._exists("async/a.csv")
+        async with await fs.open_async("labric://async/a.csv") as f:
+            assert f.size == 8
+            assert await f.read(3) == b"x,y"
+            f.seek(4)
+            assert await f.read() == b"1,2\n"
+        with pytest.raises(ValueError, match="reads only"):
+            await fs.open_async("async/a.csv", "wb")
         assert list(fs._clients) == [asyncio.get_running_loop()]
         with pytest.raises(UsageError, match="aclose"):
             fs.close()  # blocking close from inside a loop is refused
