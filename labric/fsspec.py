@@ -103,7 +103,6 @@ __all__ = ["LabricAsyncFile", "LabricFile", "LabricFileSystem"]
 
 #: The virtual directory of files addressed by id: ``labric://.id/<file_id>``.
 ID_DIR = ".id"
-_DIRCACHE_OPTIONS = ("use_listings_cache", "listings_expiry_time", "max_paths")
 #: Constructor arguments a pickle leaves out: they belong to the process that made it.
 _UNPICKLED = ("loop", "asynchronous")
 #: Seconds the exit hook waits for one filesystem's clients to close.
@@ -226,12 +225,16 @@ def _move_into_place(src: str, dest: str) -> None:
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
-_open_filesystems: weakref.WeakSet[LabricFileSystem] = weakref.WeakSet()
+#: Filesystems with clients open, by ``id()``: fsspec compares filesystems by their arguments,
+#: so two instances made alike (one outside the instance cache) would be one entry of a set.
+_open_filesystems: weakref.WeakValueDictionary[int, LabricFileSystem] = (
+    weakref.WeakValueDictionary()
+)
 
 
 @atexit.register
 def _close_open_filesystems() -> None:
-    for fs in list(_open_filesystems):
+    for fs in list(_open_filesystems.values()):
         fs._close_at_exit()
 
 
@@ -318,7 +321,7 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
                     self._config.api_key, base_url=self._config.base_url, **self._client_options
                 )
                 self._clients[loop] = client
-                _open_filesystems.add(self)
+                _open_filesystems[id(self)] = self
             dead = [other for other in self._clients if other.is_closed()]
             orphans = [self._clients.pop(other) for other in dead]
         for orphan in orphans:
@@ -334,7 +337,7 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
         with self._clients_lock:
             clients = list(self._clients.values())
             self._clients.clear()
-            _open_filesystems.discard(self)
+            _open_filesystems.pop(id(self), None)
         for client in clients:
             await client.aclose()
 
