@@ -13,6 +13,7 @@ import pytest
 from labric import Labric, Page
 from labric._portal import SyncResource
 from labric.errors import NotFoundError, PortalUsageError
+from labric.models.dashboards import Dashboard, MetricWidget, SQLSource, TextWidget, WidgetData
 from labric.models.datasets import Column, TableInfo, TableWrite, WriteProgress
 from labric.models.experiments import Experiment, ExperimentRow
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
@@ -370,6 +371,54 @@ def _experiments_rows(ctx: Ctx) -> None:
     ]
 
 
+def _dashboard(ctx: Ctx) -> Dashboard:
+    return ctx.client.dashboards.create(
+        name=f"smoke-{ctx.tmp.name}",
+        widgets=[
+            TextWidget(id="note", markdown="hello"),
+            MetricWidget(id="one", source=SQLSource(query="SELECT 1")),
+        ],
+    )
+
+
+def _dashboards_create(ctx: Ctx) -> None:
+    assert [w.id for w in _dashboard(ctx).widgets] == ["note", "one"]
+
+
+def _dashboards_get(ctx: Ctx) -> None:
+    board = _dashboard(ctx)
+    assert ctx.client.dashboards.get(board.id) == board
+
+
+def _dashboards_list(ctx: Ctx) -> None:
+    board = _dashboard(ctx)
+    assert board.id in [d.id for d in ctx.client.dashboards.list(page_size=1)]
+
+
+def _dashboards_update(ctx: Ctx) -> None:
+    board = _dashboard(ctx)
+    assert ctx.client.dashboards.update(board.id, name="renamed").name == "renamed"
+
+
+def _dashboards_delete(ctx: Ctx) -> None:
+    board = _dashboard(ctx)
+    ctx.client.dashboards.delete(board.id)
+    with pytest.raises(NotFoundError):
+        ctx.client.dashboards.get(board.id)
+
+
+def _dashboards_widget_data(ctx: Ctx) -> None:
+    data = ctx.client.dashboards.widget_data(_dashboard(ctx).id, "one")
+    assert isinstance(data, WidgetData)
+    assert data.value == 1
+
+
+def _dashboards_render(ctx: Ctx) -> None:
+    pytest.importorskip("matplotlib")
+    target = ctx.client.dashboards.render(_dashboard(ctx).id, ctx.tmp / "board.png", dpi=20)
+    assert target.read_bytes()[:4] == b"\x89PNG"
+
+
 SMOKE: dict[str, Callable[[Ctx], None]] = {
     "datasets.create": _datasets_create,
     "datasets.get": _datasets_get,
@@ -422,6 +471,13 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "experiments.rows": _experiments_rows,
     "experiments.unlink_file": _experiments_unlink_file,
     "experiments.update": _experiments_update,
+    "dashboards.create": _dashboards_create,
+    "dashboards.delete": _dashboards_delete,
+    "dashboards.get": _dashboards_get,
+    "dashboards.list": _dashboards_list,
+    "dashboards.render": _dashboards_render,
+    "dashboards.update": _dashboards_update,
+    "dashboards.widget_data": _dashboards_widget_data,
 }
 
 
