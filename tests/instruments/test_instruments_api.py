@@ -141,6 +141,16 @@ async def test_pairing_end_to_end(
         with pytest.raises(PermissionDeniedError, match="reports for instrument"):
             await as_device.instruments.report_status(other.instrument.id, status="online")
         assert (await as_device.instruments.get(instrument_id)).status == "online"
+        # Nor may it manage instruments (a new code would let it replace another device).
+        refused = (
+            lambda: as_device.instruments.create(name="Mine"),
+            lambda: as_device.instruments.update(instrument_id, name="Renamed"),
+            lambda: as_device.instruments.pairing_code(other.instrument.id),
+            lambda: as_device.instruments.delete(other.instrument.id),
+        )
+        for call in refused:
+            with pytest.raises(PermissionDeniedError, match="cannot manage instruments"):
+                await call()
 
     seen = await client.instruments.get(instrument_id)
     assert (seen.status, seen.app_version, seen.last_seen_at) == ("online", "2.1.0", at(clock.now))

@@ -15,7 +15,9 @@ Routes (all local additions except the hosted ``GET .../device-status``)::
 Pairing, the report stream (heartbeat every :data:`HEARTBEAT_INTERVAL` seconds, offline after
 :data:`OFFLINE_AFTER` seconds of silence) and how periods are built are described in
 :mod:`labric.server.instrument_store`. A paired device's key may report the status of its own
-instrument only, and its uploads are attached to that instrument unless they name another.
+instrument only, and its uploads are attached to that instrument unless they name another; it
+cannot create, change or delete instruments or issue pairing codes (403), so a device's key never
+lets its holder replace another instrument's device.
 
 History window (hosted semantics): ``end_time`` defaults to now and is capped at now;
 ``start_time`` defaults to ``end_time`` minus 7 days; a ``start_time`` after now (a window
@@ -34,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from labric.server import instrument_store as store
+from labric.server import records
 from labric.server._http import Fields, HTTPError, json_response, read_json_object
 from labric.server.db import iso
 from labric.server.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -109,6 +112,21 @@ def _not_found(instrument_id: str) -> HTTPError:
     return HTTPError(404, f"Instrument {instrument_id} not found")
 
 
+def _managing(request: web.Request) -> str:
+    """The caller's organisation, refusing a paired device's key (403).
+
+    A device speaks for its own instrument; creating, changing or deleting instruments, or issuing
+    pairing codes (which would let it replace other devices), needs a person's key.
+    """
+    who = principal(request)
+    if who.instrument_id is not None:
+        raise HTTPError(
+            403,
+            "A paired device's key cannot manage instruments; use an API key of the organisation",
+        )
+    return who.org_id
+
+
 def _pairing_json(row: store.InstrumentRecord, pairing: store.Pairing) -> dict[str, Any]:
     return {
         "instrument": instrument_json(row),
@@ -139,7 +157,7 @@ async def list_instruments(request: web.Request) -> web.StreamResponse:
 async def create_instrument(request: web.Request) -> web.StreamResponse:
     """``POST /v1/instruments``: a new instrument and a one-time pairing code for its device."""
     state = request.app[STATE]
-    org_id = principal(request).org_id
+    org_id = _managing(request)
     body = await read_json_object(request)
     f = Fields(body)
     name = f.string("name", required=True, max_length=_MAX_NAME)
@@ -189,7 +207,7 @@ async def update_instrument(request: web.Request) -> web.StreamResponse:
     """``PATCH /v1/instruments/{instrument_id}``: only the fields sent change
     (``description: ""`` clears it; ``metadata`` is replaced whole)."""
     state = request.app[STATE]
-    org_id = principal(request).org_id
+    org_id = _managing(request)
     instrument_id = request.match_info["instrument_id"]
     body = await read_json_object(request, optional=True)
     f = Fields(body)
@@ -227,14 +245,14 @@ async def delete_instrument(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/instruments/{instrument_id}``: refused (409) while files are attached,
     unless ``force=true``; the files are then kept, detached from any instrument."""
     state = request.app[STATE]
-    org_id = principal(request).org_id
+    org_id = _managing(request)
     instrument_id = request.match_info["instrument_id"]
     q = Fields(request.query, "query")
     force = bool(query_boolean(q, request.query, "force"))
     q.check()
 
     def check(conn: Any) -> int | None:
-        if store.get_instrument(conn, org_id, instrument_id, 0.0) is None:
+        if not records.instrument_exists(conn, org_id, instrument_id):
             return None
         return store.attached_files(conn, instrument_id)
 
@@ -274,7 +292,7 @@ async def new_pairing_code(request: web.Request) -> web.StreamResponse:
     """``POST /v1/instruments/{instrument_id}/pairing-code``: a fresh one-time code; earlier
     unused codes stop working."""
     state = request.app[STATE]
-    org_id = principal(request).org_id
+    org_id = _managing(request)
     instrument_id = request.match_info["instrument_id"]
     now = state.clock()
 
@@ -350,8 +368,10 @@ async def report_status(request: web.Request) -> web.StreamResponse:
         raise HTTPError(403, f"This device's key reports for instrument {who.instrument_id} only")
     now = state.clock()
 
-    def report(conn: Any) -> tuple[store.InstrumentRecord, store.Period] | None:
-        if store.get_instrument(conn, who.org_id, instrument_id, now) is None:
+    def report(
+        conn: Any,
+    ) -> tuple[store.InstrumentRecord, store.Period, store.Current | None] | None:
+        if not records.instrument_exists(conn, who.org_id, instrument_id):
             return None
         period = store.report_status(
             conn,
@@ -363,13 +383,12 @@ async def report_status(request: web.Request) -> web.StreamResponse:
         )
         row = store.get_instrument(conn, who.org_id, instrument_id, now)
         assert row is not None
-        return row, period
+        return row, period, store.current_status(conn, instrument_id, now)
 
     reported = await state.db.run(report)
     if reported is None:
         raise _not_found(instrument_id)
-    row, period = reported
-    current = await state.db.run(store.current_status, instrument_id, now)
+    row, period, current = reported
     return json_response(
         {
             "instrument": {"id": row.id, "name": row.name},
