@@ -47,7 +47,7 @@ def parse_time(text: str) -> float | None:
     return parsed.timestamp()
 
 
-def time_field(f: Fields, data: Mapping[str, Any], name: str) -> float | None:
+def time_field(f: Fields, name: str) -> float | None:
     """An ISO 8601 field of a body or query (``None`` when absent; a problem when invalid)."""
     text = f.string(name, max_length=64)
     if text is None:
@@ -58,9 +58,9 @@ def time_field(f: Fields, data: Mapping[str, Any], name: str) -> float | None:
     return value
 
 
-def stored_time(f: Fields, data: Mapping[str, Any], name: str) -> str | None:
+def stored_time(f: Fields, name: str) -> str | None:
     """Like :func:`time_field`, in the stored ISO form."""
-    value = time_field(f, data, name)
+    value = time_field(f, name)
     return None if value is None else iso(value)
 
 

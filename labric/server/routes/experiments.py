@@ -121,8 +121,8 @@ def _read_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         ("status", _status(f)),
         ("tags", _tags(f)),
         ("metadata", json_object(f, body, "metadata")),
-        ("started_at", stored_time(f, body, "started_at")),
-        ("ended_at", stored_time(f, body, "ended_at")),
+        ("started_at", stored_time(f, "started_at")),
+        ("ended_at", stored_time(f, "ended_at")),
     ):
         if value is not None:
             fields[key] = value

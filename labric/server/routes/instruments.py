@@ -406,8 +406,8 @@ async def status_history(request: web.Request) -> web.StreamResponse:
     org_id = principal(request).org_id
     instrument_id = request.match_info["instrument_id"]
     q = Fields(request.query, "query")
-    start = time_field(q, request.query, "start_time")
-    end = time_field(q, request.query, "end_time")
+    start = time_field(q, "start_time")
+    end = time_field(q, "end_time")
     q.check()
     now = state.clock()
     notes: list[str] = []
