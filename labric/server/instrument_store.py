@@ -11,7 +11,8 @@ Pairing
     replaces the device: the instrument's earlier device keys are revoked. An exchange that spent
     a code records a hash of its ``Idempotency-Key``; the same exchange repeated (a retry after a
     lost answer) gets a fresh key and the one issued first is revoked, so a retry never locks a
-    device out while a second party holding the code still cannot use it.
+    device out while a second party holding the code still cannot use it; once another device has
+    paired, the old exchange can no longer be repeated.
 
 Device status: the report stream
     A device reports ``online``, ``offline`` or ``error`` (with its app version and whether it is
@@ -311,9 +312,16 @@ def redeem_pairing_code(
     if row["expires_at"] <= iso(now):
         return Redeemed(error="This pairing code has expired; ask for a new one")
     idem_hash = _digest(idempotency_key) if idempotency_key else None
-    if row["used_at"] is not None and (idem_hash is None or idem_hash != row["idem_hash"]):
-        return Redeemed(error="This pairing code has already been used")
     instrument_id, org_id = row["instrument_id"], row["org_id"]
+    if row["used_at"] is not None:
+        # Only the exchange that spent the code may repeat it, and only while its key is still
+        # the instrument's device key (a later pairing must not be undone by an old retry).
+        later = conn.execute(
+            "SELECT 1 FROM api_keys WHERE instrument_id = ? AND revoked = 0 AND id != ?",
+            (instrument_id, row["key_id"]),
+        ).fetchone()
+        if idem_hash is None or idem_hash != row["idem_hash"] or later is not None:
+            return Redeemed(error="This pairing code has already been used")
     # One device per instrument: earlier device keys (a retried exchange's first one too) stop.
     conn.execute("UPDATE api_keys SET revoked = 1 WHERE instrument_id = ?", (instrument_id,))
     key = auth.create_key(

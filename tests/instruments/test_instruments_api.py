@@ -199,6 +199,12 @@ async def test_a_retried_exchange_answers_again_but_a_second_party_cannot(
     stolen = await wire.call("POST", "/v1/instruments/pair", key=None, json=body, headers=other)
     assert stolen.status == 400
     assert "already been used" in stolen.detail
+    # Once another device has paired, the old exchange cannot be repeated to take over again.
+    code = await wire.ok("POST", f"/v1/instruments/{made.instrument.id}/pairing-code")
+    newer = await wire.ok("POST", "/v1/instruments/pair", key=None, json=code)
+    late = await wire.call("POST", "/v1/instruments/pair", key=None, json=body, headers=retry)
+    assert late.status == 400
+    assert (await wire.call("GET", "/v1/instruments", key=newer["api_key"])).status == 200
     missing = await wire.call("POST", "/v1/instruments/pair", key=None, json={})
     assert missing.status == 422
     assert missing.detail[0]["loc"] == ["body", "pairing_code"]
