@@ -60,6 +60,32 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
+@nox.session(python=PY)
+def schemathesis(session: nox.Session) -> None:
+    """Schemathesis against a live local server, at a larger setting than the suite's.
+
+    ``LABRIC_SCHEMATHESIS_EXAMPLES`` sets the examples per operation (default here 200); each
+    run draws fresh inputs (the suite's run is derandomised) and adds the coverage phase (every
+    boundary and violation of every schema). Extra arguments go to pytest, e.g.
+    ``nox -s schemathesis -- -x``.
+    """
+    import os
+
+    session.install("-e", ".[test]")
+    examples = os.environ.get("LABRIC_SCHEMATHESIS_EXAMPLES", "200")
+    session.run(
+        "pytest",
+        "-q",
+        "tests/openapi/test_schemathesis.py",
+        *session.posargs,
+        env={
+            "LABRIC_SCHEMATHESIS_EXAMPLES": examples,
+            "LABRIC_SCHEMATHESIS_RANDOM": "1",
+            "LABRIC_SCHEMATHESIS_COVERAGE": "1",
+        },
+    )
+
+
 OFFICIAL_CLIENT = "labric==0.14.17"
 
 

@@ -36,7 +36,7 @@ import uuid
 
 from aiohttp import web
 
-from labric.server import auth, datasets, idempotency
+from labric.server import auth, datasets, idempotency, openapi
 from labric.server._http import DEFAULT_JSON_LIMIT, HTTPError, error_response
 from labric.server.faults import InjectedReset
 from labric.server.jobs import routes as jobs
@@ -268,6 +268,7 @@ def build_app(
         experiments,
         dashboards,
         admin,
+        openapi,
     ):
         module.register(router)
     return app
