@@ -752,6 +752,10 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
         for info, local in zip(infos, lpaths, strict=True):
             if info["type"] == "directory":
                 await asyncio.to_thread(os.makedirs, local, exist_ok=True)
+            elif await asyncio.to_thread(os.path.isdir, local):
+                # A file at the top level into an existing directory (fsspec maps a name with no
+                # "/" onto the directory itself): it goes inside, as with cp.
+                targets.append((info, os.path.join(local, info["name"].rsplit("/", 1)[-1])))
             else:
                 targets.append((info, local))
         callback.set_size(len(targets))
@@ -907,7 +911,7 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
             )
             rpaths = other_paths(lpaths, rpath, exists=exists, flatten=not source_is_str)
         pairs = [
-            (lp, _writable(rp))
+            (lp, _writable(self._strip_protocol(rp)))
             for lp, rp in zip(lpaths, rpaths, strict=True)
             if not os.path.isdir(lp)
         ]

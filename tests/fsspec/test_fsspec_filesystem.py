@@ -575,3 +575,21 @@ def test_bulk_calls_report_to_fsspec_callbacks_and_honour_create_mode(
     assert tree_of(tmp_path / "back") == tree_of(local)
     with pytest.raises(FileExistsError):
         fs.put(str(local), f"{root}/", recursive=True, mode="create")
+
+
+def test_top_level_files_go_into_existing_directories(
+    fs: LabricFileSystem, root: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "f.csv"
+    local.write_bytes(b"top\n")
+    name = f"{root}.csv"  # a file at the top level: its path has no "/"
+    fs.put(str(local), name)
+    out = tmp_path / "out"
+    out.mkdir()
+    fs.get(name, str(out))  # into the directory, as cp does
+    assert (out / name).read_bytes() == b"top\n"
+    at_root = tmp_path / f"{root}-root.csv"
+    at_root.write_bytes(b"root\n")
+    fs.put(str(at_root), "/")  # to the root: the file keeps its name
+    assert fs.cat(at_root.name) == b"root\n"
+    assert fs.info(at_root.name)["original_path"] == at_root.name
