@@ -120,11 +120,15 @@ _SELECT = """
 SELECT i.rowid AS rowid, i.*,
     p.status AS p_status, p.last_seen AS p_last_seen,
     (SELECT app_version FROM device_periods v WHERE v.instrument_id = i.id
-        AND v.app_version IS NOT NULL ORDER BY v.id DESC LIMIT 1) AS p_app_version
+        AND v.app_version IS NOT NULL ORDER BY v.last_seen DESC, v.id DESC LIMIT 1)
+        AS p_app_version
 FROM instruments i
 LEFT JOIN device_periods p ON p.id = (
-    SELECT MAX(id) FROM device_periods WHERE instrument_id = i.id)
+    SELECT id FROM device_periods WHERE instrument_id = i.id
+    ORDER BY last_seen DESC, id DESC LIMIT 1)
 """
+# An instrument's periods are appended in time order and only the latest one grows, so
+# (last_seen, id) orders them exactly as id does, and walks the (instrument_id, last_seen) index.
 
 
 def _record(row: sqlite3.Row, now: float) -> InstrumentRecord:
@@ -387,7 +391,8 @@ def _period(row: sqlite3.Row) -> Period:
 
 def _latest(conn: sqlite3.Connection, instrument_id: str) -> sqlite3.Row | None:
     row = conn.execute(
-        "SELECT * FROM device_periods WHERE instrument_id = ? ORDER BY id DESC LIMIT 1",
+        "SELECT * FROM device_periods WHERE instrument_id = ? "
+        "ORDER BY last_seen DESC, id DESC LIMIT 1",
         (instrument_id,),
     ).fetchone()
     return row  # type: ignore[no-any-return]
@@ -480,13 +485,18 @@ def current_status(conn: sqlite3.Connection, instrument_id: str, now: float) -> 
         return None
     if last["status"] != "offline" and now - from_iso(last["last_seen"]) > OFFLINE_AFTER:
         return Current(value="offline", since=last["last_seen"])
-    # Since the first period of the current run of this status (versions may have changed).
-    row = conn.execute(
-        "SELECT MIN(first_seen) FROM device_periods WHERE instrument_id = ? AND id > "
-        "COALESCE((SELECT MAX(id) FROM device_periods WHERE instrument_id = ? AND status != ?), 0)",
-        (instrument_id, instrument_id, last["status"]),
-    ).fetchone()
-    return Current(value=last["status"], since=row[0])
+    # Since the first period of the current run of this status (versions may have changed):
+    # walk back from the newest period (usually a step or two) to the last one of another status.
+    since = last["first_seen"]
+    for row in conn.execute(
+        "SELECT status, first_seen FROM device_periods WHERE instrument_id = ? "
+        "ORDER BY last_seen DESC, id DESC",
+        (instrument_id,),
+    ):
+        if row["status"] != last["status"]:
+            break
+        since = row["first_seen"]
+    return Current(value=last["status"], since=since)
 
 
 def _clip(period: Period, start: str, end: str) -> Period | None:
@@ -516,15 +526,18 @@ def history(
     elif now - from_iso(last["last_seen"]) > OFFLINE_AFTER:
         tail.append(Period(status="offline", first_seen=last["last_seen"], last_seen=at))
     # The same overlap test as _clip, so every row fetched survives clipping.
+    # (The leading last_seen bound is implied by both branches; it lets the index skip older
+    # periods.)
     where = (
-        "instrument_id = ? AND id < ? AND ((first_seen = last_seen AND first_seen >= ? AND "
-        "first_seen <= ?) OR (first_seen < last_seen AND last_seen > ? AND first_seen < ?))"
+        "instrument_id = ? AND last_seen >= ? AND id < ? AND ((first_seen = last_seen AND "
+        "first_seen >= ? AND first_seen <= ?) OR (first_seen < last_seen AND last_seen > ? AND "
+        "first_seen < ?))"
     )
-    params = (instrument_id, last["id"], lo, hi, lo, hi)
+    params = (instrument_id, lo, last["id"], lo, hi, lo, hi)
     total = conn.execute(f"SELECT count(*) FROM device_periods WHERE {where}", params)
     stored = int(total.fetchone()[0])
     rows = conn.execute(
-        f"SELECT * FROM device_periods WHERE {where} ORDER BY id DESC LIMIT ?",
+        f"SELECT * FROM device_periods WHERE {where} ORDER BY last_seen DESC, id DESC LIMIT ?",
         (*params, MAX_PERIODS),
     ).fetchall()
     recent = [p for p in (_clip(t, lo, hi) for t in tail) if p is not None]
