@@ -1078,19 +1078,21 @@ class LabricFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec ships no
             for key in ("instrument_id", "job_execution_id", "content_type")
             if key in kwargs
         }
+        # fsspec's loop even for an asynchronous filesystem: these calls block this thread.
+        io_loop = fs._io_loop()
         if mode == "rb":
-            info = fs.info(path)
+            info = sync(io_loop, fs._info, path)
             if info["type"] != "file":
                 raise IsADirectoryError(errno.EISDIR, "A directory, not a file", path)
             if info["size"] is None:
-                content = sync(fs._io_loop(), fs._content_of, info)
+                content = sync(io_loop, fs._content_of, info)
                 info = {**info, "size": content.size_bytes}
                 self._content = content
             self._details = info
             kwargs.setdefault("size", info["size"])
         elif mode in ("wb", "xb"):
             _writable(path)
-            if mode == "xb" and fs.exists(path, refresh=True):
+            if mode == "xb" and sync(io_loop, fs._exists, path, refresh=True):
                 raise FileExistsError(errno.EEXIST, "A file already exists at this path", path)
         else:
             raise ValueError(f"Mode {mode!r} is not supported: use 'rb', 'wb' or 'xb'")

@@ -225,3 +225,23 @@ def test_blocking_calls_from_many_threads_share_one_client(
         got = list(pool.map(lambda n: fs.cat(f"{root}/{n}.txt"), range(8)))
     assert got == [str(n).encode() for n in range(8)]
     assert len(fs._clients) == 1  # all ran on fsspec's IO loop
+
+
+def test_blocking_open_on_an_asynchronous_filesystem_uses_fsspecs_loop(
+    tserver: ThreadedServer, root: str, upload: Upload
+) -> None:
+    upload(f"{root}/a.txt", b"read from a plain thread")
+    fs = LabricFileSystem(
+        tserver.admin_key, base_url=tserver.base_url, asynchronous=True, skip_instance_cache=True
+    )
+    with fs.open(f"{root}/a.txt") as f:
+        assert f.read() == b"read from a plain thread"
+    with fs.open(f"{root}/b.txt", "wb") as f:
+        f.write(b"and written")
+    [client] = fs._clients.values()
+    fs.close()  # from outside any loop: closed on the loop it belongs to
+    assert client.is_closed
+    with LabricFileSystem(
+        tserver.admin_key, base_url=tserver.base_url, skip_instance_cache=True
+    ) as check:
+        assert check.cat(f"{root}/b.txt") == b"and written"
