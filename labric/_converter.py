@@ -156,6 +156,26 @@ def _configure_tagged_unions(conv: cattrs.Converter, strict: bool) -> None:
     conv.register_unstructure_hook(UnknownWidget, lambda obj: dict(obj.data))
 
 
+def _structure_str(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # an id sent as a number is still that id
+    raise TypeError(f"expected a string, got {_json_name(value)}")
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected a boolean, got {_json_name(value)}")
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)  # a float (a hosted size in kilobytes, say) keeps its whole part
+    raise TypeError(f"expected an integer, got {_json_name(value)}")
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     """Build the SDK's converter.
 
@@ -166,6 +186,11 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
 
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_unstructure_hook(datetime, _format_datetime)
+    # cattrs' own hooks call str(), bool() and int() on whatever arrives, so an object sent for an
+    # id became the text "{'x': 1}", the string "false" became True and true a size of 1.
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook(int, _structure_int)
 
     def structure_open_enum(value: Any, tp: Any) -> Any:
         if value is None:

@@ -98,6 +98,16 @@ def split_link_next(header: str | None) -> str | None:
     return None
 
 
+def _loads(content: bytes) -> Any:
+    """``json.loads`` whose every failure is a ``ValueError``."""
+    try:
+        return jsonlib.loads(content)
+    except RecursionError:
+        # The decoder recurses once per nesting level: a hostile body ("[[[[...") exhausts the
+        # stack, which is malformed input like any other, not a crash.
+        raise ValueError("the JSON nests too deeply to decode") from None
+
+
 @attrs.frozen(kw_only=True)
 class Response:
     """A fully read API response."""
@@ -116,10 +126,14 @@ class Response:
         return self.headers.get("X-Request-ID")
 
     def json(self) -> Any:
-        """Decode the body as JSON (an empty body decodes to ``None``)."""
+        """Decode the body as JSON (an empty body decodes to ``None``).
+
+        Raises:
+            ValueError: the body is not JSON (or nests too deeply to decode).
+        """
         if not self.content:
             return None
-        return jsonlib.loads(self.content)
+        return _loads(self.content)
 
     @property
     def next_url(self) -> str | None:
@@ -231,7 +245,7 @@ def make_status_error(
     """Build the status's error from a response, whatever its body (JSON, HTML, empty)."""
     body: Any
     try:
-        body = jsonlib.loads(content) if content else None
+        body = _loads(content) if content else None
     except ValueError:
         body = content.decode("utf-8", "replace")
     detail = _detail_of(body)
