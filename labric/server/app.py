@@ -24,8 +24,9 @@ Slow and idle clients
     aiohttp has no timeout for a request *body* that stops arriving, so :class:`_BodyWatchdog`
     adds one: while a body is incomplete and the server is willing to read (its transport is not
     paused by flow control because a handler is busy), ``body_timeout`` seconds without a new
-    byte close the connection. Aiohttp's default line, header-field and header-count limits
-    answer oversized headers with a 400 before any handler runs.
+    byte close the connection. A client that stops *reading* a download is cut off the same way
+    (see :mod:`labric.server.routes.storage`). Aiohttp's default line, header-field and
+    header-count limits answer oversized headers with a 400 before any handler runs.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from labric.server.routes import (
     storage,
 )
 from labric.server.routing import PUBLIC, ROUTE_SCOPES, Handler, Router
-from labric.server.state import STATE, ServerState
+from labric.server.state import SEND_TIMEOUT, STATE, ServerState
 
 __all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "REQUEST_ID", "build_app"]
 
@@ -245,7 +246,8 @@ def build_app(
         state: What the handlers share.
         idle_timeout: Seconds before an idle connection is closed; also the deadline for a
             request's headers (see the module docstring).
-        body_timeout: Seconds a request body may send nothing before its connection is closed.
+        body_timeout: Seconds a request body may send nothing before its connection is closed;
+            also how long a download may wait for its client to take more bytes.
     """
     if not (idle_timeout > 0 and body_timeout > 0):
         raise ValueError("idle_timeout and body_timeout must be positive")
@@ -255,6 +257,7 @@ def build_app(
     )
     app[STATE] = state
     app[_BODY_TIMEOUT] = body_timeout
+    app[SEND_TIMEOUT] = body_timeout
     app.on_response_prepare.append(_add_request_id)
     router = Router(app)
     datasets.install(app, state)

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_PART_SIZE",
     "MAX_MULTIPART_BODY",
     "MAX_SINGLE_PUT",
+    "SEND_TIMEOUT",
     "STATE",
     "KeyedLocks",
     "ServerState",
@@ -212,3 +213,5 @@ class ServerState:
 
 
 STATE = web.AppKey("labric_state", ServerState)
+#: Seconds a download may wait for its client to take the next bytes before it is cut off.
+SEND_TIMEOUT = web.AppKey("labric_send_timeout", float)

@@ -9,6 +9,7 @@ without touching this file. Requests go over raw sockets where the framing itsel
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import uuid
@@ -674,6 +675,49 @@ async def test_a_storage_upload_that_stalls_is_cut_off(quick: LocalServer) -> No
             assert (await resp.json())["status"] == "pending"
         async with s.post(path + "/confirm-upload") as resp:
             assert 400 <= resp.status < 500, await resp.text()
+
+
+async def test_a_client_that_stops_reading_a_download_is_cut_off(quick: LocalServer) -> None:
+    """Slow read: a download whose client takes nothing is dropped after the send timeout (it
+    would otherwise hold its connection and open file for ever); one that reads gets it all."""
+    size = 32 * MiB  # far more than the socket buffers on both sides hold
+    instrument = quick.create_instrument("Plate reader")
+    async with aiohttp.ClientSession(headers=_auth(quick)) as s:
+        async with s.post(
+            quick.base_url + "/v1/files/upload-url",
+            json={"file_name": "big.bin", "instrument_id": instrument},
+        ) as resp:
+            ticket = await resp.json()
+        async with s.put(
+            ticket["upload_url"], data=io.BytesIO(bytes(size)), headers=ticket["headers"]
+        ) as put:
+            assert put.status == 200, await put.text()
+        path = f"{quick.base_url}/v1/files/{ticket['file_id']}"
+        async with s.post(path + "/confirm-upload") as resp:
+            assert resp.status == 200, await resp.text()
+        async with s.get(path + "/content") as resp:
+            url = yarl_url((await resp.json())["download_url"])
+        async with s.get(url) as resp:
+            assert len(await resp.read()) == size  # a client that reads gets everything
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    received = 0
+    try:
+        writer.write(request_head("GET", url.raw_path_qs))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        # The attack itself: take nothing for several send timeouts (the server runs on this
+        # loop, so its timeout fires first).
+        await asyncio.sleep(4 * QUICK)
+        async with asyncio.timeout(20 * QUICK):
+            while chunk := await reader.read(MiB):
+                received += len(chunk)
+    except ConnectionResetError:
+        pass  # the server aborted the connection: what the kernel held may be gone too
+    finally:
+        writer.close()
+    assert received < size - len(head)
+    await _still_serves(quick)
 
 
 async def test_many_connections_do_not_stop_the_server(quick: LocalServer) -> None:

@@ -27,7 +27,8 @@ Downloads answer ``ETag`` (strong; changes with the object's generation), ``x-go
 whole object, ``Accept-Ranges``, single ``Range`` requests (206, or 416 when unsatisfiable) and
 ``If-Match`` (412) / ``If-None-Match`` (304) / ``If-Range``. Without active faults the bytes go
 out with ``sendfile``; with faults they are streamed in small chunks through the injector's
-``pace``.
+``pace``. Either way a client that stops taking them is dropped after the send timeout (the
+server's ``body_timeout``), so a stalled reader cannot hold a connection and an open file.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from labric.server.faults import pace
 from labric.server.routes._common import STORAGE_PREFIX, plan_parts
 from labric.server.routing import Router
 from labric.server.signing import SignatureError
-from labric.server.state import STATE, ServerState
+from labric.server.state import SEND_TIMEOUT, STATE, ServerState
 
 __all__ = ["byte_range", "register"]
 
@@ -72,6 +73,10 @@ WRITE_BATCH_CHUNKS = 256
 SEND_CHUNK = 1024 * 1024
 #: Bytes per read when streaming a download through the fault injector's pacing.
 PACED_CHUNK = 64 * 1024
+#: Bytes handed to ``sendfile`` at once. A client must take each segment within the send timeout
+#: (at the default 60 s: a client slower than about 35 KB/s is cut off); smaller segments would
+#: cost throughput, one await each.
+SEND_SEGMENT = 2 * 1024 * 1024
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _LENGTH_RANGE_RE = re.compile(r"^(\d+),(\d+)$")
@@ -546,6 +551,17 @@ async def _send(
         await response.write_eof()
     except (ConnectionError, HttpProcessingError):
         response.force_close()
+    except TimeoutError:
+        # The client stopped reading (a slow-read attack, or a dead peer that never said so):
+        # drop the connection now, with whatever the kernel still holds for it.
+        logger.info(
+            "Closing the download of %s: its client took nothing for %.3g s",
+            row.id,
+            request.app[SEND_TIMEOUT],
+        )
+        response.force_close()
+        if request.transport is not None:
+            request.transport.abort()
     except Exception:
         logger.exception("Sending %s failed", row.id)
         response.force_close()
@@ -562,23 +578,33 @@ async def _send_body(
     start: int,
     length: int,
 ) -> None:
+    stall = request.app[SEND_TIMEOUT]
     paced = state.injector.config.active
+    offset, remaining = start, length
     if not paced:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("the client went away")
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().sendfile(transport, f, start, length, fallback=False)
+            # In segments, each under the send timeout: one sendfile for the whole object would
+            # wait for ever on a client that stops reading.
+            while remaining:
+                size = min(SEND_SEGMENT, remaining)
+                async with asyncio.timeout(stall):
+                    await loop.sendfile(transport, f, offset, size, fallback=False)
+                offset += size
+                remaining -= size
             return
         except asyncio.SendfileNotAvailableError:
-            pass  # e.g. TLS: stream through the disk threads instead
+            pass  # e.g. TLS (raised before a byte is sent): stream through the disk threads
     chunk_size = PACED_CHUNK if paced else SEND_CHUNK
-    offset, remaining = start, length
     while remaining:
         chunk = await state.blobs.read_at(f, offset, min(chunk_size, remaining))
         if not chunk:
             raise OSError("the stored object is shorter than its record")
-        await response.write(chunk)
+        async with asyncio.timeout(stall):
+            await response.write(chunk)
         if paced:
             await pace(request, len(chunk), total=length)
         offset += len(chunk)
