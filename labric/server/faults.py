@@ -498,9 +498,10 @@ def _fault_response(status: int, kind: str, detail: str) -> web.Response:
 async def pace(request: web.BaseRequest, nbytes: int, *, total: int | None = None) -> None:
     """Report ``nbytes`` more body bytes read or written; apply the request's faults to them.
 
-    Streaming handlers call this after each chunk. It returns at once for a request without
-    faults; otherwise it sleeps to hold the bandwidth cap, or resets the connection when this
-    request was chosen for a reset and its body has passed the drawn point.
+    Streaming handlers call this for each chunk: after reading it, or before writing it (so that
+    a reset lands before the bytes past its point reach the client). It returns at once for a
+    request without faults; otherwise it sleeps to hold the bandwidth cap, or resets the
+    connection when this request was chosen for a reset and its body has passed the drawn point.
 
     Args:
         request: The request whose body (or response body) is streaming.

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from server.test_faults import App, app, no_server_errors, session
 
+from labric import AsyncLabric
 from labric.server import LocalServer
 from labric.server.faults import FAULT_HEADER, FaultConfig, FaultConfigError, parse_faults
 
@@ -120,3 +121,25 @@ async def test_admin_route_takes_burst_and_spike_settings(
     assert faults["throttle_bursts"] == 1
     assert faults["throttled"] == 1
     server.faults.update(FaultConfig())
+
+
+@pytest.mark.parametrize("size", [10_000, 64 * 1024, 64 * 1024 + 1, 300_000])
+async def test_an_injected_reset_cuts_every_download_short(server: LocalServer, size: int) -> None:
+    """A reset is drawn within the body, so the client never gets the whole of it, whatever the
+    size: also a body of one chunk, or a reset point inside the last chunk."""
+    async with AsyncLabric(server.admin_key, base_url=server.base_url) as client:
+        uploaded = await client.files.upload(b"r" * size, name="reset.bin")
+        url = (await client.files.content(uploaded.file_id)).download_url
+    whole = 0
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for seed in range(12):
+            server.faults.update(FaultConfig(reset=1.0, scope="storage", seed=seed))
+            try:
+                async with session.get(url) as response:
+                    whole += len(await response.read()) == size
+            except aiohttp.ClientError:
+                pass
+    server.faults.update(FaultConfig())
+    assert server.faults.counters["resets"] == 12
+    assert whole == 0

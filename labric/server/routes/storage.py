@@ -603,10 +603,12 @@ async def _send_body(
         chunk = await state.blobs.read_at(f, offset, min(chunk_size, remaining))
         if not chunk:
             raise OSError("the stored object is shorter than its record")
+        if paced:
+            # Before the write: a reset drawn within this chunk must cut the body short, not
+            # come after the client may have had all of it.
+            await pace(request, len(chunk), total=length)
         async with asyncio.timeout(stall):
             await response.write(chunk)
-        if paced:
-            await pace(request, len(chunk), total=length)
         offset += len(chunk)
         remaining -= len(chunk)
 
