@@ -286,7 +286,7 @@ def table(report: SoakReport) -> str:
             + ")",
         ),
         (
-            "server bytes received / sent",
+            "server bytes received (all read) / sent (whole bodies)",
             f"{report.server_bytes_received:,} / {report.server_bytes_sent:,}",
         ),
         ("file records (one per path)", f"{report.records:,}"),
