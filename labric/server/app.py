@@ -23,10 +23,11 @@ Slow and idle clients
     client that trickles a request line and headers (slowloris) is cut off when it expires.
     aiohttp has no timeout for a request *body* that stops arriving, so :class:`_BodyWatchdog`
     adds one: while a body is incomplete and the server is willing to read (its transport is not
-    paused by flow control because a handler is busy), ``body_timeout`` seconds without a new
-    byte close the connection. A client that stops *reading* a download is cut off the same way
-    (see :mod:`labric.server.routes.storage`). Aiohttp's default line, header-field and
-    header-count limits answer oversized headers with a 400 before any handler runs.
+    paused by flow control because a handler is busy), ``body_timeout`` seconds in which less
+    than 1 KiB of it arrives close the connection. A client that stops *reading* a download is
+    cut off the same way (see :mod:`labric.server.routes.storage`). Aiohttp's default line,
+    header-field and header-count limits answer oversized headers with a 400 before any handler
+    runs.
 """
 
 from __future__ import annotations
@@ -100,12 +101,18 @@ def _from_http_error(exc: HTTPError) -> web.Response:
     return response
 
 
+#: Bytes a request body must send per ``body_timeout`` to count as arriving.
+_BODY_PROGRESS = 1024
+
+
 class _BodyWatchdog:
     """Closes the connection of a request whose body stops arriving for ``timeout`` seconds.
 
-    Checked four times per timeout on a timer (no task): the body counts as stalled when no byte
-    arrived since the last progress although the transport was reading. While flow control has
-    paused reading (the handler is not keeping up), the clock restarts: that wait is ours.
+    Checked four times per timeout on a timer (no task): the body counts as stalled when less
+    than :data:`_BODY_PROGRESS` bytes (or what remains of it) arrived since the last progress
+    although the transport was reading, so a client that trickles a byte now and then cannot
+    hold its connection for ever either. While flow control has paused reading (the handler is
+    not keeping up), the clock restarts: that wait is ours.
     """
 
     def __init__(self, request: web.Request, timeout: float) -> None:
@@ -122,11 +129,14 @@ class _BodyWatchdog:
         if content.is_eof() or transport is None or transport.is_closing():
             return
         now = self._loop.time()
-        if content.total_bytes != self._seen or not transport.is_reading():
+        needed = _BODY_PROGRESS
+        if self._request.content_length is not None:
+            needed = max(1, min(needed, self._request.content_length - self._seen))
+        if content.total_bytes - self._seen >= needed or not transport.is_reading():
             self._seen, self._since = content.total_bytes, now
         elif now - self._since >= self._timeout:
             logger.info(
-                "Closing %s %s: its body sent nothing for %.3g s",
+                "Closing %s %s: its body sent next to nothing for %.3g s",
                 self._request.method,
                 self._request.path,
                 self._timeout,

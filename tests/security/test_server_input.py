@@ -9,6 +9,7 @@ without touching this file. Requests go over raw sockets where the framing itsel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -554,8 +555,7 @@ async def test_pipelined_requests_with_a_bad_one_in_the_middle(server: LocalServ
         # After a framing error the connection is closed, never resynchronised.
         assert await closed_by_peer(reader, within=5) == b""
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await _close(writer)
 
 
 # -- slow and many clients ------------------------------------------------------------------
@@ -570,6 +570,13 @@ async def quick(tmp_path: Path) -> AsyncIterator[LocalServer]:
         yield srv
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close our end; the server may have reset the connection already, which is the point."""
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 async def _still_serves(server: LocalServer) -> None:
     reply = await exchange(server.port, request_head("GET", "/api/v1/files", _auth(server)))
     assert reply.status == 200
@@ -580,8 +587,7 @@ async def test_an_idle_connection_is_closed(quick: LocalServer) -> None:
     try:
         assert await closed_by_peer(reader, within=10 * QUICK) == b""
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await _close(writer)
 
 
 async def test_a_kept_alive_connection_is_closed_once_idle(quick: LocalServer) -> None:
@@ -591,8 +597,7 @@ async def test_a_kept_alive_connection_is_closed_once_idle(quick: LocalServer) -
         assert (await read_reply(reader)).status == 200
         assert await closed_by_peer(reader, within=10 * QUICK) == b""
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await _close(writer)
 
 
 async def _trickle(writer: asyncio.StreamWriter, data: bytes, reader: asyncio.StreamReader) -> int:
@@ -621,8 +626,7 @@ async def test_trickled_headers_are_cut_off(quick: LocalServer) -> None:
         assert sent < len(head), "the server waited for every byte of the headers"
         assert b"200 OK" not in received
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await _close(writer)
     await _still_serves(quick)
 
 
@@ -641,8 +645,33 @@ async def test_a_body_that_stops_arriving_is_cut_off(quick: LocalServer, sent: i
         # Closed without handling a request that never arrived whole.
         assert b" 200 " not in received.split(b"\r\n", 1)[0]
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await _close(writer)
+    await _still_serves(quick)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["Content-Length", "chunked"])
+async def test_a_trickled_body_is_cut_off(quick: LocalServer, declared: bool) -> None:
+    """A body that keeps sending a byte at a time, each well inside the timeout, is cut off
+    too: a timeout that any byte resets would let it hold the connection for ever."""
+    body = json.dumps({"file_name": "a.csv", "pad": "p" * 4000}).encode()
+    framing = {"Content-Length": str(len(body))} if declared else {"Transfer-Encoding": "chunked"}
+    head = request_head(
+        "POST",
+        "/api/v1/files/upload-url",
+        _auth(quick, **{"Content-Type": "application/json", **framing}),
+    )
+    if not declared:
+        body = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", quick.port)
+    try:
+        writer.write(head)
+        closed = asyncio.create_task(closed_by_peer(reader, within=40 * QUICK))
+        sent = await _trickle(writer, body, reader)
+        received = await closed
+        assert sent < len(body), "the server waited for every byte of the body"
+        assert b" 200 " not in received[:20]
+    finally:
+        await _close(writer)
     await _still_serves(quick)
 
 
@@ -666,8 +695,7 @@ async def test_a_storage_upload_that_stalls_is_cut_off(quick: LocalServer) -> No
         await writer.drain()
         await closed_by_peer(reader, within=20 * QUICK)
     finally:
-        writer.close()
-        await writer.wait_closed()
+        await _close(writer)
     # Nothing was stored: the file is still waiting for its bytes, and cannot be confirmed.
     async with aiohttp.ClientSession(headers=_auth(quick)) as s:
         path = f"{quick.base_url}/v1/files/{ticket['file_id']}"
@@ -715,7 +743,7 @@ async def test_a_client_that_stops_reading_a_download_is_cut_off(quick: LocalSer
     except ConnectionResetError:
         pass  # the server aborted the connection: what the kernel held may be gone too
     finally:
-        writer.close()
+        await _close(writer)
     assert received < size - len(head)
     await _still_serves(quick)
 
