@@ -362,3 +362,35 @@ async def _a_is_untouched(server: LocalServer, a: Org, mine: Holdings) -> None:
     content = await a.ok("GET", f"/v1/files/{mine.ids['file_id']}/content")
     async with a.session.get(content["download_url"]) as resp:
         assert await resp.read() == f"{MARK} bytes".encode()
+
+
+async def test_an_idempotency_key_replays_only_for_the_key_that_used_it(
+    server: LocalServer, orgs: tuple[Org, Holdings, Org, Holdings]
+) -> None:
+    """Stored answers are per API key: B sending A's Idempotency-Key runs its own request and
+    never sees A's answer (nor does another key of A's own organisation)."""
+    a, mine, b, _ = orgs
+    same = f"idem-{uuid.uuid4().hex}"
+    body = {"name": f"{MARK} idempotent"}
+    headers = {"Idempotency-Key": same}
+
+    async def post(org: Org) -> Reply:
+        async with org.session.post(
+            server.base_url + "/v1/experiments",
+            json=body,
+            headers={"Authorization": f"Bearer {org.key}", **headers},
+        ) as resp:
+            return Reply(resp.status, await resp.text())
+
+    first = await post(a)
+    again = await post(a)
+    assert first.status == again.status == 200
+    assert again.json()["id"] == first.json()["id"]  # replayed for the same key
+    other_key = Org(a.session, server, server.create_key("write"))
+    for org in (b, other_key):
+        reply = await post(org)
+        assert reply.status == 200, reply
+        assert reply.json()["id"] != first.json()["id"]
+    listed = await b.ok("GET", "/v1/experiments")
+    assert first.json()["id"] not in json.dumps(listed)
+    assert mine.ids["experiment_id"] not in json.dumps(listed)
