@@ -244,6 +244,8 @@ CURSOR = Param(
     description="Where the page starts: pass back the one from the previous page's Link",
 )
 PAGE = (LIMIT, CURSOR)
+#: A boolean in a query string (any case; empty means not given).
+QUERY_BOOLEAN = string(enum=["true", "false", "1", "0", "yes", "no", ""])
 
 
 def path_param(name: str, description: str, **schema: Any) -> Param:
@@ -699,7 +701,12 @@ def _executions() -> Family:
             summary="Executions, newest first",
             params=(
                 Param(name="job_id", where="query", schema=string(maxLength=128)),
-                Param(name="status", where="query", schema=string(enum=statuses)),
+                Param(
+                    name="status",
+                    where="query",
+                    schema=string(enum=[*statuses, ""]),
+                    description="Empty means not given",
+                ),
                 *PAGE,
             ),
             responses=(Response(schema=array(ref("JobExecution"))),),
@@ -869,7 +876,7 @@ def _jobs() -> Family:
                 Param(
                     name="archived",
                     where="query",
-                    schema=string(enum=["true", "false", "1", "0", "yes", "no"]),
+                    schema=QUERY_BOOLEAN,
                 ),
                 *PAGE,
             ),
@@ -1344,7 +1351,7 @@ def _instruments() -> Family:
                 Param(
                     name="force",
                     where="query",
-                    schema=string(enum=["true", "false", "1", "0", "yes", "no"]),
+                    schema=QUERY_BOOLEAN,
                     description="Delete even with files attached (they are kept, detached)",
                 ),
             ),
@@ -1907,6 +1914,8 @@ _SHARED_ERRORS = {
 }
 
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT"})
+#: Methods whose routes take no body; the server reads and drops one, up to 1 MiB.
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE"})
 #: aiohttp's parser answers a request line or header over its limits itself, in plain text and
 #: without X-Request-ID, before any route or middleware runs.
 _HTTP_LIMITS = "The request line or a header is over the HTTP limit of 8190 bytes (plain text)"
@@ -1929,6 +1938,8 @@ def _error_statuses(op: Operation) -> dict[int, str]:
     if op.body is not None and op.body.media_type == "multipart/form-data":
         statuses[413] = _SHARED_ERRORS[413]
         statuses[422] = _SHARED_ERRORS[422]
+    if op.body is None and op.method in _BODYLESS:
+        statuses[413] = "A body sent anyway (the route takes none) is over 1 MiB"
     if any(p.where == "query" for p in op.params) and not op.storage:
         statuses[422] = _SHARED_ERRORS[422]
     if op.method in _WRITE_METHODS and not op.storage and op.scope != PUBLIC:
@@ -2028,9 +2039,12 @@ def _operation(op: Operation, family: Family) -> JSONSchema:
     if params:
         out["parameters"] = [_parameter(p) for p in params]
     if op.body is not None:
+        schema = op.body.schema
+        if not op.body.required and op.body.media_type == "application/json":
+            schema = {"anyOf": [schema, {"type": "null"}]}  # a JSON null counts as no body
         body: JSONSchema = {
             "required": op.body.required,
-            "content": {op.body.media_type: {"schema": op.body.schema}},
+            "content": {op.body.media_type: {"schema": schema}},
         }
         if op.body.description:
             body["description"] = op.body.description

@@ -7,6 +7,7 @@ needs its operation in ``labric/server/openapi.py`` (one :class:`Family` block p
 
 from __future__ import annotations
 
+import io
 import json
 import typing
 from collections.abc import AsyncIterator
@@ -314,6 +315,8 @@ async def _files(api: Checked, instrument: str) -> str:
     await api.call("GET", "/api/v1/files/{file_id}", path={"file_id": "nope"}, expect=404)
     await api.call("POST", "/api/v1/files/upload-url", json={}, expect=422)
     await api.call("GET", "/api/v1/files", key=None, expect=401)
+    big = io.BytesIO(b"x" * (1024 * 1024 + 1))
+    await api.call("GET", "/api/v1/files", data=big, expect=413)
     await api.call("GET", "/api/v1/files", params={"cursor": "%%%"}, expect=400)
     await api.call(
         "PUT",
