@@ -1775,6 +1775,9 @@ def _admin() -> Family:
         "seed": nullable(INTEGER),
         "retry_after": integer(minimum=0),
         "scope": string(enum=["all", "api", "storage"]),
+        "throttle_burst": integer(minimum=1),
+        "spike": {"type": "number", "minimum": 0, "maximum": 1},
+        "spike_ms": {"type": "number", "minimum": 0},
     }
     counters = obj({}, additionalProperties=INTEGER)
     schemas = {

@@ -143,3 +143,12 @@ async def test_an_injected_reset_cuts_every_download_short(server: LocalServer, 
     server.faults.update(FaultConfig())
     assert server.faults.counters["resets"] == 12
     assert whole == 0
+
+
+def test_the_api_document_describes_every_fault_setting() -> None:
+    from labric.server.openapi import document
+
+    schemas = document()["components"]["schemas"]
+    fields = set(FaultConfig().to_json())
+    assert set(schemas["FaultConfig"]["properties"]) == fields
+    assert set(schemas["FaultConfigRequest"]["properties"]) == fields
