@@ -40,6 +40,7 @@ from aiohttp import web
 
 from labric.server import auth, datasets, idempotency, openapi
 from labric.server._http import DEFAULT_JSON_LIMIT, HTTPError, error_response
+from labric.server.datasets.write import MAX_BODY_BYTES as MAX_WRITE_BODY
 from labric.server.faults import InjectedReset
 from labric.server.jobs import routes as jobs
 from labric.server.routes import (
@@ -51,7 +52,7 @@ from labric.server.routes import (
     instruments,
     storage,
 )
-from labric.server.routing import PUBLIC, ROUTE_SCOPES, Handler, Router
+from labric.server.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES, Handler, Router
 from labric.server.state import SEND_TIMEOUT, STATE, ServerState
 
 __all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "REQUEST_ID", "build_app"]
@@ -151,31 +152,47 @@ class _BodyWatchdog:
             self._handle = None
 
 
-#: Methods whose routes take no body. One sent anyway is ignored, up to the JSON limit.
+#: Methods whose routes take no body: one declared over the JSON limit is refused.
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+#: The most any API route accepts (see :func:`_largest_body`).
+_LARGEST_BODY = web.AppKey("labric_largest_body", int)
 
 
-async def _drop_unwanted_body(request: web.Request) -> None:
-    """Read and drop a body sent to a route that takes none; refuse one over the JSON limit.
+def _largest_body(state: ServerState) -> int:
+    """The largest body any API route takes; a route with a larger limit must be named here."""
+    return max(
+        DEFAULT_JSON_LIMIT,
+        dashboards.MAX_BODY,
+        MAX_WRITE_BODY,
+        state.settings.max_multipart_body,
+    )
 
-    A declared length over the limit is refused at once, without reading a byte, so that such a
-    request neither runs its handler nor keeps the connection open while aiohttp drains a body
-    nobody wants; a chunked one is refused once the limit is passed.
+
+def _refuse_unwanted_body(request: web.Request) -> None:
+    """Refuse a declared body no route would take, before any handler runs and without reading
+    a byte of it: over the JSON limit for a method that takes none, far over the largest API
+    limit for any API request (handlers apply their own limits below that). Routes that take no
+    body would otherwise run with one of any size declared, and leave it to be drained.
 
     Raises:
         HTTPError: 413 naming the limit (the connection is closed after it).
     """
-    if request.method not in _BODYLESS or not request.body_exists:
+    declared = request.content_length
+    if declared is None:
         return
-    limit = DEFAULT_JSON_LIMIT
-    too_large = HTTPError(
-        413, f"Request body is over the limit of {limit} bytes for this route", close=True
-    )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    while await request.content.readany():
-        if request.content.total_bytes > limit:
-            raise too_large
+    if request.method in _BODYLESS:
+        limit, refused_over, where = DEFAULT_JSON_LIMIT, DEFAULT_JSON_LIMIT, "this route"
+    elif request.path.startswith(API_PREFIX + "/"):
+        # Twice the largest: up to there, a route's own limit and wording apply (data/write
+        # answers in the hosted API's words).
+        limit, where = request.app[_LARGEST_BODY], "any route"
+        refused_over = 2 * limit
+    else:
+        return  # storage uploads have their own limits (the signed length range, the PUT cap)
+    if declared > refused_over:
+        raise HTTPError(
+            413, f"Request body is over the limit of {limit} bytes for {where}", close=True
+        )
 
 
 @web.middleware
@@ -187,7 +204,7 @@ async def _outer(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.body_exists and not request.content.is_eof():
         watchdog = _BodyWatchdog(request, request.app[_BODY_TIMEOUT])
     try:
-        await _drop_unwanted_body(request)
+        _refuse_unwanted_body(request)
         response = await handler(request)
     except InjectedReset:
         state.stats.status(0)
@@ -268,6 +285,7 @@ def build_app(
     app[STATE] = state
     app[_BODY_TIMEOUT] = body_timeout
     app[SEND_TIMEOUT] = body_timeout
+    app[_LARGEST_BODY] = _largest_body(state)
     app.on_response_prepare.append(_add_request_id)
     router = Router(app)
     datasets.install(app, state)

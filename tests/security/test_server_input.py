@@ -76,10 +76,11 @@ def _limit_named(detail: str) -> int:
 async def test_every_route_refuses_an_oversized_body_with_a_413_naming_its_limit(
     server: LocalServer,
 ) -> None:
-    """A declared ``Content-Length`` far over any limit: body-reading routes answer 413 at once
-    (nothing is read), naming their limit; the others ignore the body. Then a chunked body one
-    byte over that limit (no length to trust) is refused the same way, after reading it."""
-    refused = []
+    """A declared ``Content-Length`` far over any limit: every API route answers 413 at once,
+    without reading a byte, naming a limit. Then chunked bodies (no length to trust) over it:
+    a route that reads bodies refuses one at its own limit, without waiting for the rest, and
+    one byte over that limit is refused the same way; a route that takes no body answers
+    without waiting for it."""
     for route in api_routes(server):
         head = request_head(
             route.method,
@@ -87,37 +88,73 @@ async def test_every_route_refuses_an_oversized_body_with_a_413_naming_its_limit
             _auth(server, **{"Content-Type": "application/json", "Content-Length": str(DECLARED)}),
         )
         reply = await exchange(server.port, head)
-        _assert_handled(reply, f"{route} with a {DECLARED}-byte body")
-        if reply.status == 413:
-            refused.append((route, _limit_named(reply.json()["detail"])))
-    # At least the routes known to take bodies refused it (routes that take no body may ignore
-    # it: they answer without reading).
-    taken = {str(route) for route, _ in refused}
-    for known in ("POST /api/v1/files", "POST /api/v1/files/upload-url", "POST /api/v1/jobs"):
-        assert known in taken, taken
-    for route, limit in refused:
-        # A multipart body whose file part alone is over the limit: JSON routes count raw bytes,
-        # the multipart upload counts file bytes; either way the limit is passed.
-        boundary = "b0undary"
-        body = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode() + b"x" * (limit + 1)
-        head = request_head(
-            route.method,
-            _api_path(route),
-            _auth(
-                server,
-                **{
-                    "Content-Type": f"multipart/form-data; boundary={boundary}",
-                    "Transfer-Encoding": "chunked",
-                },
-            ),
-        )
-        # The last chunk and the closing boundary are never sent: the server must not wait.
-        reply = await exchange(server.port, head + f"{len(body):x}\r\n".encode() + body + b"\r\n")
         assert reply.status == 413, f"{route}: {reply.status} {reply.body[:200]!r}"
+        ceiling = _limit_named(reply.json()["detail"])
+        if route.method not in WITH_BODY:
+            continue
+        # The last chunk and the closing boundary are never sent: the server must not wait.
+        over = await _chunked(server, route, ceiling + 1)
+        _assert_handled(over, f"{route} with a chunked body over {ceiling} bytes")
+        if over.status != 413:
+            continue  # it takes no body, and answered without reading this one
+        limit = _limit_named(over.json()["detail"])
+        assert limit <= ceiling, route
+        just_over = await _chunked(server, route, limit + 1)
+        assert just_over.status == 413, f"{route}: {just_over.status} {just_over.body[:200]!r}"
+        assert _limit_named(just_over.json()["detail"]) == limit
+    # The routes known to read bodies were among those that refused at their own limit.
+    for known, limit in [
+        ("POST /api/v1/files", server.settings.max_multipart_body),
+        ("POST /api/v1/files/upload-url", 1024 * 1024),
+        ("POST /api/v1/data/write", 4_500_000),
+    ]:
+        (route,) = [r for r in api_routes(server) if str(r) == known]
+        reply = await _chunked(server, route, limit + 1)
+        assert reply.status == 413, known
         assert _limit_named(reply.json()["detail"]) == limit
+
+
+async def test_a_huge_declared_body_does_not_run_a_route_that_takes_none(
+    server: LocalServer, session: aiohttp.ClientSession
+) -> None:
+    """DELETE of a file and POST of a pairing code (routes that read no body) with 64 MiB
+    declared: 413 before the handler runs, so the file is still there."""
+    instrument = server.create_instrument("Plate reader")
+    status, uploaded = await _upload_by_url(session, server, instrument, "kept.csv")
+    assert status == 200, uploaded
+    for method, path in [
+        ("DELETE", f"/api/v1/files/{uploaded['file_id']}"),
+        ("POST", f"/api/v1/instruments/{instrument}/pairing-code"),
+    ]:
+        head = request_head(method, path, _auth(server, **{"Content-Length": str(DECLARED)}))
+        reply = await exchange(server.port, head)
+        assert reply.status == 413, (method, path, reply.body[:200])
+    async with session.get(
+        f"{server.base_url}/v1/files/{uploaded['file_id']}", headers=_auth(server)
+    ) as resp:
+        assert resp.status == 200
+
+
+async def _chunked(server: LocalServer, route: Route, size: int) -> RawReply:
+    """``route`` with a chunked multipart body whose file part alone is ``size`` bytes, sent
+    without its last chunk (JSON routes count raw bytes, the multipart upload the part's)."""
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + b"x" * size
+    head = request_head(
+        route.method,
+        _api_path(route),
+        _auth(
+            server,
+            **{
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Transfer-Encoding": "chunked",
+            },
+        ),
+    )
+    return await exchange(server.port, head + f"{len(body):x}\r\n".encode() + body + b"\r\n")
 
 
 MALFORMED = {
