@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from labric.server.routes.files import MAX_FILE_SIZE, MAX_PARTS
 from labric.server.routing import API_PREFIX, PUBLIC, Router
 
 __all__ = [
@@ -348,7 +349,11 @@ def _files() -> Family:
                 "content_type": string(maxLength=1024),
                 "job_execution_id": string(maxLength=128),
                 "instrument_id": string(maxLength=128),
-                "size_bytes": integer(minimum=0),
+                "size_bytes": integer(
+                    minimum=0,
+                    maximum=MAX_FILE_SIZE,
+                    description=f"Planned in parts above the part size; at most {MAX_PARTS} parts",
+                ),
                 "crc32c": string(maxLength=64),
             },
             required=["file_name"],

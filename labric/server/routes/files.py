@@ -12,7 +12,8 @@ Upload flows (the record is invisible to listings until confirmed):
   against the ``crc32c`` given up front), and renames the upload file into place: the bytes are
   not read or copied again. ``upload-status`` lists the parts stored (each one is on disk), so an
   interrupted upload resumes by sending only the missing ones (it also signs fresh URLs for
-  those).
+  those). ``size_bytes`` may be at most :data:`MAX_FILE_SIZE`, in at most :data:`MAX_PARTS`
+  parts (422 beyond), since the answer signs a URL for every part.
 
 Confirming is serialised per file and idempotent: confirming a confirmed file returns its record.
 Its commit is durable (synced), so a confirmed file stays confirmed after a power cut.
@@ -50,7 +51,7 @@ from labric.server.routes._common import (
 from labric.server.routing import Router
 from labric.server.state import STATE, ServerState
 
-__all__ = ["register", "safe_content_type", "text_preview"]
+__all__ = ["MAX_FILE_SIZE", "MAX_PARTS", "register", "safe_content_type", "text_preview"]
 
 OCTET_STREAM = "application/octet-stream"
 #: Media types a browser could render as a page (so could run script in the storage origin).
@@ -71,6 +72,10 @@ _MULTIPART_CHUNK = 256 * 1024
 _FIELD_LIMIT = 1024
 #: The longest file name (with its folders) a file may have.
 _MAX_NAME = 4096
+#: The largest file an upload may announce (5 TiB, as a cloud storage object).
+MAX_FILE_SIZE = 5 * 1024**4
+#: The most parts an upload may be planned in (its answer signs a URL for each).
+MAX_PARTS = 10_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -419,14 +424,21 @@ async def create_upload_url(request: web.Request) -> web.StreamResponse:
     content_type = f.string("content_type", max_length=1024)
     job_execution_id = f.string("job_execution_id", max_length=128)
     instrument_id = f.string("instrument_id", max_length=128)
-    size_bytes = f.integer("size_bytes", minimum=0)
+    size_bytes = f.integer("size_bytes", minimum=0, maximum=MAX_FILE_SIZE)
+    part_size = state.settings.part_size
+    if size_bytes is not None and -(-size_bytes // part_size) > MAX_PARTS:
+        f.add(
+            ["size_bytes"],
+            f"A file of {size_bytes} bytes would need more than {MAX_PARTS} parts of "
+            f"{part_size} bytes, the most one upload may have",
+            "less_than_equal",
+        )
     expected_crc = f.string("crc32c", max_length=64)
     if expected_crc is not None and decode_crc32c(expected_crc) is None:
         f.add(["crc32c"], "Expected the base64 of a 4-byte big-endian CRC32C", "value_error")
     original_path, file_name = _split_name(raw_name, f, "file_name") if raw_name else ("", "")
     f.check()
     ctype = safe_content_type(content_type)
-    part_size = state.settings.part_size
     planned = size_bytes is not None and size_bytes > part_size
     plan_size = part_size if planned else None
     now = state.now()
