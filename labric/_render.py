@@ -52,7 +52,7 @@ def require() -> None:
     except ImportError:
         raise ImportError(
             "dashboards.render draws with matplotlib, which is not installed: "
-            "pip install matplotlib"
+            "pip install 'labric[plot]' (or pip install matplotlib)"
         ) from None
 
 

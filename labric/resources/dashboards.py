@@ -190,7 +190,8 @@ class AsyncDashboards(AsyncResource):
 
         Every widget is evaluated on the server (as :meth:`widget_data` does) and drawn in its
         place on the grid; a widget whose data cannot be computed shows the server's reason in
-        its cell rather than failing the drawing. matplotlib is needed only for this method.
+        its cell rather than failing the drawing. matplotlib is needed only for this method
+        (``pip install 'labric[plot]'``).
 
         Args:
             dashboard_id: The dashboard.

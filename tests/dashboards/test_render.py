@@ -120,7 +120,7 @@ async def test_render_without_matplotlib_says_what_to_install(
     client: AsyncLabric, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    with pytest.raises(ImportError, match="pip install matplotlib"):
+    with pytest.raises(ImportError, match=r"pip install 'labric\[plot\]'"):
         # Refused before any request: the dashboard does not even have to exist.
         await client.dashboards.render("nope", tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
