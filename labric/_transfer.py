@@ -1299,14 +1299,26 @@ class TransferEngine:
         """Fetch a whole file into memory, verified against its CRC32C."""
         info = await self.content(file_id)
 
+        size = info.size_bytes
+
         async def once() -> bytes:
             async def fetch() -> bytes:
                 async with self._transport.stream("GET", info.download_url) as resp:
-                    return await resp.read()
+                    data = bytearray()
+                    async for piece in resp.content.iter_any():
+                        data += piece
+                        if size is not None and len(data) > size:
+                            # Stop reading: a storage server that keeps sending would fill memory.
+                            raise TransferError(
+                                f"File {file_id} is longer than its stated {size} bytes"
+                            )
+                    return bytes(data)
 
             return await self._slot_call(fetch)
 
         data = await self._transport.retrying(once, method="GET", url=info.download_url)
+        if size is not None and len(data) != size:
+            raise TransferError(f"File {file_id} ended at {len(data)} of {size} bytes")
         if info.crc32c_hash is not None and crc32c_extend(0, data) != crc32c_from_b64(
             info.crc32c_hash
         ):

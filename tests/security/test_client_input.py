@@ -511,3 +511,18 @@ async def test_a_content_ticket_of_the_wrong_types_is_refused_before_any_downloa
     assert "preview_truncated" in str(caught.value)
     assert [r.path for r in standin.requests] == [f"/api/v1/files/{file_id}/content"]
     assert not (tmp_path / "x.bin").exists()
+
+
+@pytest.mark.parametrize(
+    ("served", "why"),
+    [(b"0123456789" * 1000, "longer than"), (b"01234", "ended at")],
+    ids=["more than stated", "less than stated"],
+)
+async def test_read_bytes_takes_no_more_and_no_less_than_the_stated_size(
+    standin: StandIn, tmp_path: Path, served: bytes, why: str
+) -> None:
+    """Without a CRC32C to check, the stated size still bounds what is read into memory."""
+    file_id = Platform(standin).add(b"0123456789", path="sized.bin", crc=None, served=served)
+    async with _client(standin, tmp_path) as client:
+        with pytest.raises(TransferError, match=why):
+            await client.files.read_bytes(file_id)
