@@ -86,11 +86,11 @@ def setup(base_url: str, key: str) -> None:
         client.datasets.create(TABLE, columns=COLUMNS)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(asyncio.run(worker(args.rows))))
         return
