@@ -405,14 +405,14 @@ def test_signed_url_fields_are_left_out_of_reprs() -> None:
 SIGNATURE = "5e" * 32
 
 
-def _content_answer(download_url: str) -> web.Response:
+def _content_answer(download_url: str, size: int = 1) -> web.Response:
     return web.json_response(
         {
             "file_id": "f1",
             "file_name": "a.csv",
             "download_url": download_url,
             "preview_truncated": False,
-            "size_bytes": 1,
+            "size_bytes": size,
             "crc32c_hash": None,
         }
     )
@@ -578,7 +578,7 @@ async def test_storage_on_another_host_never_gets_the_key() -> None:
     )
     async with StandIn() as api, StandIn() as storage:
         url = _signed(storage.origin)
-        api.on("GET", "/api/v1/files/f1/content", _content_answer(url))
+        api.on("GET", "/api/v1/files/f1/content", _content_answer(url, size=len(data)))
         storage.on("GET", "/storage/v1/objects/f1", web.Response(body=data))
         api.on(
             "POST",
