@@ -585,6 +585,9 @@ def _histogram(values: list[float], bins: int) -> list[list[Any]]:
     if not values:
         return []
     low, high = min(values), max(values)
+    if not math.isfinite(high - low):
+        # The values span more than a float holds: bin their halves, whose span fits.
+        return [[a * 2, b * 2, n] for a, b, n in _histogram([v / 2 for v in values], bins)]
     if low == high:  # one distinct value: centre a unit-wide range on it
         low, high = low - 0.5, high + 0.5
     width = (high - low) / bins

@@ -54,7 +54,10 @@ _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def iso(ts: float) -> str:
     """Format a Unix timestamp as the stored (and wire) UTC ISO 8601 form."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime(_ISO_FORMAT)
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    # strftime's %Y does not pad years before 1000 on every platform ("1-01-01"), which
+    # from_iso could not read back and which would sort wrongly as text.
+    return f"{moment.year:04d}" + moment.strftime(_ISO_FORMAT[2:])
 
 
 def from_iso(text: str) -> float:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
 from labric.server import LocalServer
 from labric.server.routes.files import MAX_FILE_SIZE, MAX_PARTS
@@ -50,3 +56,130 @@ async def test_an_upload_is_planned_in_at_most_max_parts(tmp_path: Path) -> None
         assert status == 200, body
         assert isinstance(body["parts"], list)
         assert len(body["parts"]) == MAX_PARTS
+
+
+# -- found by probing the boundaries the document names (64-bit integers, float range, years) --
+
+BIG = 2**70
+
+
+class _Api:
+    def __init__(self, session: aiohttp.ClientSession, server: LocalServer) -> None:
+        self.session = session
+        self.server = server
+
+    async def __call__(
+        self, method: str, path: str, body: Any = None, **params: str
+    ) -> tuple[int, Any]:
+        async with self.session.request(
+            method,
+            f"{self.server.base_url}{path}",
+            json=body,
+            params=params,
+            headers={"Authorization": f"Bearer {self.server.admin_key}"},
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def api(server: LocalServer) -> AsyncIterator[_Api]:
+    async with aiohttp.ClientSession() as session:
+        yield _Api(session, server)
+
+
+def _cursor(position: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/files",
+        "/v1/jobs",
+        "/v1/job-executions",
+        "/v1/instruments",
+        "/v1/experiments",
+        "/v1/dashboards",
+    ],
+)
+async def test_a_cursor_past_64_bits_is_an_invalid_cursor(api: _Api, path: str) -> None:
+    # Was a 500: the cursor's number reached SQLite, which has no integer that large.
+    status, body = await api("GET", path, cursor=_cursor(["2026-01-01T00:00:00.000000Z", BIG]))
+    assert status == 400, body
+    assert "Invalid cursor" in body["detail"]
+
+
+async def test_a_rows_cursor_past_64_bits_is_an_invalid_cursor(api: _Api) -> None:
+    await api("POST", "/v1/datasets", {"name": "t", "columns": [{"name": "n", "type": "integer"}]})
+    cursor = base64.urlsafe_b64encode(f"r{BIG}".encode()).decode()
+    status, body = await api(
+        "POST", "/v1/tools/read", {"target_name": "t", "target_type": "table", "cursor": cursor}
+    )
+    assert status == 400, body
+    assert "Invalid cursor" in body["detail"]
+
+
+async def test_a_query_parameter_past_64_bits_is_refused(api: _Api) -> None:
+    # Was a 500: SQLite could not bind the integer.
+    status, body = await api("POST", "/v1/tools/query", {"query": "SELECT %s", "params": [BIG]})
+    assert status == 400, body
+    assert "64 bits" in body["detail"]
+    status, body = await api(
+        "POST", "/v1/tools/query", {"query": "SELECT %s", "params": [2**63 - 1]}
+    )
+    assert (status, body["data"]) == (200, [[2**63 - 1]])
+
+
+async def test_an_integer_beyond_any_float_in_a_float_column_is_a_write_problem(api: _Api) -> None:
+    # Was a 500: converting the integer to a float overflowed.
+    await api("POST", "/v1/datasets", {"name": "t", "columns": [{"name": "x", "type": "float"}]})
+    status, body = await api(
+        "POST", "/v1/data/write", {"tables": [{"table": "t", "rows": [{"x": 2**2000}]}]}
+    )
+    assert status == 400, body
+    assert body["errors"][0]["path"] == "tables[0].rows[0].x"
+    assert "finite" in body["errors"][0]["message"]
+
+
+async def test_a_histogram_of_values_spanning_the_float_range(api: _Api) -> None:
+    # Was a 500: the span overflowed to infinity and the bin edges became NaN.
+    source = {"type": "sql", "query": "SELECT 1e308 UNION ALL SELECT -1e308 UNION ALL SELECT 0"}
+    widget = {"id": "h", "type": "chart", "kind": "histogram", "bins": 4, "source": source}
+    status, made = await api("POST", "/v1/dashboards", {"name": "d", "widgets": [widget]})
+    assert status == 201, made
+    status, data = await api("GET", f"/v1/dashboards/{made['id']}/widgets/h/data")
+    assert status == 200, data
+    rows = data["rows"]
+    assert [r[2] for r in rows] == [1, 0, 1, 1]
+    assert rows[0][0] == -1e308
+    assert rows[-1][1] == 1e308
+    assert all(math.isfinite(edge) for r in rows for edge in r[:2])
+
+
+async def test_times_in_the_first_and_last_years_iso_8601_writes(api: _Api) -> None:
+    # Year 1 was written "1-01-01T..." (strftime does not pad it), which could not be read
+    # back: a 500. A time whose UTC instant is in the year 10000 was a 500 too.
+    status, body = await api(
+        "POST", "/v1/experiments", {"name": "old", "started_at": "0001-01-01T00:00:00-23:59"}
+    )
+    assert status == 200, body
+    assert body["started_at"] == "0001-01-01T23:59:00.000000Z"
+    status, body = await api(
+        "POST", "/v1/experiments", {"name": "late", "started_at": "9999-12-31T23:59:59-23:59"}
+    )
+    assert status == 422, body
+    assert body["detail"][0]["loc"] == ["body", "started_at"]
+
+
+async def test_a_status_window_ending_in_the_year_1(api: _Api) -> None:
+    # Was a 500: the default start, 7 days before the end, fell before the year 1.
+    status, made = await api("POST", "/v1/instruments", {"name": "Reader"})
+    assert status == 200, made
+    status, body = await api(
+        "GET",
+        f"/v1/instruments/{made['instrument']['id']}/device-status",
+        end_time="0001-01-01T00:00:00Z",
+    )
+    assert status == 200, body
+    assert body["start_time"] == "0001-01-01T00:00:00.000000Z"
+    assert body["statuses"] == []

@@ -223,6 +223,8 @@ def run_readonly(path: Path, sql: str, params: Sequence[Any], limits: QueryLimit
     for value in params:
         if value is not None and not isinstance(value, str | int | float | bool):
             raise QueryError(400, "Parameters must be strings, numbers, booleans or null")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise QueryError(400, "Integer parameters must fit in 64 bits (SQLite's integers)")
         values.append(value)
     conn = open_readonly(path)
     try:

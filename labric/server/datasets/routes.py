@@ -141,7 +141,9 @@ def _decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if text.startswith("r"):
-            return int(text[1:])
+            rowid = int(text[1:])
+            if -(2**63) <= rowid < 2**63:  # SQLite's integers (a larger one fails the query)
+                return rowid
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
     raise HTTPError(400, "Invalid cursor: pass back the one from the previous page's Link header")

@@ -368,7 +368,10 @@ def _integer(value: Any) -> Any:
 def _float(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValue(f"expected a number, got {_kind(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise InvalidValue("expected a finite number") from None
     if not math.isfinite(number):
         raise InvalidValue("expected a finite number")
     return number

@@ -122,7 +122,8 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, rowid = json.loads(raw)
-        if isinstance(created_at, str) and isinstance(rowid, int):
+        # SQLite integers have 64 bits: a larger one would fail the query, not the cursor.
+        if isinstance(created_at, str) and isinstance(rowid, int) and -(2**63) <= rowid < 2**63:
             return created_at, rowid
     except (ValueError, TypeError, binascii.Error):
         pass

@@ -44,7 +44,12 @@ def parse_time(text: str) -> float | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    timestamp = parsed.timestamp()
+    try:
+        datetime.fromtimestamp(timestamp, tz=UTC)
+    except (OverflowError, ValueError):  # e.g. 9999-12-31T23:59-05:00 is in the year 10000 UTC
+        return None
+    return timestamp
 
 
 def time_field(f: Fields, name: str) -> float | None:

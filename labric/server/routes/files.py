@@ -201,7 +201,8 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, seq = json.loads(raw)
-        if isinstance(created_at, str) and isinstance(seq, int):
+        # SQLite integers have 64 bits: a larger one would fail the query, not the cursor.
+        if isinstance(created_at, str) and isinstance(seq, int) and -(2**63) <= seq < 2**63:
             return created_at, seq
     except (ValueError, TypeError, binascii.Error):
         pass

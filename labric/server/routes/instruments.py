@@ -31,6 +31,7 @@ after every change, so dataset tables can reference it and SQL can join it.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -64,6 +65,8 @@ __all__ = ["DEFAULT_WINDOW", "instrument_json", "register"]
 #: Seconds of history ``GET .../device-status`` covers when no ``start_time`` is given.
 DEFAULT_WINDOW = 7 * 24 * 3600.0
 _MAX_NAME = 255
+#: The earliest time a window may start at (0001-01-01T00:00:00Z, the first one ISO 8601 writes).
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 _MAX_DESCRIPTION = 10_000
 
 
@@ -420,7 +423,7 @@ async def status_history(request: web.Request) -> web.StreamResponse:
     if end is None:
         end = now
     if start is None:
-        start = end - DEFAULT_WINDOW
+        start = max(end - DEFAULT_WINDOW, _EARLIEST)
     elif asked_end is not None and start > asked_end:
         raise HTTPError(
             422,
