@@ -10,6 +10,7 @@ it into the hosted API's body shapes (``{"detail": "..."}``, and for 422
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -128,7 +129,7 @@ def decode_json(raw: bytes | bytearray) -> Any:
             lone UTF-16 surrogate.
     """
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"Request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -141,6 +142,19 @@ def decode_json(raw: bytes | bytearray) -> Any:
             400, "Request body is not valid JSON: it holds a lone UTF-16 surrogate, not text"
         )
     return data
+
+
+def _not_a_number(name: str) -> Any:
+    # JSON has no NaN or Infinity. Python's decoder takes them, and a body holding one would be
+    # stored, and sent back as something no JSON parser reads (or fail to store: a 500).
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: a valid JSON number, but no float holds it
+        raise ValueError(f"{text[:30]} is beyond the range of a number")
+    return value
 
 
 #: What a lone surrogate looks like in a body: a ``\uD800``-``\uDFFF`` escape, or the raw

@@ -183,3 +183,43 @@ async def test_a_status_window_ending_in_the_year_1(api: _Api) -> None:
     assert status == 200, body
     assert body["start_time"] == "0001-01-01T00:00:00.000000Z"
     assert body["statuses"] == []
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+async def test_numbers_json_has_not_are_refused(server: LocalServer, number: bytes) -> None:
+    # Were taken: metadata holding one was a 500 (its platform row could not be encoded), and
+    # elsewhere one was stored and sent back as "NaN", which no JSON parser reads.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{server.base_url}/v1/instruments",
+            data=b'{"name": "Reader", "metadata": {"x": ' + number + b"}}",
+            headers={
+                "Authorization": f"Bearer {server.admin_key}",
+                "Content-Type": "application/json",
+            },
+        ) as resp,
+    ):
+        assert resp.status == 400
+        assert "not valid JSON" in (await resp.json())["detail"]
+
+
+async def test_a_dataset_datetime_in_the_first_and_last_years(api: _Api) -> None:
+    # Year 1 was stored as "1-01-01T..." (strftime does not pad it); a time in the year 10000
+    # UTC was a 500.
+    await api("POST", "/v1/datasets", {"name": "t", "columns": [{"name": "d", "type": "datetime"}]})
+    status, body = await api(
+        "POST",
+        "/v1/data/write",
+        {"tables": [{"table": "t", "rows": [{"d": "0001-01-01T00:00:00-23:59"}]}]},
+    )
+    assert status == 200, body
+    status, rows = await api("POST", "/v1/tools/read", {"target_name": "t", "target_type": "table"})
+    assert [r["d"] for r in rows] == ["0001-01-01T23:59:00.000000Z"]
+    status, body = await api(
+        "POST",
+        "/v1/data/write",
+        {"tables": [{"table": "t", "rows": [{"d": "9999-12-31T23:59:59-23:59"}]}]},
+    )
+    assert status == 400, body
+    assert body["errors"][0]["path"] == "tables[0].rows[0].d"

@@ -392,7 +392,12 @@ def _datetime(value: Any) -> Any:
         raise InvalidValue(f"not an ISO 8601 date-time: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime(_STORED_DATETIME)
+    try:
+        moment = parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidValue(f"outside the years 1 to 9999 in UTC: {value[:40]!r}") from None
+    # strftime's %Y does not pad years before 1000 on every platform ("1-01-01").
+    return f"{moment.year:04d}" + moment.strftime(_STORED_DATETIME[2:])
 
 
 def _json(value: Any) -> Any:
