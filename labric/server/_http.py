@@ -109,7 +109,7 @@ async def read_json_object(
             raise HTTPError(
                 413, f"Request body is over the limit of {limit} bytes for this route", close=True
             )
-    if not raw.strip():
+    if not raw.strip(_JSON_WHITESPACE):
         if optional:
             return {}
         raise HTTPError(422, [_problem(["body"], "A JSON body is required", "missing")])
@@ -155,6 +155,12 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):  # 1e999: a valid JSON number, but no float holds it
         raise ValueError(f"{text[:30]} is beyond the range of a number")
     return value
+
+
+#: The whitespace JSON allows around a value (bytes.strip() would also drop \v and \f).
+_JSON_WHITESPACE = b" \t\n\r"
+#: An integer in a query string: ASCII digits, an optional sign, spaces or tabs around.
+_QUERY_INTEGER = re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*")
 
 
 #: What a lone surrogate looks like in a body: a ``\uD800``-``\uDFFF`` escape, or the raw
@@ -242,9 +248,10 @@ class Fields:
         if value is None:
             return None
         if self._where == "query" and isinstance(value, str):
+            # int() also takes "1_000", non-ASCII digits and any Unicode space around them.
             try:
-                value = int(value.strip())
-            except ValueError:
+                value = int(value) if _QUERY_INTEGER.fullmatch(value) else None
+            except ValueError:  # more digits than int() converts
                 value = None
         if not isinstance(value, int) or isinstance(value, bool):
             self.problems.append(

@@ -11,12 +11,17 @@ there, once, from what the operation says about itself:
 * ``X-Request-ID`` on every response, ``Link`` on paginated listings, ``Retry-After`` on 429;
 * error bodies: ``{"detail": str}``, 422 ``{"detail": [{"loc", "msg", "type"}]}``, and the
   statuses every route of a kind can answer: 401/403 where a key is needed, 400/413/422 where
-  a JSON body is read, 429/503 where fault injection reaches (all but the admin routes), 500.
+  a JSON body is read, 413 for a body declared far too large (over 1 MiB for a GET, HEAD or
+  DELETE route, which takes none), 429/503 where fault injection reaches (all but the admin
+  routes), 500; and on every route the HTTP layer's own plain-text 400 for a request line or
+  header over its limit (before any middleware, so without ``X-Request-ID``).
 
 Adding a family: write a function returning its :class:`Family` next to the others and list it
-in :data:`FAMILIES`. ``tests/openapi`` compares the document with the application's registered
-routes and scopes (and names any route missing on either side), validates it as OpenAPI 3.1, and
-runs schemathesis against a live server with it.
+in :data:`FAMILIES`; name component schemas after the SDK's models where they answer one (their
+fields are compared). ``tests/openapi`` compares the document with the application's registered
+routes and scopes (and names any route missing on either side), validates it as OpenAPI 3.1,
+checks one real successful answer of every operation against it (a new operation needs a step
+in ``test_document.py``), and runs schemathesis against a live server with it.
 """
 
 from __future__ import annotations
@@ -114,11 +119,13 @@ def record(
     optional: Sequence[str] = (),
     description: str | None = None,
 ) -> JSONSchema:
-    """A response object: every property is always sent, except those in ``optional``."""
+    """A response object: every property is always sent, except those in ``optional``, and no
+    other (so an answer that grew a field the document lacks fails the document's tests)."""
     return obj(
         properties,
         required=[name for name in properties if name not in optional],
         description=description,
+        additionalProperties=False,
     )
 
 
@@ -1090,6 +1097,15 @@ def _datasets() -> Family:
             },
             required=["name", "columns"],
         ),
+        "RevertResult": record(
+            {
+                "deleted_count": INTEGER,
+                "raws_deleted_count": INTEGER,
+                "skipped_count": INTEGER,
+                "warnings": array(STRING),
+            },
+            description="Hosted RevertResultSchema",
+        ),
         "DatasetLimits": record(limits),
         "DatasetLimitsRequest": obj(limits, additionalProperties=False),
     }
@@ -1895,15 +1911,6 @@ _SHARED_SCHEMAS: dict[str, JSONSchema] = {
         },
         description="Every problem of the request (422)",
     ),
-    # Hosted RevertResultSchema: shared by the job-executions and datasets families.
-    "RevertResult": record(
-        {
-            "deleted_count": INTEGER,
-            "raws_deleted_count": INTEGER,
-            "skipped_count": INTEGER,
-            "warnings": array(STRING),
-        }
-    ),
 }
 
 _SHARED_ERRORS = {
@@ -1922,7 +1929,7 @@ _SHARED_ERRORS = {
 }
 
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT"})
-#: Methods whose routes take no body; the server reads and drops one, up to 1 MiB.
+#: Methods whose routes take no body: one declared over 1 MiB is refused.
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE"})
 #: aiohttp's parser answers a request line or header over its limits itself, in plain text and
 #: without X-Request-ID, before any route or middleware runs.
@@ -1947,7 +1954,9 @@ def _error_statuses(op: Operation) -> dict[int, str]:
         statuses[413] = _SHARED_ERRORS[413]
         statuses[422] = _SHARED_ERRORS[422]
     if op.body is None and op.method in _BODYLESS:
-        statuses[413] = "A body sent anyway (the route takes none) is over 1 MiB"
+        statuses[413] = "A body declared over 1 MiB (the route takes none)"
+    elif not op.storage:
+        statuses.setdefault(413, "A body declared far over what any route takes")
     if any(p.where == "query" for p in op.params) and not op.storage:
         statuses[422] = _SHARED_ERRORS[422]
     if op.method in _WRITE_METHODS and not op.storage and op.scope != PUBLIC:

@@ -223,3 +223,34 @@ async def test_a_dataset_datetime_in_the_first_and_last_years(api: _Api) -> None
     )
     assert status == 400, body
     assert body["errors"][0]["path"] == "tables[0].rows[0].d"
+
+
+@pytest.mark.parametrize("limit", ["\x857", "1_0", "\u0663", "7\n", "9" * 5000])
+async def test_a_query_integer_is_ascii_digits(api: _Api, limit: str) -> None:
+    # int() took all of these (U+0085 around "7", "1_0", an Arabic-Indic 3): the document's
+    # integer was looser on the server than written.
+    status, body = await api("GET", "/v1/instruments", limit=limit)
+    assert status == 422, body
+    assert body["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_a_query_integer_may_have_a_sign_and_spaces(api: _Api) -> None:
+    status, body = await api("GET", "/v1/instruments", limit=" +7\t")
+    assert status == 200, body
+
+
+async def test_whitespace_json_does_not_allow_is_not_an_empty_body(server: LocalServer) -> None:
+    # b"\x0b" (a vertical tab) counted as an empty body, so PUT faults read it as "{}".
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
+            f"{server.base_url}/v1/admin/faults",
+            data=b"\x0b",
+            headers={
+                "Authorization": f"Bearer {server.admin_key}",
+                "Content-Type": "application/json",
+            },
+        ) as resp,
+    ):
+        assert resp.status == 400
+        assert "not valid JSON" in (await resp.json())["detail"]
