@@ -254,3 +254,22 @@ async def test_whitespace_json_does_not_allow_is_not_an_empty_body(server: Local
     ):
         assert resp.status == 400
         assert "not valid JSON" in (await resp.json())["detail"]
+
+
+@pytest.mark.parametrize("timezone", ["Europe", "A" * 500])
+async def test_a_schedule_timezone_that_names_no_zone_file(api: _Api, timezone: str) -> None:
+    # Was a 500: "Europe" is a folder of the timezone database and 500 characters are too long
+    # for a file name, so ZoneInfo raised OSError rather than "not found".
+    status, body = await api(
+        "POST",
+        "/v1/jobs",
+        {
+            "name": "nightly",
+            "code": "print(1)",
+            "trigger_enabled": True,
+            "trigger_category": "schedule",
+            "trigger_conditions": {"cron": "0 3 * * *", "timezone": timezone},
+        },
+    )
+    assert status == 422, body
+    assert body["detail"][0]["loc"] == ["body", "trigger_conditions", "timezone"]

@@ -49,7 +49,8 @@ def load_timezone(name: str) -> ZoneInfo:
     """
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a folder of the database ("Europe") or too long for a file name.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise CronError(
             f"Unknown timezone {name!r}: use an IANA name such as 'Europe/Berlin'"
         ) from None
