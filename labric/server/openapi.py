@@ -1599,6 +1599,8 @@ def _dashboards() -> Family:
         "layout": nullable(ref("WidgetLayout")),
     }
     source = {"anyOf": [ref("SQLSource"), ref("DatasetSource")]}
+    # Distinct column names, or one name (a list of one).
+    names = {"anyOf": [name128, array(name128, minItems=1, uniqueItems=True)]}
     scalar = {"type": ["string", "number", "boolean", "null"]}
     schemas = {
         "WidgetLayout": record(
@@ -1623,7 +1625,7 @@ def _dashboards() -> Family:
             {
                 "type": string(enum=["dataset"]),
                 "table": name128,
-                "columns": nullable(array(name128)),
+                "columns": nullable(names),
                 "filters": nullable(obj({}, additionalProperties=scalar)),
                 "order_by": nullable(name128),
                 "descending": nullable(BOOLEAN),
@@ -1638,12 +1640,24 @@ def _dashboards() -> Family:
                 **common,
                 "source": source,
                 "kind": string(enum=["line", "bar", "scatter", "histogram"]),
-                "x": nullable(name128),
-                "y": nullable(array(name128)),
-                "column": nullable(name128),
-                "bins": nullable(integer(minimum=1, maximum=1000)),
+                # Read for the kinds they belong to (below), ignored for the others.
+                "x": ANY,
+                "y": ANY,
+                "column": ANY,
+                "bins": ANY,
             },
             required=["type", "source", "kind"],
+            description="x and y for line, bar and scatter charts; column and bins for histograms",
+            **{
+                "if": {"properties": {"kind": {"const": "histogram"}}},
+                "then": {
+                    "properties": {
+                        "column": nullable(name128),
+                        "bins": nullable(integer(minimum=1, maximum=1000)),
+                    }
+                },
+                "else": {"properties": {"x": nullable(name128), "y": nullable(names)}},
+            },
         ),
         "TableWidget": obj(
             {"type": string(enum=["table"]), **common, "source": source},
