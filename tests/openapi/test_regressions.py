@@ -239,13 +239,15 @@ async def test_a_query_integer_may_have_a_sign_and_spaces(api: _Api) -> None:
     assert status == 200, body
 
 
-async def test_whitespace_json_does_not_allow_is_not_an_empty_body(server: LocalServer) -> None:
-    # b"\x0b" (a vertical tab) counted as an empty body, so PUT faults read it as "{}".
+@pytest.mark.parametrize("body", [b"\x0b", b"\t", b" \r\n"])
+async def test_a_body_of_whitespace_is_not_an_empty_body(server: LocalServer, body: bytes) -> None:
+    # Any whitespace counted as no body, so PUT faults read b"\x0b" (a vertical tab, which JSON
+    # does not even allow) as "{}". Only a body of no bytes is no body.
     async with (
         aiohttp.ClientSession() as session,
         session.put(
             f"{server.base_url}/v1/admin/faults",
-            data=b"\x0b",
+            data=body,
             headers={
                 "Authorization": f"Bearer {server.admin_key}",
                 "Content-Type": "application/json",
