@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from _clocked import FakeClock, Wire, at
 
 from labric import AsyncLabric, WriteBatchError
 from labric.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from labric.models import Experiment, ExperimentLinks, ExperimentRow, ExperimentStatus, FileInfo
 from labric.server import LocalServer
-
-from ._support import FakeClock, Wire, at
 
 
 async def test_create_get_and_defaults(client: AsyncLabric, clock: FakeClock) -> None:

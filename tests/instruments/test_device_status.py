@@ -9,12 +9,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from _clocked import FakeClock, Wire, at, stamp
 
 from labric import AsyncLabric
 from labric.errors import UnprocessableEntityError
 from labric.models import DeviceStatus, DeviceStatusHistory, DeviceStatusType
-
-from ._support import FakeClock, Wire, at, stamp
 
 DAY = 24 * 3600
 

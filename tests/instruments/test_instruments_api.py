@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from _clocked import FakeClock, Wire, at, stamp
 
 from labric import AsyncLabric
 from labric.errors import (
@@ -15,8 +16,6 @@ from labric.errors import (
 )
 from labric.models import DeviceStatusType, Instrument, InstrumentPairing, PairedDevice
 from labric.server import LocalServer
-
-from ._support import FakeClock, Wire, at, stamp
 
 
 async def test_create_returns_the_instrument_and_a_pairing_code(

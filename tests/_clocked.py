@@ -1,14 +1,23 @@
-"""Helpers of the experiments tests: a hand-driven clock and raw HTTP calls."""
+"""Helpers and fixtures of the tests of the instruments and experiments routes: a server on a
+hand-driven clock, raw HTTP calls to it, and an admin client.
+
+The fixtures are imported by those packages' ``conftest.py`` files, which is how pytest shares
+them without making them global.
+"""
 
 from __future__ import annotations
 
 import json as jsonlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
+import pytest
 
+from labric import AsyncLabric
 from labric.server import LocalServer
 
 #: A fixed start for hand-driven clocks (a whole second, so stored times are easy to read).
@@ -79,3 +88,40 @@ class Wire:
         reply = await self.call(method, path, **kw)
         assert reply.status == 200, reply.body
         return reply.json()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[LocalServer]:
+    """A server on the hand-driven clock, two items per page, running no jobs."""
+    async with LocalServer(
+        tmp_path / "server",
+        clock=clock,
+        default_page_size=2,
+        max_concurrent_executions=0,
+        schedule_interval=3600,
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def wire(session: aiohttp.ClientSession, server: LocalServer) -> Wire:
+    """Raw HTTP to the server, as its admin."""
+    return Wire(session, server)
+
+
+@pytest.fixture
+async def client(server: LocalServer) -> AsyncIterator[AsyncLabric]:
+    """The admin's AsyncLabric (no retries, so a 409 answers at once)."""
+    async with AsyncLabric(server.admin_key, base_url=server.base_url, max_retries=0) as c:
+        yield c
