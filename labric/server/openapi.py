@@ -359,7 +359,10 @@ def _files() -> Family:
                 "size_bytes": integer(
                     minimum=0,
                     maximum=MAX_FILE_SIZE,
-                    description=f"Planned in parts above the part size; at most {MAX_PARTS} parts",
+                    description=(
+                        "Planned in parts above the part size; the parts grow (whole multiples "
+                        f"of the server's part size) to keep a file within {MAX_PARTS} parts"
+                    ),
                 ),
                 "crc32c": string(maxLength=64),
             },

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from labric.server import LocalServer
-from labric.server.routes.files import MAX_FILE_SIZE, MAX_PARTS
+from labric.server.routes.files import MAX_FILE_SIZE, MAX_PARTS, plan_part_size
 
 
 async def _upload_url(server: LocalServer, **body: object) -> tuple[int, dict[str, object]]:
@@ -41,21 +41,32 @@ async def test_a_size_beyond_any_file_is_refused_not_a_server_error(server: Loca
 
 async def test_an_upload_is_planned_in_at_most_max_parts(tmp_path: Path) -> None:
     # Without a limit, a large size_bytes made the server sign (and send) a URL per part:
-    # millions of them for a file a little over a terabyte at the default part size.
+    # millions of them for a file a little over a terabyte at the default part size. A file that
+    # would need more parts than that gets larger parts (whole multiples of the server's).
     async with LocalServer(tmp_path / "small-parts", part_size=1024) as server:
         instrument = server.create_instrument("Plate reader")
-        status, body = await _upload_url(
-            server, file_name="x.bin", instrument_id=instrument, size_bytes=MAX_PARTS * 1024 + 1
-        )
-        assert status == 422, body
-        assert body["detail"][0]["loc"] == ["body", "size_bytes"]
-        assert str(MAX_PARTS) in body["detail"][0]["msg"]
         status, body = await _upload_url(
             server, file_name="x.bin", instrument_id=instrument, size_bytes=MAX_PARTS * 1024
         )
         assert status == 200, body
-        assert isinstance(body["parts"], list)
+        assert body["part_size"] == 1024
         assert len(body["parts"]) == MAX_PARTS
+        status, body = await _upload_url(
+            server, file_name="y.bin", instrument_id=instrument, size_bytes=MAX_PARTS * 1024 + 1
+        )
+        assert status == 200, body
+        assert body["part_size"] == 2048
+        assert len(body["parts"]) == MAX_PARTS // 2 + 1
+        assert sum(p["size"] for p in body["parts"]) == MAX_PARTS * 1024 + 1
+
+
+def test_part_sizes_grow_in_whole_multiples_to_stay_within_max_parts() -> None:
+    assert plan_part_size(None, 16) == 16
+    assert plan_part_size(0, 16) == 16
+    assert plan_part_size(16 * MAX_PARTS, 16) == 16
+    assert plan_part_size(16 * MAX_PARTS + 1, 16) == 32
+    assert plan_part_size(MAX_FILE_SIZE, 16 * 1024 * 1024) % (16 * 1024 * 1024) == 0
+    assert -(-MAX_FILE_SIZE // plan_part_size(MAX_FILE_SIZE, 16 * 1024 * 1024)) <= MAX_PARTS
 
 
 # -- found by probing the boundaries the document names (64-bit integers, float range, years) --

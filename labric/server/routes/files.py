@@ -12,8 +12,9 @@ Upload flows (the record is invisible to listings until confirmed):
   against the ``crc32c`` given up front), and renames the upload file into place: the bytes are
   not read or copied again. ``upload-status`` lists the parts stored (each one is on disk), so an
   interrupted upload resumes by sending only the missing ones (it also signs fresh URLs for
-  those). ``size_bytes`` may be at most :data:`MAX_FILE_SIZE`, in at most :data:`MAX_PARTS`
-  parts (422 beyond), since the answer signs a URL for every part.
+  those). ``size_bytes`` may be at most :data:`MAX_FILE_SIZE` (422 beyond); a file that would
+  need more than :data:`MAX_PARTS` parts gets larger parts instead (:func:`plan_part_size`),
+  since the answer signs a URL for every part.
 
 Confirming is serialised per file and idempotent: confirming a confirmed file returns its record.
 Its commit is durable (synced), so a confirmed file stays confirmed after a power cut.
@@ -415,6 +416,16 @@ def _upload_headers(state: ServerState, content_type: str) -> dict[str, str]:
     }
 
 
+def plan_part_size(size: int | None, base: int) -> int:
+    """The part size of an upload of ``size`` bytes: the server's ``base`` part size, grown to a
+    whole multiple of it when the file would otherwise need more than :data:`MAX_PARTS` parts
+    (as object stores do), so every file up to :data:`MAX_FILE_SIZE` can be uploaded in parts."""
+    if size is None:
+        return base
+    needed = -(-size // MAX_PARTS)
+    return base * max(1, -(-needed // base))
+
+
 async def create_upload_url(request: web.Request) -> web.StreamResponse:
     """``POST /v1/files/upload-url``: a file record and signed URL(s) to PUT its bytes to."""
     state = request.app[STATE]
@@ -426,14 +437,7 @@ async def create_upload_url(request: web.Request) -> web.StreamResponse:
     job_execution_id = f.string("job_execution_id", max_length=128)
     instrument_id = f.string("instrument_id", max_length=128)
     size_bytes = f.integer("size_bytes", minimum=0, maximum=MAX_FILE_SIZE)
-    part_size = state.settings.part_size
-    if size_bytes is not None and -(-size_bytes // part_size) > MAX_PARTS:
-        f.add(
-            ["size_bytes"],
-            f"A file of {size_bytes} bytes would need more than {MAX_PARTS} parts of "
-            f"{part_size} bytes, the most one upload may have",
-            "less_than_equal",
-        )
+    part_size = plan_part_size(size_bytes, state.settings.part_size)
     expected_crc = f.string("crc32c", max_length=64)
     if expected_crc is not None and decode_crc32c(expected_crc) is None:
         f.add(["crc32c"], "Expected the base64 of a 4-byte big-endian CRC32C", "value_error")
