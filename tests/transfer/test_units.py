@@ -19,6 +19,7 @@ from labric._checksum import (
     crc32c_to_b64,
 )
 from labric._transfer import (
+    SMALL_FILE,
     AdaptiveLimiter,
     BufferPool,
     MemoryBudget,
@@ -184,9 +185,10 @@ def test_buffer_pool_reuses_buffers_within_its_limit() -> None:
 
 async def test_read_part_fills_the_buffer_and_checksums_it(tmp_path: Path) -> None:
     path = tmp_path / "data.bin"
-    data = os.urandom(10_000)
+    data = os.urandom(SMALL_FILE + 10_000)  # too big to be read when measured
     path.write_bytes(data)
     src = await open_source(path, name=None, content_type=None, chunk_size=4)
+    assert src.data is None
     buffer = bytearray(3000)
     view, crc = await src.read_part(5000, 3000, buffer)
     assert bytes(view) == data[5000:8000]
@@ -195,6 +197,7 @@ async def test_read_part_fills_the_buffer_and_checksums_it(tmp_path: Path) -> No
     path.write_bytes(data[:6000])  # the file shrinks under us: a clear error, not short data
     with pytest.raises(TransferError, match="got shorter"):
         await src.read_part(5000, 3000, buffer)
+    data = data[:10_000]
 
     src = await open_source(io.BytesIO(data), name="b.bin", content_type=None, chunk_size=4)
     view, crc = await src.read_part(100, 3000, buffer)
@@ -203,6 +206,25 @@ async def test_read_part_fills_the_buffer_and_checksums_it(tmp_path: Path) -> No
     src = await open_source(data, name="m.bin", content_type=None, chunk_size=4)
     view, crc = await src.read_part(9000, 1000, None)  # in memory: sliced, no buffer needed
     assert (bytes(view), crc) == (data[9000:], crc32c(data[9000:]))
+
+
+async def test_small_files_are_read_with_their_measurement(tmp_path: Path) -> None:
+    """A small file's bytes are read in the same trip as its size and mtime, so what is sent is
+    what the identity describes, even if the file changes afterwards."""
+    path = tmp_path / "plate.csv"
+    path.write_bytes(b"well,od600\nA1,0.4\n")
+    src = await open_source(path, name=None, content_type=None, chunk_size=4)
+    st = path.stat()
+    assert src.identity == (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    path.write_bytes(b"changed")
+    assert await src.read(0, src.size) == b"well,od600\nA1,0.4\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert (await open_source(empty, name=None, content_type=None, chunk_size=4)).data == b""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # refused at once, not a wait for a writer
+    with pytest.raises(IsADirectoryError, match="Not a regular file"):
+        await open_source(fifo, name=None, content_type=None, chunk_size=4)
 
 
 def test_expand_sources_walks_directories_and_globs(tmp_path: Path) -> None:
