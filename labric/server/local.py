@@ -182,6 +182,7 @@ class LocalServer:
                 injector=self._injector,
                 stats=self._stats,
                 clock=self._clock,
+                operator_org_id=identity.default_org_id,
             )
             jobs = state.jobs = JobRunner(state, self.data_dir.root / "scratch")
             runner = web.AppRunner(

@@ -206,6 +206,9 @@ class ServerState:
     idempotency_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     #: The job runner (set by the server once it is built; ``None`` when jobs are not run).
     jobs: JobRunner | None = None
+    #: The organisation created on the data directory's first start. Fault injection and the
+    #: counters are server-wide, so only its admin keys may change them (``None``: any admin).
+    operator_org_id: str | None = None
 
     def now(self) -> str:
         """The current time in the stored ISO form."""

@@ -475,6 +475,31 @@ async def test_admin_route_validates_and_needs_admin(
     assert not server.faults.config.active
 
 
+async def test_only_the_servers_own_organisation_changes_server_wide_settings(
+    server: LocalServer, session: aiohttp.ClientSession
+) -> None:
+    """Faults and counters are server-wide: another organisation's admin key may read its own
+    view of them but not change them for everyone."""
+    faults_url = server.base_url + "/v1/admin/faults"
+    stats_url = server.base_url + "/v1/admin/stats"
+    other = {"Authorization": f"Bearer {server.create_key(['admin'], org='other-lab')}"}
+    async with session.put(faults_url, json={"error": 1.0}, headers=other) as response:
+        assert response.status == 403
+        assert "server's own organisation" in (await response.json())["detail"]
+    assert not server.faults.config.active
+    async with session.get(faults_url, headers=other) as response:
+        assert response.status == 200
+    async with session.get(stats_url, headers=other) as response:
+        assert response.status == 200
+    async with session.delete(stats_url, headers=other) as response:
+        assert response.status == 403
+    own = {"Authorization": f"Bearer {server.create_key(['admin'])}"}
+    async with session.put(faults_url, json={"latency_ms": 1}, headers=own) as response:
+        assert response.status == 200
+    async with session.delete(stats_url, headers=own) as response:
+        assert response.status == 204
+
+
 async def test_faults_from_the_constructor(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     async with LocalServer(tmp_path / "srv", faults="throttle=1,retry_after=4") as srv:
         headers = {"Authorization": f"Bearer {srv.admin_key}"}

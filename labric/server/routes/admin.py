@@ -7,7 +7,10 @@
   plus the injector's counters under ``"faults"`` (the per-file counters only name the caller's
   organisation's files); ``DELETE /v1/admin/stats`` zeroes them.
 
-These routes are exempt from fault injection, so faults can always be turned off again.
+These routes are exempt from fault injection, so faults can always be turned off again. Faults and
+counters are server-wide, so changing them (``PUT`` faults, ``DELETE`` stats) takes an admin key
+of the server's own organisation (the one created on the data directory's first start); other
+organisations' admin keys get 403.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from labric.server._http import invalid, json_response, read_json_object
+from labric.server._http import HTTPError, invalid, json_response, read_json_object
 from labric.server.faults import FaultConfig
 from labric.server.routes._common import principal
 from labric.server.routing import Router
@@ -40,8 +43,20 @@ async def get_faults(request: web.Request) -> web.StreamResponse:
     return json_response(_faults(request.app[STATE]))
 
 
+def _require_operator(request: web.Request, what: str) -> None:
+    """Refuse a server-wide change to admin keys of any organisation but the server's own."""
+    operator = request.app[STATE].operator_org_id
+    if operator is not None and principal(request).org_id != operator:
+        raise HTTPError(
+            403,
+            f"{what} is server-wide: only admin keys of the server's own organisation (the one "
+            "created when its data directory was first used) may change it",
+        )
+
+
 async def put_faults(request: web.Request) -> web.StreamResponse:
     """``PUT /v1/admin/faults``: replace the fault configuration."""
+    _require_operator(request, "Fault injection")
     state = request.app[STATE]
     body = await read_json_object(request, optional=True)
     try:
@@ -77,6 +92,7 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
 
 async def reset_stats(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/admin/stats``: zero the counters."""
+    _require_operator(request, "The counters")
     request.app[STATE].stats.reset()
     return web.Response(status=204)
 
