@@ -163,8 +163,14 @@ def test_ctrl_c_stops_an_upload_and_rerunning_resumes(
     with ThreadedServer(tmp_path / "server", part_size=256 * 1024, faults=slow) as srv:
         env = {"LABRIC_API_KEY": srv.admin_key, "LABRIC_API_BASE_URL": srv.base_url}
         run = make_tree(tmp_path / "big", {"raw.bin": os.urandom(2 * 1024 * 1024), **RUN})
+        # Python's usual SIGINT handler, even if the suite was started with SIGINT ignored (as a
+        # background job is): the interrupt is what this test is about.
+        interruptible = (
+            "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from labric.cli import main; sys.exit(main(sys.argv[1:]))"
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "labric.cli", "files", "upload", str(run)],
+            [sys.executable, "-c", interruptible, "files", "upload", str(run)],
             env={**os.environ, "PYTHONWARNINGS": "error", **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

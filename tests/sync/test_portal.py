@@ -219,8 +219,11 @@ def test_pager_api(client: Labric) -> None:
 
 def test_ctrl_c_cancels_the_request_in_the_loop(stub: StubAPI) -> None:
     script = f"""
-        import os, sys
+        import os, signal, sys
         from labric import Labric
+        # A runner that started the suite in the background may hand SIGINT down ignored;
+        # Ctrl-C is what this test is about, so the script asks for Python's usual handler.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         client = Labric(os.environ["STUB_KEY"], base_url=os.environ["STUB_BASE_URL"])
         try:
             client.files.get({SLOW_ID!r})
