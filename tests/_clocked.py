@@ -1,8 +1,8 @@
-"""Helpers and fixtures of the tests of the instruments and experiments routes: a server on a
-hand-driven clock, raw HTTP calls to it, and an admin client.
+"""Test helpers shared across packages: a hand-driven clock, raw HTTP calls to a server, and the
+fixtures of the instruments and experiments tests (a server on that clock, and an admin client).
 
 The fixtures are imported by those packages' ``conftest.py`` files, which is how pytest shares
-them without making them global.
+them without making them global; the jobs tests build on :class:`Wire` and :class:`FakeClock`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class Reply:
         return self.json()["detail"]
 
 
-_ADMIN: Any = object()
+#: The default ``key`` of :meth:`Wire.call`: the server's admin key.
+ADMIN: Any = object()
 
 
 class Wire:
@@ -74,14 +75,23 @@ class Wire:
         self.server = server
 
     async def call(
-        self, method: str, path: str, *, key: str | None = _ADMIN, **kwargs: Any
+        self, method: str, path: str, *, key: str | None = ADMIN, **kwargs: Any
     ) -> Reply:
-        key = self.server.admin_key if key is _ADMIN else key
+        key = self.server.admin_key if key is ADMIN else key
         headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
         headers.update(kwargs.pop("headers", {}))
         url = path if path.startswith("http") else f"{self.server.base_url}{path}"
         async with self.session.request(method, url, headers=headers, **kwargs) as resp:
             return Reply(resp.status, resp.headers, await resp.read())
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.call("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Reply:
+        return await self.call("POST", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> Reply:
+        return await self.call("PATCH", path, **kw)
 
     async def ok(self, method: str, path: str, **kw: Any) -> Any:
         """Call and return the JSON body, asserting a 200."""
