@@ -19,7 +19,7 @@ def check(session: nox.Session) -> None:
     session.run(py, "-m", "ruff", "check", ".")
     session.run(py, "-m", "ruff", "format", "--check", ".")
     session.run(py, "-m", "mypy", "labric")
-    session.run(py, "-m", "labric._generate", "--check")
+    session.run(py, "-m", "labric._blocking.generate", "--check")
     session.run(py, "-m", "pytest", "-q", *session.posargs)
 
 
@@ -50,7 +50,7 @@ def generate(session: nox.Session) -> None:
     """Regenerate the sync facade (labric/_sync/) from the async classes."""
     session.install("-e", ".")
     session.install("ruff")
-    session.run("python", "-m", "labric._generate", *session.posargs)
+    session.run("python", "-m", "labric._blocking.generate", *session.posargs)
 
 
 @nox.session(python=PY)

@@ -43,7 +43,7 @@ from typing import Any
 import aiohttp
 
 from labric import AsyncLabric, RetryPolicy, TransferConfig
-from labric._checksum import crc32c, crc32c_to_b64
+from labric._transfer.checksum import crc32c, crc32c_to_b64
 from labric.server import FaultConfig, LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,14 +5,13 @@ generated from it, which runs the async client on a private event-loop thread.
 """
 
 from labric import errors, models
-from labric._batching import WriteBatchError
+from labric._blocking.pager import SyncPager
 from labric._client import AsyncLabric
-from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
-from labric._pagination import AsyncPager, Page
+from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
+from labric._core.pagination import AsyncPager, Page
+from labric._core.transport import TransportStats
+from labric._core.types import NOT_GIVEN, NotGiven
 from labric._sync import Labric
-from labric._sync_pager import SyncPager
-from labric._transport import TransportStats
-from labric._types import NOT_GIVEN, NotGiven
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
@@ -24,6 +23,7 @@ from labric.errors import (
     NotFoundError,
     UsageError,
 )
+from labric.resources._batching import WriteBatchError
 
 __all__ = [
     "NOT_GIVEN",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from labric._config import ClientConfig, RetryPolicy, Timeout, TransferConfig
-from labric._transfer import TransferEngine
-from labric._transport import Transport, TransportStats
+from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
+from labric._core.transport import Transport, TransportStats
+from labric._transfer.engine import TransferEngine
 from labric.errors import ClientClosedError
 from labric.resources.dashboards import AsyncDashboards
 from labric.resources.datasets import AsyncDatasets

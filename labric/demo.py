@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from labric._client import AsyncLabric
-from labric._config import TransferConfig
-from labric._progress import ProgressBar
+from labric._core.config import TransferConfig
+from labric.cli.progress import ProgressBar
 
 __all__ = ["run_demo"]
 

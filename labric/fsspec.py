@@ -85,9 +85,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "labric.fsspec needs fsspec, an optional dependency: pip install 'labric[fsspec]'"
     ) from exc
 
-from labric._checksum import crc32c_from_b64
 from labric._client import AsyncLabric
-from labric._config import ClientConfig
+from labric._core.config import ClientConfig
+from labric._transfer.checksum import crc32c_from_b64
 from labric.errors import (
     APIStatusError,
     IntegrityError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from labric._converter import structure
-from labric._pagination import AsyncPager, Page
-from labric._transport import Response, Transport
+from labric._core.converter import structure
+from labric._core.pagination import AsyncPager, Page
+from labric._core.transport import Response, Transport
 from labric.errors import APIResponseValidationError
 
 __all__ = ["AsyncResource"]

@@ -11,11 +11,11 @@ from urllib.parse import quote
 
 import attrs
 
-from labric import _render
-from labric._converter import unstructure
-from labric._pagination import AsyncPager
+from labric._core.converter import unstructure
+from labric._core.pagination import AsyncPager
 from labric.errors import APIStatusError
 from labric.models.dashboards import Dashboard, TextWidget, UnknownWidget, Widget, WidgetData
+from labric.resources import _render
 from labric.resources._base import AsyncResource
 
 __all__ = ["AsyncDashboards"]

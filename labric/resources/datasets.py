@@ -12,16 +12,9 @@ from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from labric._batching import (
-    MAX_BODY_BYTES,
-    ProgressCallback,
-    encode_json,
-    json_body,
-    write_batches,
-)
-from labric._context import current_execution_id
-from labric._converter import unstructure
-from labric._pagination import AsyncPager
+from labric._core.context import current_execution_id
+from labric._core.converter import unstructure
+from labric._core.pagination import AsyncPager
 from labric.models.datasets import (
     Column,
     OnMatch,
@@ -34,6 +27,13 @@ from labric.models.datasets import (
     WriteSummary,
 )
 from labric.resources._base import AsyncResource
+from labric.resources._batching import (
+    MAX_BODY_BYTES,
+    ProgressCallback,
+    encode_json,
+    json_body,
+    write_batches,
+)
 
 __all__ = ["AsyncDatasets"]
 

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from labric._converter import unstructure
-from labric._pagination import AsyncPager
-from labric._types import NOT_GIVEN, NotGiven
+from labric._core.converter import unstructure
+from labric._core.pagination import AsyncPager
+from labric._core.types import NOT_GIVEN, NotGiven
 from labric.models.experiments import Experiment, ExperimentLinks, ExperimentRow, ExperimentStatus
 from labric.models.files import FileInfo
 from labric.resources._base import AsyncResource

@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import attrs
 
-from labric._context import current_execution_id
-from labric._pagination import AsyncPager
-from labric._transfer import ProgressCallback, TransferEngine, UploadSourceType, _Progress
-from labric._transport import Transport
+from labric._core.context import current_execution_id
+from labric._core.pagination import AsyncPager
+from labric._core.transport import Transport
+from labric._transfer.engine import ProgressCallback, TransferEngine, UploadSourceType, _Progress
 from labric.errors import TransferError
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.transfers import DownloadOutcome, UploadOutcome
@@ -53,7 +53,7 @@ class AsyncFiles(AsyncResource):
         """The ids uploads are recorded under; opens (and closes) an execution when none is given.
 
         The hosted upload routes need a job execution or an instrument. Without either (and
-        outside ``jobs.track()`` or a job, see :func:`labric._context.current_execution_id`),
+        outside ``jobs.track()`` or a job, see :func:`labric._core.context.current_execution_id`),
         one off-platform execution is
         opened for the call and closed ``completed``, or ``failed`` if anything failed, so the
         batch can be found and reverted as a unit.

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from labric._converter import unstructure
-from labric._pagination import AsyncPager
-from labric._types import NOT_GIVEN, NotGiven
+from labric._core.converter import unstructure
+from labric._core.pagination import AsyncPager
+from labric._core.types import NOT_GIVEN, NotGiven
 from labric.models.instruments import (
     DeviceStatusHistory,
     DeviceStatusReport,

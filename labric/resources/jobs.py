@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-from labric._context import use_execution
-from labric._converter import unstructure
-from labric._pagination import AsyncPager
-from labric._transport import Transport
-from labric._types import NOT_GIVEN, NotGiven
+from labric._core.context import use_execution
+from labric._core.converter import unstructure
+from labric._core.pagination import AsyncPager
+from labric._core.transport import Transport
+from labric._core.types import NOT_GIVEN, NotGiven
 from labric.errors import WaitTimeoutError
 from labric.models.jobs import (
     ExecutionLogs,

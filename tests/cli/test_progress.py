@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from labric._cli._common import bulk_exit_code, error_line, exit_code
-from labric._progress import ProgressBar, format_bytes
+from labric.cli._common import bulk_exit_code, error_line, exit_code
+from labric.cli.progress import ProgressBar, format_bytes
 from labric.errors import (
     APIConnectionError,
     APITimeoutError,

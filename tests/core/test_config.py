@@ -6,7 +6,7 @@ import pytest
 
 import labric
 from labric import AsyncLabric, ClientConfig, RetryPolicy, Timeout, TransferConfig
-from labric._config import DEFAULT_BASE_URL, redact_key
+from labric._core.config import DEFAULT_BASE_URL, redact_key
 from labric.errors import ConfigurationError
 
 from ._support import KEY, SECRET

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labric import models
-from labric._converter import converter, make_converter, structure, unstructure
+from labric._core.converter import converter, make_converter, structure, unstructure
 from labric.errors import APIResponseValidationError
 from labric.models import ExecutionStatus, FileInfo, OffPlatformExecution, OpenEnum, UploadURL
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labric import RetryPolicy
-from labric._retry import backoff_delay, retry_delay, server_delay, should_retry_status
+from labric._core.retry import backoff_delay, retry_delay, server_delay, should_retry_status
 
 NOW = 1_700_000_000.0
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import labric._transport as transport_module
+import labric._core.transport as transport_module
 from labric import RetryPolicy, Timeout, __version__
-from labric._transport import Response
+from labric._core.transport import Response
 from labric.errors import (
     APIConnectionError,
     APITimeoutError,

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from labric import AsyncLabric, Page
-from labric._converter import structure, unstructure
+from labric._core.converter import structure, unstructure
 from labric.errors import (
     APIResponseValidationError,
     NotFoundError,

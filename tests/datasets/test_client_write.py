@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from labric import AsyncLabric, WriteBatchError
-from labric._batching import MAX_BODY_BYTES, encode_json
 from labric.errors import BadRequestError, PayloadTooLargeError
 from labric.models import SeriesWrite, TableWrite, WriteProgress, WriteSummary
+from labric.resources._batching import MAX_BODY_BYTES, encode_json
 from labric.server import LocalServer
 
 from ._support import Wire

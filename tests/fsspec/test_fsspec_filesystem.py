@@ -15,7 +15,7 @@ import pytest
 from fsspec.callbacks import Callback
 
 from labric import ConfigurationError, RetryPolicy
-from labric._checksum import crc32c
+from labric._transfer.checksum import crc32c
 from labric.errors import IntegrityError, TransferError
 from labric.fsspec import LabricFile, LabricFileSystem
 from labric.server import ThreadedServer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from labric import AsyncLabric, Labric
-from labric._context import current_execution_id
+from labric._core.context import current_execution_id
 from labric.models.jobs import ExecutionStatus
 from labric.server import ThreadedServer
 

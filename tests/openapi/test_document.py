@@ -21,7 +21,7 @@ import pytest
 import schemathesis
 
 import labric.models
-from labric._converter import converter
+from labric._core.converter import converter
 from labric.server import LocalServer
 from labric.server.openapi import document
 from labric.server.routing import PUBLIC

@@ -30,7 +30,7 @@ from transfer.test_resilience import _wait_for
 
 from benchmarks.soak import count_records
 from labric import AsyncLabric, Labric, RetryPolicy, TransferConfig
-from labric._checksum import crc32c, crc32c_to_b64
+from labric._transfer.checksum import crc32c, crc32c_to_b64
 from labric.errors import APIConnectionError, ClientClosedError
 from labric.server import FaultConfig, LocalServer
 

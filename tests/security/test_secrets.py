@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from labric import AsyncLabric, Labric, RetryPolicy, Timeout, TransferConfig
-from labric._pagination import Page
+from labric._core.pagination import Page
 from labric.errors import (
     APIConnectionError,
     APITimeoutError,

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-import labric._portal as portal_module
+import labric._blocking.portal as portal_module
 from labric import AsyncLabric, Labric
-from labric._portal import Portal
+from labric._blocking.portal import Portal
 from labric.errors import (
     ClientClosedError,
     ConfigurationError,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from labric import Labric, Page
-from labric._portal import SyncResource
+from labric._blocking.portal import SyncResource
 from labric.errors import NotFoundError, PortalUsageError
 from labric.models.dashboards import Dashboard, MetricWidget, SQLSource, TextWidget, WidgetData
 from labric.models.datasets import Column, TableInfo, TableWrite, WriteProgress

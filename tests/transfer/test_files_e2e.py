@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labric import AsyncLabric
-from labric._checksum import crc32c, crc32c_to_b64
+from labric._transfer.checksum import crc32c, crc32c_to_b64
 from labric.errors import NotFoundError
 from labric.models import TransferPhase, TransferProgress
 from labric.server import LocalServer

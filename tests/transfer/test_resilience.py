@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from labric import AsyncLabric, RetryPolicy, TransferConfig
-from labric._checksum import crc32c, crc32c_to_b64
+from labric._transfer.checksum import crc32c, crc32c_to_b64
 from labric.errors import IntegrityError
 from labric.server import LocalServer
 from labric.server.faults import FaultConfig

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labric._checksum import (
+from labric._transfer.checksum import (
     crc32c,
     crc32c_combine,
     crc32c_extend,
     crc32c_from_b64,
     crc32c_to_b64,
 )
-from labric._transfer import (
+from labric._transfer.engine import (
     SMALL_FILE,
     AdaptiveLimiter,
     BufferPool,

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from labric._checksum import crc32c_combine, crc32c_from_b64, crc32c_to_b64
+from labric._transfer.checksum import crc32c_combine, crc32c_from_b64, crc32c_to_b64
 from labric.server import records
 from labric.server._http import Fields, HTTPError, invalid, json_response, read_json_object
 from labric.server.auth import Principal

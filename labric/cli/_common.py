@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from labric._client import AsyncLabric
-from labric._config import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL
-from labric._converter import unstructure
-from labric._progress import ProgressBar
+from labric._core.config import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL
+from labric._core.converter import unstructure
+from labric.cli.progress import ProgressBar
 from labric.errors import (
     APIConnectionError,
     AuthenticationError,

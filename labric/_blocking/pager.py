@@ -21,8 +21,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from labric._pagination import AsyncPager, Page
-from labric._portal import AsyncClient, Portal
+from labric._blocking.portal import AsyncClient, Portal
+from labric._core.pagination import AsyncPager, Page
 from labric.errors import UsageError
 
 __all__ = ["SyncPager"]

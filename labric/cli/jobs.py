@@ -24,7 +24,8 @@ import argparse
 import sys
 from typing import Any
 
-from labric._cli._common import (
+from labric._client import AsyncLabric
+from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_FAILURE,
     EXIT_OK,
@@ -38,7 +39,6 @@ from labric._cli._common import (
     run_with_client,
     to_json,
 )
-from labric._client import AsyncLabric
 from labric.models.jobs import ExecutionLogs, ExecutionStatus, Job, JobExecution
 
 __all__ = ["add_jobs"]

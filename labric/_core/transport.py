@@ -14,8 +14,9 @@ Design:
 * **Auth only for the API's origin.** ``Authorization: Bearer`` goes on requests to the configured
   base URL's origin and nowhere else: signed storage URLs and redirects to other hosts never get it.
   Redirects are followed by hand for that reason.
-* **Retries** follow :mod:`labric._retry`. Every POST and PATCH carries an ``Idempotency-Key`` that
-  stays the same across that call's attempts, so a retried write is applied once.
+* **Retries** follow :mod:`labric._core.retry`. Every POST and PATCH carries an
+  ``Idempotency-Key`` that stays the same across that call's attempts, so a retried write is
+  applied once.
 * **Errors are mapped here, once.** Every aiohttp exception and a bare ``asyncio.TimeoutError``
   become :class:`~labric.errors.APIConnectionError` / :class:`~labric.errors.APITimeoutError`; a
   non-2xx becomes the status's :class:`~labric.errors.APIStatusError` subclass, carrying the method,
@@ -47,8 +48,8 @@ import aiohttp
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from labric._config import ClientConfig, Timeout
-from labric._retry import retry_delay, should_retry_status
+from labric._core.config import ClientConfig, Timeout
+from labric._core.retry import retry_delay, should_retry_status
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,

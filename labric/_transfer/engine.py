@@ -13,8 +13,8 @@ Uploads
     event loop, checksummed and sent with ``x-goog-hash``; then ``confirm-upload``. The whole
     file's CRC32C is computed while streaming (combined across parts, never a second read) and
     compared with what the server recorded. Path sources are journalled (see
-    :mod:`labric._journal`): a rerun after a crash asks ``upload-status`` and sends only the
-    missing parts, and an upload the server has confirmed is never sent again.
+    :mod:`labric._transfer.journal`): a rerun after a crash asks ``upload-status`` and sends only
+    the missing parts, and an upload the server has confirmed is never sent again.
 
 Downloads
     Bytes go to ``<dest>.part`` and are renamed to ``dest`` only after the CRC32C matched and the
@@ -48,16 +48,16 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from labric._checksum import (
+from labric._core.config import TransferConfig
+from labric._core.converter import structure
+from labric._core.transport import Response, Transport
+from labric._transfer.checksum import (
     crc32c_combine,
     crc32c_extend,
     crc32c_from_b64,
     crc32c_to_b64,
 )
-from labric._config import TransferConfig
-from labric._converter import structure
-from labric._journal import Journal, journal_key
-from labric._transport import Response, Transport
+from labric._transfer.journal import Journal, journal_key
 from labric.errors import (
     APIResponseValidationError,
     APIStatusError,

@@ -48,7 +48,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from labric._cli._common import (
+from labric._client import AsyncLabric
+from labric._transfer.engine import expand_sources
+from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -63,9 +65,7 @@ from labric._cli._common import (
     run_with_client,
     to_json,
 )
-from labric._client import AsyncLabric
-from labric._progress import format_bytes
-from labric._transfer import expand_sources
+from labric.cli.progress import format_bytes
 from labric.models.files import FileInfo
 from labric.models.transfers import DownloadOutcome, UploadOutcome
 

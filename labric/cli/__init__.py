@@ -22,7 +22,7 @@ Subcommands::
 The API subcommands (``files``, ``sync``, ``datasets``, ``jobs``) read ``LABRIC_API_KEY`` and
 ``LABRIC_API_BASE_URL`` like the SDK; there is no ``--api-key`` option, because a key typed on
 the command line ends up in shell history. Each takes ``--json`` (one documented shape per
-subcommand, see :mod:`labric._cli.files`, :mod:`labric._cli.datasets`, :mod:`labric._cli.jobs`)
+subcommand, see :mod:`labric.cli.files`, :mod:`labric.cli.datasets`, :mod:`labric.cli.jobs`)
 and ``--debug``; transfers take ``--quiet``. Progress goes to stderr: a bar on a terminal, plain
 lines when piped.
 
@@ -61,11 +61,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from labric._cli._common import EXIT_INTERRUPTED, CLIError, error_line, exit_code
-from labric._cli.datasets import add_datasets
-from labric._cli.files import add_files, add_sync
-from labric._cli.jobs import add_jobs
 from labric._version import __version__
+from labric.cli._common import EXIT_INTERRUPTED, CLIError, error_line, exit_code
+from labric.cli.datasets import add_datasets
+from labric.cli.files import add_files, add_sync
+from labric.cli.jobs import add_jobs
 
 if TYPE_CHECKING:
     from labric.server import LocalServer
@@ -313,6 +313,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(exc)
     return status
 
-
-if __name__ == "__main__":
-    sys.exit(main())

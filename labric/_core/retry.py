@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC
 
-from labric._config import RetryPolicy
+from labric._core.config import RetryPolicy
 
 __all__ = [
     "RETRYABLE_STATUSES",

@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from labric._cli._common import (
+from labric._client import AsyncLabric
+from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_USAGE,
     CLIError,
@@ -33,7 +34,6 @@ from labric._cli._common import (
     run_with_client,
     to_json,
 )
-from labric._client import AsyncLabric
 from labric.models.datasets import QueryResult, TableInfo
 
 __all__ = ["add_datasets"]

@@ -1,0 +1,1 @@
+"""The HTTP core: configuration, the transport and its retry rules, pagination, the converter."""

@@ -1,0 +1,1 @@
+"""The transfer engine: uploads and downloads, checksums and resume journals."""

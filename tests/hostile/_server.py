@@ -1,0 +1,174 @@
+"""A deliberately misbehaving Labric server, whose every answer is chosen by the test.
+
+The local server is honest; this one is not. A test registers handlers for the routes it cares
+about and the client under test talks to it over a real socket on 127.0.0.1::
+
+    async def test_lying_size(hostile: HostileServer) -> None:
+        @hostile.route("GET", "/api/v1/files/{file_id}/content")
+        async def content(request: web.Request) -> web.StreamResponse:
+            return web.json_response(file_content("f1", hostile.url("/blob/f1"), size=2**40))
+
+        async with hostile.client() as client:
+            ...
+
+Routes are matched in registration order; ``{name}`` matches one path segment and lands in
+``request.match_info``. A request no route matches gets a 404 with the hosted error shape, and
+every request is recorded in :attr:`HostileServer.requests` (method, path, query, headers, body
+size) so a test can assert what went over the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from labric import AsyncLabric, TransferConfig
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: A well-formed key: the client checks the shape, the hostile server never checks it.
+KEY = "lbk_hostile_" + "s" * 32
+
+
+@attrs.define
+class Seen:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[a-zA-Z_]+\})", pattern)
+    rx = "".join(
+        f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") and p.endswith("}") else re.escape(p)
+        for p in parts
+    )
+    return re.compile(f"^{rx}$")
+
+
+class HostileServer:
+    """An aiohttp server on an ephemeral loopback port with per-test handlers."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.requests: list[Seen] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        #: Read request bodies into :attr:`requests` (turn off for multi-GB uploads).
+        self.record_bodies = True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1024**4)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/api"
+
+    def url(self, path: str) -> str:
+        """An absolute URL on this server (for download and upload URLs it hands out)."""
+        return self.origin + path
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        """Register ``handler`` for ``method`` (or ``*``) and a path pattern."""
+
+        def register(handler: Handler) -> Handler:
+            self._routes.append((method.upper(), _compile(pattern), handler))
+            return handler
+
+        return register
+
+    def client(self, **overrides: Any) -> AsyncLabric:
+        """An AsyncLabric pointed at this server, with its own journal directory."""
+        transfer = overrides.pop("transfer", None) or TransferConfig(
+            state_dir=str(self.state_dir / "transfer-state")
+        )
+        return AsyncLabric(KEY, base_url=self.base_url, transfer=transfer, **overrides)
+
+    def seen(self, method: str, path_prefix: str = "") -> list[Seen]:
+        """The recorded requests with this method whose path starts with ``path_prefix``."""
+        return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+
+    # -- dispatch ------------------------------------------------------------------------------
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        for method, rx, handler in self._routes:
+            if method not in ("*", request.method):
+                continue
+            m = rx.match(request.path)
+            if m is None:
+                continue
+            body = await request.read() if self.record_bodies else b""
+            self.requests.append(
+                Seen(request.method, request.path, dict(request.query), dict(request.headers), body)
+            )
+            request.match_info.update(m.groupdict())
+            return await handler(request)
+        self.requests.append(
+            Seen(request.method, request.path, dict(request.query), dict(request.headers), b"")
+        )
+        return web.json_response(
+            {"detail": f"no route for {request.method} {request.path}"}, status=404
+        )
+
+
+# -- answers in the hosted shapes ------------------------------------------------------------------
+def file_info(
+    file_id: str, name: str, *, size: int | None = None, crc32c: str | None = None
+) -> dict[str, Any]:
+    """A ``FileInfo`` answer (listing item / metadata)."""
+    return {
+        "file_id": file_id,
+        "original_path": name,
+        "file_name": name.rsplit("/", 1)[-1],
+        "source_type": "api",
+        "size_bytes": size,
+        "size_kilobytes": None if size is None else (size + 1023) // 1024,
+        "crc32c_hash": crc32c,
+        "file_created_at": "2026-01-01T00:00:00Z",
+    }
+
+
+def file_content(
+    file_id: str,
+    download_url: str,
+    *,
+    name: str = "data.bin",
+    size: int | None = None,
+    crc32c: str | None = None,
+) -> dict[str, Any]:
+    """A ``GET /v1/files/{id}/content`` answer."""
+    return {
+        "file_id": file_id,
+        "file_name": name,
+        "download_url": download_url,
+        "preview_truncated": False,
+        "size_bytes": size,
+        "crc32c_hash": crc32c,
+    }
