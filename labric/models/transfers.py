@@ -61,12 +61,16 @@ class UploadOutcome:
         error: Why it failed, when it did.
         skipped: True when an identical file was already there (``skip_existing``) or the
             upload had already been confirmed by an earlier, interrupted run.
+        warnings: What went wrong around a transfer that still succeeded (for example closing
+            the job execution the call opened), one line each. A warning never replaces a
+            result: the file is on the platform whatever these say.
     """
 
     source: object
     file: FileUpload | None = None
     error: BaseException | None = None
     skipped: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -83,12 +87,17 @@ class DownloadOutcome:
         path: Where the file now is, when it succeeded or was skipped.
         error: Why it failed, when it did.
         skipped: True when an identical local file was already there (``skip_existing``).
+        unverified: True when nothing could check the bytes: neither the API nor storage gave a
+            checksum for the file. Its size matched; its content could not be confirmed.
+        warnings: What went wrong around a transfer that still succeeded, one line each.
     """
 
     file_id: str
     path: os.PathLike[str] | None = None
     error: BaseException | None = None
     skipped: bool = False
+    unverified: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
