@@ -13,7 +13,8 @@ from typing import Any
 from labric._blocking.pager import SyncPager
 from labric._blocking.portal import SyncResource
 from labric._client import AsyncLabric
-from labric._transfer.engine import ProgressCallback, UploadSourceType
+from labric._transfer.progress import ProgressCallback
+from labric._transfer.sources import UploadSourceType
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.transfers import DownloadOutcome, UploadOutcome
 from labric.resources.files import AsyncFiles

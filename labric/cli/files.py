@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from labric._client import AsyncLabric
-from labric._transfer.engine import expand_sources
+from labric._transfer.bulk import expand_sources
 from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_NOT_FOUND,

@@ -15,7 +15,9 @@ import attrs
 from labric._core.context import current_execution_id
 from labric._core.pagination import AsyncPager
 from labric._core.transport import Transport
-from labric._transfer.engine import ProgressCallback, TransferEngine, UploadSourceType, _Progress
+from labric._transfer.engine import TransferEngine
+from labric._transfer.progress import ProgressCallback, _Progress
+from labric._transfer.sources import UploadSourceType
 from labric.errors import TransferError
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.transfers import DownloadOutcome, UploadOutcome

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from labric._transfer.bulk import expand_sources
 from labric._transfer.checksum import (
     crc32c,
     crc32c_combine,
@@ -18,16 +19,9 @@ from labric._transfer.checksum import (
     crc32c_from_b64,
     crc32c_to_b64,
 )
-from labric._transfer.engine import (
-    SMALL_FILE,
-    AdaptiveLimiter,
-    BufferPool,
-    MemoryBudget,
-    expand_sources,
-    open_source,
-    plan_parts,
-    safe_relative_path,
-)
+from labric._transfer.naming import safe_relative_path
+from labric._transfer.scheduling import AdaptiveLimiter, BufferPool, MemoryBudget, plan_parts
+from labric._transfer.sources import SMALL_FILE, open_source
 from labric.errors import TransferError
 
 

@@ -1,0 +1,193 @@
+"""Scheduling: how many requests are in flight, how many bytes are buffered, how work is cut.
+
+Every storage and API request a transfer makes takes a slot from one :class:`AdaptiveLimiter`
+(requests in flight, never above the connection pool) and every buffered byte is reserved from
+one :class:`MemoryBudget`. Small files and the parts of huge files share both, so memory stays
+under the budget whatever the mix. The limiter halves its limit when the server answers 429 or
+503 and grows back by one slot per run of successes (AIMD). Part buffers are reused through one
+:class:`BufferPool`, so a long upload's resident memory stays at what the budget allows.
+
+Large objects are cut into parts by :func:`plan_parts`, and concurrent pieces of one transfer run
+together under :func:`_gather_all`, which cancels the rest on the first failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+__all__ = ["AdaptiveLimiter", "BufferPool", "MemoryBudget", "plan_parts"]
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def plan_parts(size: int, part_size: int) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` into ``(offset, length)`` ranges of ``part_size`` (the last shorter).
+
+    The ranges cover ``[0, size)`` exactly, in order, with no gap or overlap; a zero-byte object
+    has no ranges.
+    """
+    if part_size <= 0:
+        raise ValueError("part_size must be positive")
+    if size < 0:
+        raise ValueError("size must not be negative")
+    return [(offset, min(part_size, size - offset)) for offset in range(0, size, part_size)]
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+
+class AdaptiveLimiter:
+    """Bounds requests in flight; halves on throttling and grows back one slot at a time (AIMD).
+
+    Args:
+        limit: The most requests in flight (also the ceiling it grows back to).
+        minimum: The floor it never shrinks below.
+        increase_after: Successes needed to add one slot back.
+    """
+
+    def __init__(self, limit: int, *, minimum: int = 1, increase_after: int = 8) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.ceiling = limit
+        self.minimum = min(minimum, limit)
+        self.limit = limit
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.throttled = 0
+        self._increase_after = increase_after
+        self._successes = 0
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def acquire(self) -> None:
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    async def release(self) -> None:
+        cond = self._condition()
+        async with cond:
+            self.in_flight -= 1
+            cond.notify(1)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Shielded so a cancelled request still gives its slot back.
+        await asyncio.shield(self.release())
+
+    def on_throttle(self) -> None:
+        """The server pushed back (429/503): halve the limit."""
+        self.throttled += 1
+        self._successes = 0
+        self.limit = max(self.minimum, self.limit // 2)
+
+    async def on_success(self) -> None:
+        """A request went through: after enough of them, allow one more in flight."""
+        if self.limit >= self.ceiling:
+            return
+        self._successes += 1
+        if self._successes >= self._increase_after:
+            self._successes = 0
+            cond = self._condition()
+            async with cond:
+                self.limit += 1
+                cond.notify(1)
+
+
+class BufferPool:
+    """Part buffers kept for reuse, up to ``limit`` bytes of idle buffers.
+
+    Uploads read each part into a buffer of its size. Allocating and freeing a fresh part-sized
+    ``bytes`` per part fragments the allocator's heap, so a long upload's resident memory creeps
+    well past what is actually buffered; reusing buffers keeps it at what the budget allows.
+    Parts of one upload share one size (the last may be shorter), so a pool keyed by size hits.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.idle = 0
+        self._free: dict[int, list[bytearray]] = {}
+
+    def take(self, size: int) -> bytearray:
+        free = self._free.get(size)
+        if free:
+            self.idle -= size
+            return free.pop()
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        size = len(buffer)
+        if self.idle + size > self.limit:
+            # Make room by dropping buffers of other sizes: they belong to finished uploads.
+            for other in [n for n in self._free if n != size]:
+                self.idle -= other * len(self._free.pop(other))
+        if self.idle + size <= self.limit:
+            self._free.setdefault(size, []).append(buffer)
+            self.idle += size
+
+
+class MemoryBudget:
+    """Bounds bytes buffered at once across all transfers of a client.
+
+    A reservation larger than the whole budget is capped at the budget, so it waits for everything
+    else to drain instead of deadlocking.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.peak = 0
+        self._cond: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
+        amount = min(max(nbytes, 0), self.budget)
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(lambda: self.used + amount <= self.budget)
+            self.used += amount
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._release(amount))
+
+    async def _release(self, amount: int) -> None:
+        cond = self._condition()
+        async with cond:
+            self.used -= amount
+            cond.notify_all()
+
+
+# -- running together -------------------------------------------------------------------------
+
+
+async def _gather_all(coros: list[Awaitable[Any]]) -> None:
+    """Run coroutines together; on the first failure cancel the rest and raise it."""
+    if not coros:
+        return
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,285 @@
+"""Upload sources: a path, bytes, a binary file object or an async iterable of bytes, made readable.
+
+:func:`open_source` measures a source once and returns a :class:`_Source` that reads any range
+of it, so parts are read concurrently and a retried request re-reads its bytes instead of keeping
+them. Paths are read with ``os.pread`` in a worker thread, off the event loop; a small file is read
+whole in the same trip that measures it (for thousands of small files the hops, not the bytes,
+are the cost). A path's identity (resolved path, size, mtime) keys its resume journal. Bytes are
+sliced without a copy; a seekable file object is read from where it stood; a non-seekable stream
+or an async iterable is spooled to a temporary file, never to memory.
+
+:func:`_file_crc` reads a local file's CRC32C (to skip a file that is already there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import mimetypes
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import IO
+
+import attrs
+
+from labric._transfer.checksum import crc32c_extend
+from labric.errors import TransferError
+
+__all__ = ["SMALL_FILE", "UploadSourceType", "guess_content_type", "open_source"]
+
+#: What ``upload`` accepts: a path, bytes, a binary file object, or an async iterable of bytes.
+UploadSourceType = (
+    str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | AsyncIterable[bytes]
+)
+
+
+@attrs.define
+class _Source:
+    """One upload source, measured, readable by range and restartable for retries."""
+
+    name: str
+    size: int
+    content_type: str
+    path: Path | None = None
+    data: bytes | memoryview | None = None
+    fileobj: IO[bytes] | None = None
+    base_offset: int = 0
+    identity: tuple[str, int, int] | None = None
+    spooled: bool = False
+
+    async def read_part(
+        self, offset: int, length: int, buffer: bytearray | None
+    ) -> tuple[memoryview, int]:
+        """Read ``length`` bytes at ``offset`` and their CRC32C, off the event loop.
+
+        File sources are read into ``buffer`` (a reused part buffer of ``length`` bytes, so
+        part-sized allocations do not pile up in the heap); in-memory sources are sliced without
+        a copy and need no buffer.
+        """
+        if self.data is not None:
+            view = memoryview(self.data).cast("B")[offset : offset + length]
+            return view, crc32c_extend(0, view)
+        assert buffer is not None
+        assert len(buffer) == length
+        if self.path is not None:
+            return await asyncio.to_thread(_pread_into, self.path, offset, buffer)
+        assert self.fileobj is not None
+        return await asyncio.to_thread(
+            _readinto_fileobj, self.fileobj, self.base_offset + offset, buffer
+        )
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if self.data is not None:
+            return bytes(self.data[offset : offset + length])
+        if self.path is not None:
+            return await asyncio.to_thread(_pread_path, self.path, offset, length)
+        assert self.fileobj is not None
+        return await asyncio.to_thread(
+            _read_fileobj, self.fileobj, self.base_offset + offset, length
+        )
+
+    def close(self) -> None:
+        if self.spooled and self.fileobj is not None:
+            self.fileobj.close()
+
+
+#: Files up to this size are read when they are measured, in the same worker-thread hop: for
+#: thousands of small files the hops, not the bytes, are the cost.
+SMALL_FILE = 256 * 1024
+
+
+def _measure_path(path: Path) -> tuple[str, os.stat_result, bytes | None]:
+    """Resolve, stat and (when small) read a file, in one trip to a worker thread.
+
+    The bytes of a small file are read from the descriptor that was measured, so they belong to
+    the size and mtime recorded as its identity.
+    """
+    # Non-blocking, so a FIFO is refused at once instead of waiting for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(f"Not a regular file: {path}")
+        head = _pread_all(fd, 0, st.st_size) if st.st_size <= SMALL_FILE else None
+    finally:
+        os.close(fd)
+    return str(path.resolve()), st, head
+
+
+def _pread_path(path: Path, offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _pread_all(fd, offset, length)
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int, offset: int, length: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            raise TransferError("The file got shorter while it was being uploaded")
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
+
+
+def _pread_into(path: Path, offset: int, buffer: bytearray) -> tuple[memoryview, int]:
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = 0
+        while got < len(view):
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if n == 0:
+                raise TransferError("The file got shorter while it was being uploaded")
+            got += n
+    finally:
+        os.close(fd)
+    return view, crc32c_extend(0, view)
+
+
+def _readinto_fileobj(fileobj: IO[bytes], offset: int, buffer: bytearray) -> tuple[memoryview, int]:
+    view = memoryview(buffer)
+    fileobj.seek(offset)
+    got = 0
+    while got < len(view):
+        n = fileobj.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise TransferError("The file object got shorter while it was being uploaded")
+        got += n
+    return view, crc32c_extend(0, view)
+
+
+def _read_fileobj(fileobj: IO[bytes], offset: int, length: int) -> bytes:
+    fileobj.seek(offset)
+    data = fileobj.read(length)
+    if len(data) != length:
+        raise TransferError("The file object got shorter while it was being uploaded")
+    return data
+
+
+def guess_content_type(name: str, content_type: str | None) -> str:
+    """Explicit type, else a guess from the name, else ``application/octet-stream``."""
+    if content_type:
+        return content_type
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+async def _spool(chunks: AsyncIterator[bytes], spool_dir: str | None) -> IO[bytes]:
+    spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - owned by the _Source
+    try:
+        async for chunk in chunks:
+            if chunk:
+                await asyncio.to_thread(spool.write, chunk)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+async def _iter_sync_file(fileobj: IO[bytes], chunk_size: int) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await asyncio.to_thread(fileobj.read, chunk_size)
+        if not chunk:
+            return
+        yield chunk
+
+
+async def open_source(
+    source: UploadSourceType,
+    *,
+    name: str | None,
+    content_type: str | None,
+    chunk_size: int,
+) -> _Source:
+    """Measure a source; non-seekable streams are spooled to a temporary file, not to memory.
+
+    Raises:
+        ValueError: bytes or a stream with no ``name``.
+        FileNotFoundError / IsADirectoryError: a path that is not a readable file.
+    """
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        resolved, st, head = await asyncio.to_thread(_measure_path, path)
+        file_name = name or path.name
+        return _Source(
+            name=file_name,
+            size=st.st_size,
+            content_type=guess_content_type(file_name, content_type),
+            path=path,
+            data=head,
+            identity=(resolved, st.st_size, st.st_mtime_ns),
+        )
+    if isinstance(source, bytes | bytearray | memoryview):
+        if not name:
+            raise ValueError("Uploading bytes needs a name: upload(data, name='run.csv')")
+        data = bytes(source) if isinstance(source, bytearray) else source
+        return _Source(
+            name=name,
+            size=len(data),
+            content_type=guess_content_type(name, content_type),
+            data=data,
+        )
+    if isinstance(source, io.TextIOBase):
+        raise ValueError("Open the file in binary mode ('rb') to upload it")
+    if hasattr(source, "read"):
+        fileobj: IO[bytes] = source  # type: ignore[assignment]
+        file_name = name or os.path.basename(str(getattr(fileobj, "name", "") or ""))
+        if not file_name:
+            raise ValueError("This file object has no name: pass upload(f, name='run.csv')")
+        seekable = False
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            seekable = bool(fileobj.seekable())
+        if seekable:
+            start = fileobj.tell()
+            end = fileobj.seek(0, os.SEEK_END)
+            fileobj.seek(start)
+            return _Source(
+                name=file_name,
+                size=end - start,
+                content_type=guess_content_type(file_name, content_type),
+                fileobj=fileobj,
+                base_offset=start,
+            )
+        spool = await _spool(_iter_sync_file(fileobj, chunk_size), None)
+        return _spooled(spool, file_name, content_type)
+    if hasattr(source, "__aiter__"):
+        if not name:
+            raise ValueError("Uploading a stream needs a name: upload(stream, name='run.csv')")
+        spool = await _spool(aiter(source), None)
+        return _spooled(spool, name, content_type)
+    raise TypeError(
+        f"Cannot upload a {type(source).__name__}: pass a path, bytes, a binary file object "
+        "or an async iterable of bytes"
+    )
+
+
+def _spooled(spool: IO[bytes], name: str, content_type: str | None) -> _Source:
+    size = spool.seek(0, os.SEEK_END)
+    spool.seek(0)
+    return _Source(
+        name=name,
+        size=size,
+        content_type=guess_content_type(name, content_type),
+        fileobj=spool,
+        spooled=True,
+    )
+
+
+def _file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 * 1024 * 1024):
+            crc = crc32c_extend(crc, chunk)
+    return crc
