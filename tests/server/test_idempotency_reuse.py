@@ -75,11 +75,15 @@ async def test_concurrent_reuse_with_different_bodies_runs_one(wire: Wire) -> No
 
 
 async def test_the_client_retrying_a_write_never_meets_the_422(server: LocalServer) -> None:
-    # Half the API requests fail with a 5xx, so calls are sent again under their key.
-    server.faults.update(FaultConfig(error=0.5, seed=3, scope="api"))
-    async with AsyncLabric(server.admin_key, base_url=server.base_url, max_retries=8) as client:
-        for n in range(5):
-            execution = await client.jobs.executions.start(job_name=f"job {n}")
-            assert execution.job_execution_id
+    # Resets land after the handler ran and its answer was stored: the retry, under the same key
+    # with the same body, must get that answer back, not a 422 and not a second execution.
+    server.faults.update(FaultConfig(error=0.2, reset=0.4, seed=3, scope="api"))
+    async with AsyncLabric(server.admin_key, base_url=server.base_url, max_retries=10) as client:
+        started = [await client.jobs.executions.start(job_name=f"job {n}") for n in range(6)]
     faults = server.stats["faults"]
+    assert faults["resets"] > 0
     assert faults["errors_500"] + faults["errors_503"] > 0
+    server.faults.update(FaultConfig())
+    async with AsyncLabric(server.admin_key, base_url=server.base_url) as client:
+        listed = [e async for e in client.jobs.executions.list()]
+    assert sorted(e.job_execution_id for e in listed) == sorted(e.job_execution_id for e in started)
