@@ -15,7 +15,7 @@ Subcommands::
     labric jobs ls [--archived]
     labric jobs run JOB [--file FILE_ID]... [--param NAME=VALUE]... [--timeout S] [--wait]
     labric jobs logs EXECUTION_ID
-    labric serve --data-dir DIR [--host 127.0.0.1] [--port 8765] [--part-size N]
+    labric serve --data-dir DIR [--init] [--host 127.0.0.1] [--port 8765] [--part-size N]
                  [--max-single-put N] [--faults SPEC]
     labric keys create --data-dir DIR [--org NAME] --scopes read,write [--expires-in SECONDS]
 
@@ -28,7 +28,12 @@ lines when piped.
 
 ``serve`` prints exactly two shell-ready lines on stdout once it is listening
 (``LABRIC_API_BASE_URL=...`` and ``LABRIC_API_KEY=...``, so ``eval "$(labric serve ...)"``-style
-wrappers and tests can read them), then serves until SIGINT or SIGTERM and exits 0.
+wrappers and tests can read them), then serves until SIGINT or SIGTERM and exits 0. It creates
+DIR if it is missing or empty; a directory holding other things is refused (exit 2) unless
+``--init`` is given, and a directory another server is using is refused (exit 1, naming that
+server's address). A start that fails (a busy port, say) leaves no half-made data directory.
+``keys create`` needs a directory a server has initialised (exit 2 otherwise, creating nothing);
+it may run while that server is serving.
 
 Each subcommand registers itself through a function in :data:`COMMANDS` that adds its parser and
 sets ``func``; a new subcommand is one more such function. Failures are one line on stderr
@@ -62,7 +67,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from labric._version import __version__
-from labric.cli._common import EXIT_INTERRUPTED, CLIError, error_line, exit_code
+from labric.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, error_line, exit_code
 from labric.cli.datasets import add_datasets
 from labric.cli.files import add_files, add_sync
 from labric.cli.jobs import add_jobs
@@ -95,10 +100,15 @@ def _add_serve(commands: Any) -> None:
     parser = commands.add_parser(
         "serve",
         help="run the local Labric server",
-        description="Run the local Labric server on a data directory (created if missing). "
-        "Prints LABRIC_API_BASE_URL and LABRIC_API_KEY, then serves until interrupted.",
+        description="Run the local Labric server on a data directory (created if missing or "
+        "empty). Prints LABRIC_API_BASE_URL and LABRIC_API_KEY, then serves until interrupted.",
     )
     parser.add_argument("--data-dir", required=True, help="where metadata and file bytes live")
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="make --data-dir a data directory even if it already holds other files",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind (8765; 0 = any)")
     parser.add_argument(
@@ -119,16 +129,25 @@ def _add_serve(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from labric.server import LocalServer, parse_faults
+    from labric.server.datadir import DataDir
     from labric.server.state import DEFAULT_PART_SIZE, MAX_SINGLE_PUT
 
     try:
         faults = parse_faults(args.faults) if args.faults else None
     except ValueError as exc:
         raise CLIError(f"--faults: {exc}") from None
+    data_dir = DataDir(args.data_dir)
+    if not (args.init or data_dir.is_initialised() or data_dir.is_empty()):
+        raise CLIError(
+            f"{data_dir.root} is not a Labric data directory and is not empty; name a new or "
+            "empty directory, or pass --init to make this one a data directory",
+            code=EXIT_USAGE,
+        )
     server = LocalServer(
         args.data_dir,
         args.host,
         args.port,
+        init=True,
         part_size=args.part_size or DEFAULT_PART_SIZE,
         max_single_put=args.max_single_put or MAX_SINGLE_PUT,
         faults=faults,
@@ -137,6 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(server: LocalServer, address: str) -> int:
+    from labric.server.datadir import DataDirError
     from labric.server.db import DatabaseError
 
     loop = asyncio.get_running_loop()
@@ -154,7 +174,7 @@ async def _serve_until_signalled(server: LocalServer, address: str) -> int:
             raise CLIError(
                 f"cannot start the server: {reason} ({exc.filename or address})"
             ) from None
-        except DatabaseError as exc:
+        except (DatabaseError, DataDirError) as exc:
             raise CLIError(str(exc)) from None
         try:
             print(f"LABRIC_API_BASE_URL={server.base_url}", flush=True)
@@ -182,8 +202,8 @@ def _add_keys(commands: Any) -> None:
     create = actions.add_parser(
         "create",
         help="create an API key and print it",
-        description="Create an API key in a data directory (the server may be running) and "
-        "print it. Scopes nest: admin implies write, which implies read.",
+        description="Create an API key in an initialised data directory (the server may be "
+        "running) and print it. Scopes nest: admin implies write, which implies read.",
     )
     create.add_argument("--data-dir", required=True, help="the server's data directory")
     create.add_argument("--org", default=None, help="organisation name (created if missing)")
@@ -208,18 +228,28 @@ def _keys_create(args: argparse.Namespace) -> int:
     now = time.time()
     expires_at = now + args.expires_in if args.expires_in is not None else None
     data_dir = DataDir(args.data_dir)
+    not_initialised = CLIError(
+        f"{data_dir.root} is not an initialised Labric data directory; check --data-dir "
+        f"(`labric serve --data-dir {data_dir.root}` creates one)",
+        code=EXIT_USAGE,
+    )
+    # Opening a missing database would create one: a mistyped path would become a new,
+    # empty organisation whose key the real server refuses.
+    if not data_dir.is_initialised():
+        raise not_initialised
     try:
-        data_dir.create()
         db = Database(data_dir.db_path)
         db.open_sync()
     except (OSError, DatabaseError) as exc:
         raise CLIError(f"cannot open the data directory {data_dir.root}: {exc}") from None
     try:
-        identity = data_dir.initialise(db, now)
+        default_org_id = data_dir.default_org_id(db)
+        if default_org_id is None:
+            raise not_initialised
 
         def create(conn: Any) -> str:
             org_id = (
-                identity.default_org_id
+                default_org_id
                 if args.org is None
                 else records.get_or_create_org(conn, args.org, iso(now))
             )

@@ -286,6 +286,7 @@ def build_app(
     app[_BODY_TIMEOUT] = body_timeout
     app[SEND_TIMEOUT] = body_timeout
     app[_LARGEST_BODY] = _largest_body(state)
+    app[idempotency.BODY_LIMIT] = 2 * app[_LARGEST_BODY]  # as _refuse_unwanted_body
     app.on_response_prepare.append(_add_request_id)
     router = Router(app)
     datasets.install(app, state)

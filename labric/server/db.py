@@ -359,6 +359,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6, "instruments: pairing, device status; experiments", _INSTRUMENTS_EXPERIMENTS_SCHEMA
     ),
+    # Rows stored before it have no digest and match on method and path alone.
+    Migration(
+        7,
+        "idempotency: a digest of the request each key answered",
+        "ALTER TABLE idempotency ADD COLUMN digest TEXT;",
+    ),
 )
 
 

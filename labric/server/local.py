@@ -1,11 +1,14 @@
 """``LocalServer``: the local Labric server as an async context manager, and its threaded twin.
 
 Lifecycle
-    :meth:`LocalServer.start` opens (and migrates) the database on its own thread, initialises
+    :meth:`LocalServer.start` takes the data directory's lock (one server per directory; see
+    :mod:`labric.server.datadir`), opens (and migrates) the database on its own thread, initialises
     the data directory (secret, default organisation, admin key), empties ``tmp/``, removes blob
     files no record names (and forgets the parts of uploads whose file is gone), then binds the
     socket and serves, and starts the job runner (which
-    first fails the job executions a previous process left unfinished). :meth:`LocalServer.stop`
+    first fails the job executions a previous process left unfinished). A start that fails
+    removes what it initialised, so a busy port leaves no half-made data directory behind.
+    :meth:`LocalServer.stop`
     stops the job runner (killing running job processes), stops accepting, gives in-flight
     requests a moment to finish, then closes the database and waits for disk threads.
     Restarting on the same data directory keeps organisations, keys, files and bytes; signed URLs
@@ -33,7 +36,7 @@ from aiohttp import web
 from labric.server import auth, records
 from labric.server.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
 from labric.server.blobs import BlobStore
-from labric.server.datadir import DataDir, Identity
+from labric.server.datadir import DataDir, DataDirLock, DataDirNotInitialised, Identity
 from labric.server.db import Database, iso
 from labric.server.faults import FaultConfig, FaultInjector, parse_faults
 from labric.server.idempotency import RETENTION_SECONDS
@@ -72,7 +75,9 @@ class LocalServer:
                 ...
 
     Args:
-        data_dir: Where metadata and bytes live (created if missing; reused on restart).
+        data_dir: Where metadata and bytes live (reused on restart).
+        init: Initialise ``data_dir`` if it is not a data directory yet (creating it if
+            missing); with ``False`` such a directory is refused with ``DataDirNotInitialised``.
         host: The interface to bind.
         port: The port to bind (0: any free port; see :attr:`port` once started).
         part_size: Part size of multipart uploads.
@@ -100,6 +105,7 @@ class LocalServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        init: bool = True,
         part_size: int = DEFAULT_PART_SIZE,
         faults: FaultConfig | str | None = None,
         max_single_put: int = MAX_SINGLE_PUT,
@@ -118,6 +124,7 @@ class LocalServer:
         if part_size < 1:
             raise ValueError("part_size must be at least 1 byte")
         self.data_dir = DataDir(data_dir)
+        self.init = init
         self.host = host
         self._requested_port = port
         self.settings = Settings(
@@ -145,6 +152,7 @@ class LocalServer:
         self._jobs: JobRunner | None = None
         self._identity: Identity | None = None
         self._port: int | None = None
+        self._lock: DataDirLock | None = None
 
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None else "not started"
@@ -156,12 +164,32 @@ class LocalServer:
         """Open the data directory and start serving.
 
         Raises:
+            DataDirInUse: another server holds the data directory (the message names it).
+            DataDirNotInitialised: ``init`` is false and the directory is not a data directory.
             OSError: the address cannot be bound.
             RuntimeError: the server is already running.
         """
         if self._runner is not None:
             raise RuntimeError("This server is already running")
+        fresh = not self.data_dir.is_initialised()
+        if fresh and not self.init:
+            raise DataDirNotInitialised(
+                f"{self.data_dir.root} is not a Labric data directory (no labric.db)"
+            )
+        before = self.data_dir.entries()
         self.data_dir.create()
+        lock = self.data_dir.lock()
+        lock.acquire()
+        try:
+            await self._start(lock)
+        except BaseException:
+            if fresh:
+                self.data_dir.discard_new(before)
+            lock.release()
+            raise
+        self._lock = lock
+
+    async def _start(self, lock: DataDirLock) -> None:
         db = Database(self.data_dir.db_path)
         blobs = BlobStore(self.data_dir.root)
         try:
@@ -195,6 +223,7 @@ class LocalServer:
                 site = web.TCPSite(runner, self.host, self._requested_port)
                 await site.start()
                 port = int(runner.addresses[0][1])
+                lock.record(f"{_url_host(self.host)}:{port}")
                 await jobs.start(f"http://{_url_host(self.host)}:{port}/api")
             except BaseException:
                 await jobs.stop()
@@ -214,16 +243,21 @@ class LocalServer:
         jobs, self._jobs = self._jobs, None
         db, self._db = self._db, None
         blobs, self._blobs = self._blobs, None
+        lock, self._lock = self._lock, None
         try:
             if jobs is not None:
                 await jobs.stop()  # kills running job processes and fails their executions
             if runner is not None:
                 await runner.cleanup()
         finally:
-            if blobs is not None:
-                await asyncio.to_thread(blobs.close)
-            if db is not None:
-                await db.close()
+            try:
+                if blobs is not None:
+                    await asyncio.to_thread(blobs.close)
+                if db is not None:
+                    await db.close()
+            finally:
+                if lock is not None:
+                    lock.release()
 
     async def __aenter__(self) -> LocalServer:
         await self.start()

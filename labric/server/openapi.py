@@ -7,7 +7,8 @@ there, once, from what the operation says about itself:
 
 * security: bearer for every API route, none for storage routes and this document
   (``x-labric-scope`` names the scope the route needs, as registered with the router);
-* ``Idempotency-Key`` on API ``POST``/``PATCH``/``PUT`` routes (and its 400);
+* ``Idempotency-Key`` on API ``POST``/``PATCH``/``PUT`` routes (and its 400, and its 422 for a
+  key reused with another request);
 * ``X-Request-ID`` on every response, ``Link`` on paginated listings, ``Retry-After`` on 429;
 * error bodies: ``{"detail": str}``, 422 ``{"detail": [{"loc", "msg", "type"}]}``, and the
   statuses every route of a kind can answer: 401/403 where a key is needed, 400/413/422 where
@@ -1978,6 +1979,7 @@ def _error_statuses(op: Operation) -> dict[int, str]:
         statuses[422] = _SHARED_ERRORS[422]
     if op.method in _WRITE_METHODS and not op.storage and op.scope != PUBLIC:
         statuses.setdefault(400, "Idempotency-Key is empty or over 255 characters")
+        statuses.setdefault(422, "Idempotency-Key already used for a different request")
     if not _is_admin(op):
         statuses[429] = _SHARED_ERRORS[429]
         statuses[503] = _SHARED_ERRORS[503]
@@ -2057,7 +2059,8 @@ def _operation(op: Operation, family: Family) -> JSONSchema:
                 name="Idempotency-Key",
                 where="header",
                 schema=string(minLength=1, maxLength=255),
-                description="Repeats with the same key get the first answer again",
+                description="Repeats of the request with the same key get the first answer "
+                "again; another request under the key gets 422",
             )
         )
     out: JSONSchema = {

@@ -133,10 +133,12 @@ async def test_keys_create_works_alongside_a_running_server(tmp_path: Path) -> N
     assert code == 0, stderr
 
 
-async def test_keys_create_on_a_fresh_data_dir(
+async def test_keys_create_on_an_initialised_data_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data_dir = tmp_path / "fresh"
+    async with LocalServer(data_dir):
+        pass
     assert main(["keys", "create", "--data-dir", str(data_dir), "--scopes", "read,write"]) == 0
     key = capsys.readouterr().out.strip()
     expiring = ["--expires-in", "3600", "--org", "lab"]

@@ -107,7 +107,7 @@ async def test_idempotency_replays_4xx_and_is_per_key(wire: Wire, server: LocalS
     headers = {"Idempotency-Key": "k1"}
     bad = await wire.post("/v1/job-executions", headers=headers, json={"job_id": "nope"})
     assert bad.status == 404
-    replay = await wire.post("/v1/job-executions", headers=headers)
+    replay = await wire.post("/v1/job-executions", headers=headers, json={"job_id": "nope"})
     assert replay.status == 404
     assert replay.headers["Idempotent-Replayed"] == "true"
     # The same idempotency key under another API key is a different request.
