@@ -312,4 +312,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"labric: error: {error_line(exc)}", file=sys.stderr, flush=True)
         return exit_code(exc)
     return status
-
