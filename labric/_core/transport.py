@@ -101,6 +101,7 @@ _HTTP_SCHEMES = frozenset({"http", "https"})
 #: The most of an error (non-2xx) or redirect body kept: enough for any ``detail``; the rest is cut.
 _ERROR_BODY_LIMIT = 1024 * 1024
 _READ_CHUNK = 64 * 1024
+_INFLATE_STEP = 1024 * 1024
 #: The encodings the transport can decode (within its limit) and so the only ones it asks for.
 _ACCEPT_ENCODING = "gzip, deflate"
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
@@ -382,13 +383,19 @@ class _Inflater:
                 )
                 self._wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
             self._obj = zlib.decompressobj(self._wbits)
-        out = self._obj.decompress(data, max_length)
-        while self._gzip and self._obj.eof and self._obj.unused_data and len(out) < max_length:
+        elif self._gzip and self._obj.eof and self._obj.unused_data:
             # A concatenated gzip stream: the next member starts where this one ended.
-            rest = self._obj.unused_data
+            data = self._obj.unused_data + data
             self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out += self._obj.decompress(rest, max_length - len(out))
-        return bytes(out)
+        return bytes(self._obj.decompress(self._obj.unconsumed_tail + data, max_length))
+
+    @property
+    def pending(self) -> bool:
+        """Whether input fed earlier still waits to be inflated (call :meth:`feed` with ``b""``)."""
+        obj = self._obj
+        if obj is None:
+            return False
+        return bool(obj.unconsumed_tail) or (self._gzip and obj.eof and bool(obj.unused_data))
 
     @property
     def complete(self) -> bool:
@@ -436,6 +443,19 @@ async def read_bounded(
         APIResponseValidationError: the body uses an encoding the client does not support.
         APIConnectionError: the compressed body ends early or does not decompress.
     """
+    try:
+        return await _read_bounded(
+            resp, limit=limit, method=method, url=url, decode=decode, cut=cut
+        )
+    finally:
+        if not resp.content.at_eof():
+            # The rest of the body was not read: never hand this connection out again.
+            resp.close()
+
+
+async def _read_bounded(
+    resp: aiohttp.ClientResponse, *, limit: int, method: str, url: str, decode: bool, cut: bool
+) -> bytes:
     request_id = resp.headers.get("X-Request-ID")
     length = resp.content_length
     if not cut and length is not None and length > limit:
@@ -472,8 +492,13 @@ async def read_bounded(
                 _too_large(
                     limit, "as received is over", method=method, url=url, request_id=request_id
                 )
-            data = chunk if inflater is None else inflater.feed(chunk, limit - len(out) + 1)
-            out += data
+            if inflater is None:
+                out += chunk
+            else:
+                # Inflated a step at a time, so one small chunk of a bomb never expands at once.
+                out += inflater.feed(chunk, min(limit - len(out) + 1, _INFLATE_STEP))
+                while inflater.pending and len(out) <= limit:
+                    out += inflater.feed(b"", min(limit - len(out) + 1, _INFLATE_STEP))
             if len(out) > limit:
                 if cut:
                     del out[limit:]
