@@ -141,6 +141,9 @@ class Response:
     path: str
     url: str = attrs.field(repr=False)
     reason: str | None = None
+    #: Times the request went out for this response: above 1 when aiohttp resent it by itself after
+    #: a connection dropped, so an earlier copy may have been applied.
+    sends: int = attrs.field(default=1, repr=False)
 
     @property
     def request_id(self) -> str | None:
@@ -596,6 +599,31 @@ def raise_mapped(exc: BaseException, *, method: str, url: str) -> NoReturn:
     raise mapped from exc
 
 
+class _Sends:
+    """Counts how often aiohttp sent one request (it resends an idempotent one, unseen, once when a
+    reused connection drops before any answer)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession,
+    context: Any,
+    _params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    sends = context.trace_request_ctx
+    if isinstance(sends, _Sends):
+        sends.count += 1
+
+
+_SEND_TRACE = aiohttp.TraceConfig()
+_SEND_TRACE.on_request_headers_sent.append(_on_headers_sent)
+_SEND_TRACE.freeze()
+
+
 def _maybe_sent(exc: APIConnectionError) -> bool:
     """Whether a failed attempt may have reached the server (so it may have been applied).
 
@@ -662,6 +690,7 @@ class Transport:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                trace_configs=[_SEND_TRACE],
                 timeout=_aiohttp_timeout(self._config.timeout),
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=False,
@@ -845,7 +874,11 @@ class Transport:
                 continue
             if 200 <= response.status < 300:
                 return response
-            if method == "DELETE" and response.status == 404 and maybe_applied:
+            if (
+                method == "DELETE"
+                and response.status == 404
+                and (maybe_applied or response.sends > 1)
+            ):
                 # An earlier attempt whose answer was lost did the delete: the goal is reached.
                 logger.info(
                     "%s %s: 404 on a retry after an attempt with an unknown outcome; the delete "
@@ -881,10 +914,12 @@ class Transport:
         for _ in range(_MAX_REDIRECTS + 1):
             started = time.perf_counter()
             self.stats.requests += 1
+            sends = _Sends()
             try:
                 async with session.request(
                     current_method,
                     current,
+                    trace_request_ctx=sends,
                     params=query if current == url else None,
                     json=json if current_method == method else None,
                     data=data if current_method == method else None,
@@ -915,6 +950,7 @@ class Transport:
                         path=_safe_path(current),
                         url=str(resp.url),
                         reason=resp.reason,
+                        sends=max(sends.count, 1),
                     )
             except TRANSPORT_ERRORS as exc:
                 # Only wire failures are mapped (and so retried); a programming error such as a
