@@ -38,6 +38,9 @@ class AsyncLabric:
         transfer: Settings of the transfer engine (part size, concurrency, memory budget).
         max_connections: Size of the connection pool.
         allow_insecure: Allow plain ``http://`` to a host that is not loopback.
+        max_response_bytes: The largest API (JSON) response body read, counted as received and
+            after decompression; default 64 MiB. A bigger answer raises
+            :class:`~labric.errors.ResponseTooLargeError`. File downloads are not limited by it.
 
     Raises:
         ConfigurationError: the key is missing or malformed, or the URL is refused.
@@ -58,6 +61,7 @@ class AsyncLabric:
         transfer: TransferConfig | None = None,
         max_connections: int = 64,
         allow_insecure: bool = False,
+        max_response_bytes: int | None = None,
     ) -> None:
         self._config = ClientConfig.resolve(
             api_key,
@@ -68,6 +72,7 @@ class AsyncLabric:
             transfer=transfer,
             max_connections=max_connections,
             allow_insecure=allow_insecure,
+            max_response_bytes=max_response_bytes,
         )
         self._transport = Transport(self._config)
         self._engine = TransferEngine(self._transport, self._config.transfer)

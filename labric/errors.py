@@ -25,7 +25,9 @@ cause is still inspectable.
     │   │   ├── UnprocessableEntityError      422
     │   │   ├── RateLimitError                429
     │   │   └── InternalServerError           >= 500
-    │   └── APIResponseValidationError    a 2xx body that does not fit the expected model
+    │   └── APIResponseValidationError    an answer the client cannot use (wrong shape, not JSON,
+    │       │                             a malformed or looping Link, a refused URL)
+    │       └── ResponseTooLargeError     an API body over ``ClientConfig.max_response_bytes``
     ├── WaitTimeoutError              jobs.wait() gave up before the execution ended
     └── TransferError                 a file transfer could not be completed safely
         └── IntegrityError            bytes do not match their checksum or the object changed
@@ -59,6 +61,7 @@ __all__ = [
     "PermissionDeniedError",
     "PortalUsageError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "TransferError",
     "UnprocessableEntityError",
     "UsageError",
@@ -205,7 +208,36 @@ class InternalServerError(APIStatusError):
 
 
 class APIResponseValidationError(APIError):
-    """A success response whose body does not fit the expected model."""
+    """An answer the client cannot use.
+
+    A success body that does not fit the expected model (not JSON, not UTF-8, a wrong JSON type, a
+    missing field), a malformed or looping ``Link`` header, endless empty pages, or a URL the client
+    refuses to follow (another origin for a next page, a storage URL that is not http(s)).
+    """
+
+
+class ResponseTooLargeError(APIResponseValidationError):
+    """An API response body is over the client's limit (``max_response_bytes``).
+
+    The limit counts the bytes as received and after decompression; reading stops as soon as it is
+    passed, so a huge or decompression-bomb answer never reaches memory. File downloads are not
+    limited by it (they stream to disk).
+
+    Attributes:
+        limit: The limit, in bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        method: str | None = None,
+        path: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path, request_id=request_id)
+        self.limit = limit
 
 
 class WaitTimeoutError(LabricError, TimeoutError):

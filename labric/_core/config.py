@@ -21,6 +21,7 @@ from labric.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "ENV_API_KEY",
     "ENV_BASE_URL",
     "ClientConfig",
@@ -37,6 +38,9 @@ ENV_BASE_URL = "LABRIC_API_BASE_URL"
 # The prefix is alphanumeric; the secret may also hold ``-`` and ``_`` (URL-safe base64).
 _KEY_RE = re.compile(r"^lbk_([A-Za-z0-9]+)_([A-Za-z0-9_-]+)$")
 MiB = 1024 * 1024
+#: The default cap on an API response body (after decompression): room for the largest legitimate
+#: answers (a ``tools/read`` of many rows, a full listing page) with a wide margin.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * MiB
 
 
 def redact_key(key: str) -> str:
@@ -54,6 +58,21 @@ def _is_number(value: Any) -> bool:
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not (_is_number(value) and value > 0):
         raise ConfigurationError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+def _positive_int(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        raise ConfigurationError(
+            f"{attribute.name} must be a whole number above zero, got {value!r}"
+        )
+
+
+def _optional_dir(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise ConfigurationError(
+            f"{attribute.name} must be a directory path (str or os.PathLike) or None, "
+            f"got {type(value).__name__}"
+        )
 
 
 def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -122,12 +141,12 @@ class TransferConfig:
         state_dir: Where resume journals are kept (default: ``~/.cache/labric/transfers``).
     """
 
-    part_size: int = attrs.field(default=16 * MiB, validator=_positive)
-    concurrency: int = attrs.field(default=16, validator=_positive)
-    memory_budget: int = attrs.field(default=256 * MiB, validator=_positive)
-    chunk_size: int = attrs.field(default=1 * MiB, validator=_positive)
-    multipart_threshold: int = attrs.field(default=64 * MiB, validator=_positive)
-    state_dir: str | None = None
+    part_size: int = attrs.field(default=16 * MiB, validator=_positive_int)
+    concurrency: int = attrs.field(default=16, validator=_positive_int)
+    memory_budget: int = attrs.field(default=256 * MiB, validator=_positive_int)
+    chunk_size: int = attrs.field(default=1 * MiB, validator=_positive_int)
+    multipart_threshold: int = attrs.field(default=64 * MiB, validator=_positive_int)
+    state_dir: str | None = attrs.field(default=None, validator=_optional_dir)
 
 
 def _is_loopback(host: str) -> bool:
@@ -171,6 +190,12 @@ class ClientConfig:
 
     Build it with :meth:`resolve`, which applies the argument > environment > default precedence
     and validates the key and URL.
+
+    Attributes:
+        max_response_bytes: The largest API (JSON) response body the client reads, counted both as
+            received and after decompression (default 64 MiB). A bigger answer raises
+            :class:`~labric.errors.ResponseTooLargeError` as soon as the limit is passed, so a huge
+            or decompression-bomb body never reaches memory. File downloads are not limited by it.
     """
 
     api_key: str
@@ -180,12 +205,16 @@ class ClientConfig:
     transfer: TransferConfig = TransferConfig()
     max_connections: int = 64
     default_headers: Mapping[str, str] = attrs.field(factory=dict)
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, validator=_positive_int
+    )
 
     def __repr__(self) -> str:
         return (
             f"ClientConfig(api_key={redact_key(self.api_key)!r}, base_url={self.base_url!r}, "
             f"timeout={self.timeout!r}, retry={self.retry!r}, transfer={self.transfer!r}, "
-            f"max_connections={self.max_connections!r})"
+            f"max_connections={self.max_connections!r}, "
+            f"max_response_bytes={self.max_response_bytes!r})"
         )
 
     @property
@@ -206,12 +235,14 @@ class ClientConfig:
         max_connections: int = 64,
         allow_insecure: bool = False,
         env: Mapping[str, str] | None = None,
+        max_response_bytes: int | None = None,
     ) -> ClientConfig:
         """Apply argument > environment variable > default, and validate the result.
 
         Raises:
             ConfigurationError: the key is missing or malformed, the URL is invalid, or it is plain
-                ``http://`` to a non-loopback host without ``allow_insecure=True``.
+                ``http://`` to a non-loopback host without ``allow_insecure=True``, or another
+                setting has the wrong type or an impossible value.
         """
         environ = os.environ if env is None else env
         if api_key is not None and not isinstance(api_key, str):
@@ -247,6 +278,12 @@ class ClientConfig:
             raise ConfigurationError(
                 f"timeout must be a positive number of seconds or a Timeout, got {timeout!r}"
             )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        if transfer is not None and not isinstance(transfer, TransferConfig):
+            raise ConfigurationError(
+                f"transfer must be a TransferConfig, got {type(transfer).__name__}"
+            )
         policy = retry or RetryPolicy()
         if max_retries is not None:
             policy = attrs.evolve(policy, max_retries=max_retries)
@@ -262,4 +299,7 @@ class ClientConfig:
             retry=policy,
             transfer=transfer,
             max_connections=max_connections,
+            max_response_bytes=(
+                DEFAULT_MAX_RESPONSE_BYTES if max_response_bytes is None else max_response_bytes
+            ),
         )

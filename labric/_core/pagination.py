@@ -20,8 +20,13 @@ waits for the cancelled fetch to finish. A prefetch's failure is raised when the
 that page; if the caller stops before that page, the failure is dropped without a report.
 
 A pager is lazy and can be iterated more than once; each iteration starts again from the first page.
-A ``next`` link the pager has already followed in this iteration ends it with
-:class:`~labric.errors.APIResponseValidationError` rather than looping forever.
+A server that misbehaves cannot make a pager spin: each of these ends the iteration with
+:class:`~labric.errors.APIResponseValidationError` rather than looping forever:
+
+* a ``next`` link the pager has already followed in this iteration (a loop);
+* more than :data:`MAX_EMPTY_PAGES` empty pages in a row that still link to a next page;
+* (in the resources) a ``next`` link to another origin, which would be sent the API key, or one
+  that does not parse.
 """
 
 from __future__ import annotations
@@ -35,9 +40,13 @@ import attrs
 
 from labric.errors import APIResponseValidationError
 
-__all__ = ["AsyncPager", "ItemIterator", "Page", "PageFetcher", "PageIterator"]
+__all__ = ["MAX_EMPTY_PAGES", "AsyncPager", "ItemIterator", "Page", "PageFetcher", "PageIterator"]
 
 T = TypeVar("T")
+
+#: Empty pages in a row, each linking to another page, a listing may serve before the pager gives
+#: up: an honest server has no reason to send more than one or two (a page emptied by deletes).
+MAX_EMPTY_PAGES = 3
 
 
 @attrs.frozen
@@ -80,7 +89,8 @@ def _consume_result(task: asyncio.Task[Any]) -> None:
 class PageIterator(AsyncIterator[Page[T]]):
     """Iterates the pages of one listing, prefetching at most one page ahead.
 
-    Returned by :meth:`AsyncPager.pages`. Empty pages in the middle of a listing are skipped.
+    Returned by :meth:`AsyncPager.pages`. Empty pages in the middle of a listing are skipped, up to
+    :data:`MAX_EMPTY_PAGES` in a row.
     """
 
     def __init__(self, fetch: PageFetcher[T], limit: int | None) -> None:
@@ -90,6 +100,7 @@ class PageIterator(AsyncIterator[Page[T]]):
         self._finished = False
         self._pending: asyncio.Task[Page[T]] | None = None
         self._followed: set[str] = set()
+        self._empty_run = 0
 
     def __aiter__(self) -> PageIterator[T]:
         return self
@@ -118,7 +129,14 @@ class PageIterator(AsyncIterator[Page[T]]):
                 return Page(page.items[: self._remaining], None)
             if self._remaining is not None:
                 self._remaining -= len(page.items)
+            self._empty_run = 0 if page.items else self._empty_run + 1
             if page.next_url is not None:
+                if self._empty_run > MAX_EMPTY_PAGES:
+                    self._finished = True
+                    raise APIResponseValidationError(
+                        f"The server sent {self._empty_run} empty pages in a row, each linking to "
+                        "another; stopping instead of following its links forever"
+                    )
                 self._pending = self._prefetch(page.next_url)
             if page.items or self._pending is None:
                 return page

@@ -6,9 +6,14 @@ Design:
   to the loop that created them; the transport records that loop and refuses (with a
   :class:`~labric.errors.UsageError`) to be used from another one. The connector's pool size comes
   from the config; its ``connect`` timeout includes the wait for a free slot.
-* **Bodies.** API responses are read whole and decompressed; storage streams are handed over as
-  the stored bytes (``Accept-Encoding: identity``, no decompression), since checksums and byte
-  ranges refer to those.
+* **Bodies.** API responses are read whole and decompressed, but never past
+  ``ClientConfig.max_response_bytes``: the body is streamed and decompressed here, counting both the
+  bytes received and the bytes they inflate to, and reading stops (with
+  :class:`~labric.errors.ResponseTooLargeError`) the moment either passes the limit, so neither a
+  huge body nor a decompression bomb reaches memory; a ``Content-Length`` over it is refused before
+  reading. Error bodies are read up to a small limit and cut there. Storage streams are handed over
+  as the stored bytes (``Accept-Encoding: identity``, no decompression), since checksums and byte
+  ranges refer to those, and only ``http``/``https`` storage URLs are followed.
 * **Timeouts per request, not per body.** ``sock_read`` fails a socket that stays silent; there is
   no ``total`` limit by default, so a multi-GB transfer is never killed for being long.
 * **Auth only for the API's origin.** ``Authorization: Bearer`` goes on requests to the configured
@@ -17,6 +22,11 @@ Design:
 * **Retries** follow :mod:`labric._core.retry`. Every POST and PATCH carries an
   ``Idempotency-Key`` that stays the same across that call's attempts, so a retried write is
   applied once.
+* **Deletes are idempotent.** When a DELETE attempt's outcome is unknown (a 5xx, a timeout or a
+  connection lost once the request may have been sent) the server may have applied it, so a 404 on a
+  retry means "already gone" and the call succeeds. A 404 on the first attempt (or after attempts
+  that certainly did nothing, such as a refused connection) is still a
+  :class:`~labric.errors.NotFoundError`.
 * **Errors are mapped here, once.** Every aiohttp exception and a bare ``asyncio.TimeoutError``
   become :class:`~labric.errors.APIConnectionError` / :class:`~labric.errors.APITimeoutError`; a
   non-2xx becomes the status's :class:`~labric.errors.APIStatusError` subclass, carrying the method,
@@ -37,6 +47,7 @@ import random
 import re
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -54,9 +65,11 @@ from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
     APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     ClientClosedError,
+    ResponseTooLargeError,
     UsageError,
     status_error_class,
 )
@@ -65,6 +78,7 @@ __all__ = [
     "Response",
     "Transport",
     "TransportStats",
+    "check_storage_url",
     "map_exception",
     "raise_for_status",
     "raise_mapped",
@@ -83,6 +97,13 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # would warn, or touch sockets that belong to the parent process).
 _FORGOTTEN_CONNECTORS: list[aiohttp.BaseConnector] = []
 _MAX_REDIRECTS = 5
+_HTTP_SCHEMES = frozenset({"http", "https"})
+#: The most of an error (non-2xx) or redirect body kept: enough for any ``detail``; the rest is cut.
+_ERROR_BODY_LIMIT = 1024 * 1024
+_READ_CHUNK = 64 * 1024
+_INFLATE_STEP = 1024 * 1024
+#: The encodings the transport can decode (within its limit) and so the only ones it asks for.
+_ACCEPT_ENCODING = "gzip, deflate"
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
 
@@ -120,6 +141,9 @@ class Response:
     path: str
     url: str = attrs.field(repr=False)
     reason: str | None = None
+    #: Times the request went out for this response: above 1 when aiohttp resent it by itself after
+    #: a connection dropped, so an earlier copy may have been applied.
+    sends: int = attrs.field(default=1, repr=False)
 
     @property
     def request_id(self) -> str | None:
@@ -130,17 +154,80 @@ class Response:
         """Decode the body as JSON (an empty body decodes to ``None``).
 
         Raises:
-            ValueError: the body is not JSON (or nests too deeply to decode).
+            APIResponseValidationError: the body is not UTF-8 JSON (or nests too deeply to decode);
+                it names the request and its request id. (It is also a ``ValueError`` for code
+                written against the earlier contract.)
         """
         if not self.content:
             return None
-        return _loads(self.content)
+        try:
+            return _loads(self.content)
+        except ValueError as exc:  # includes UnicodeDecodeError
+            raise _BodyNotJSONError(
+                f"Response body is not JSON ({_short(exc)})",
+                method=self.method,
+                path=self.path,
+                request_id=self.request_id,
+            ) from exc
 
     @property
     def next_url(self) -> str | None:
-        """The absolute URL of the next page, from ``Link: <...>; rel="next"``."""
+        """The absolute URL of the next page, from ``Link: <...>; rel="next"``.
+
+        Raises:
+            APIResponseValidationError: the ``Link`` header's target is not a usable URL.
+        """
         target = split_link_next(self.headers.get("Link"))
-        return urljoin(self.url, target) if target else None
+        if not target:
+            return None
+        try:
+            url = urljoin(self.url, target)
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise APIResponseValidationError(
+                "The server's Link header holds a malformed next-page URL",
+                method=self.method,
+                path=self.path,
+                request_id=self.request_id,
+            ) from None
+        return url
+
+
+class _BodyNotJSONError(APIResponseValidationError, ValueError):
+    """A body that does not decode as JSON; also a ``ValueError``, as ``Response.json`` raised."""
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:120] + "…"
+
+
+def check_storage_url(url: str, *, method: str) -> None:
+    """Refuse a storage URL the client must not follow: anything but ``http``/``https``.
+
+    The server hands out these URLs; a ``file://`` or ``ftp://`` one is a broken or hostile answer,
+    refused at once rather than retried as a connection failure.
+
+    Raises:
+        APIResponseValidationError: the URL does not parse or its scheme is not http(s).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise APIResponseValidationError(
+            "The server handed out a storage URL that does not parse", method=method, path="?"
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _HTTP_SCHEMES or not parts.hostname:
+        shown = repr(scheme + ":") if scheme else "no scheme"
+        raise APIResponseValidationError(
+            f"The server handed out a storage URL with {shown}; only http:// and https:// URLs "
+            "are followed",
+            method=method,
+            path=parts.path or "/",
+        )
 
 
 @attrs.define
@@ -281,6 +368,167 @@ def raise_for_status(response: Response) -> Response:
     )
 
 
+class _Inflater:
+    """Incremental gzip/deflate decoding whose output per call is bounded (``max_length``)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._wbits: int | None = 16 + zlib.MAX_WBITS if self._gzip else None
+        self._obj: Any = None
+
+    def feed(self, data: bytes, max_length: int) -> bytes:
+        """Inflate ``data``; at most ``max_length`` bytes come out (``max_length`` >= 1)."""
+        if self._obj is None:
+            if self._wbits is None:
+                # "deflate" is meant to be zlib-wrapped, but some servers send a raw stream.
+                zlib_header = (
+                    len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+                )
+                self._wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+            self._obj = zlib.decompressobj(self._wbits)
+        elif self._gzip and self._obj.eof and self._obj.unused_data:
+            # A concatenated gzip stream: the next member starts where this one ended.
+            data = self._obj.unused_data + data
+            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return bytes(self._obj.decompress(self._obj.unconsumed_tail + data, max_length))
+
+    @property
+    def pending(self) -> bool:
+        """Whether input fed earlier still waits to be inflated (call :meth:`feed` with ``b""``)."""
+        obj = self._obj
+        if obj is None:
+            return False
+        return bool(obj.unconsumed_tail) or (self._gzip and obj.eof and bool(obj.unused_data))
+
+    @property
+    def complete(self) -> bool:
+        return self._obj is None or bool(self._obj.eof) or self._wbits == -zlib.MAX_WBITS
+
+
+def _too_large(limit: int, what: str, *, method: str, url: str, request_id: str | None) -> NoReturn:
+    raise ResponseTooLargeError(
+        f"The response body {what} the client's limit of {limit:,} bytes "
+        f"(max_response_bytes); reading stopped there. If such large answers are expected, "
+        f"raise it: AsyncLabric(..., max_response_bytes=N)",
+        limit=limit,
+        method=method,
+        path=_safe_path(url),
+        request_id=request_id,
+    )
+
+
+async def read_bounded(
+    resp: aiohttp.ClientResponse,
+    *,
+    limit: int,
+    method: str,
+    url: str,
+    decode: bool = True,
+    cut: bool = False,
+) -> bytes:
+    """Read a response body, never holding more than ``limit`` bytes of it.
+
+    Both the bytes received and (with ``decode``) the bytes they decompress to are counted while
+    streaming; the session never decompresses on its own, so a bomb is inflated here, a bounded
+    amount at a time.
+
+    Args:
+        resp: A response whose body has not been read.
+        limit: The most bytes to keep.
+        method: The request's method, for errors.
+        url: The request's URL, for errors (only its path is shown).
+        decode: Undo ``Content-Encoding`` (gzip, deflate); else keep the bytes as received.
+        cut: Stop quietly at the limit and return what was read (for error bodies) instead of
+            raising :class:`~labric.errors.ResponseTooLargeError`.
+
+    Raises:
+        ResponseTooLargeError: the body (received or decompressed) is over ``limit``.
+        APIResponseValidationError: the body uses an encoding the client does not support.
+        APIConnectionError: the compressed body ends early or does not decompress.
+    """
+    try:
+        return await _read_bounded(
+            resp, limit=limit, method=method, url=url, decode=decode, cut=cut
+        )
+    finally:
+        if not resp.content.at_eof():
+            # The rest of the body was not read: never hand this connection out again.
+            resp.close()
+
+
+async def _read_bounded(
+    resp: aiohttp.ClientResponse, *, limit: int, method: str, url: str, decode: bool, cut: bool
+) -> bytes:
+    request_id = resp.headers.get("X-Request-ID")
+    length = resp.content_length
+    if not cut and length is not None and length > limit:
+        _too_large(
+            limit,
+            f"announced by Content-Length ({length:,} bytes) is over",
+            method=method,
+            url=url,
+            request_id=request_id,
+        )
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower() if decode else ""
+    inflater: _Inflater | None = None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = _Inflater(encoding)
+    elif encoding not in ("", "identity"):
+        if cut:
+            decode = False
+        else:
+            raise APIResponseValidationError(
+                f"The response uses Content-Encoding {encoding!r}, which the client never asks for",
+                method=method,
+                path=_safe_path(url),
+                request_id=request_id,
+            )
+    out = bytearray()
+    received = 0
+    try:
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            received += len(chunk)
+            if received > limit:
+                if cut:
+                    out += chunk[: max(0, limit - len(out))] if inflater is None else b""
+                    break
+                _too_large(
+                    limit, "as received is over", method=method, url=url, request_id=request_id
+                )
+            if inflater is None:
+                out += chunk
+            else:
+                # Inflated a step at a time, so one small chunk of a bomb never expands at once.
+                out += inflater.feed(chunk, min(limit - len(out) + 1, _INFLATE_STEP))
+                while inflater.pending and len(out) <= limit:
+                    out += inflater.feed(b"", min(limit - len(out) + 1, _INFLATE_STEP))
+            if len(out) > limit:
+                if cut:
+                    del out[limit:]
+                    break
+                _too_large(
+                    limit,
+                    "decompresses to more than",
+                    method=method,
+                    url=url,
+                    request_id=request_id,
+                )
+    except zlib.error:
+        if cut:
+            return bytes(out)
+        # Like a body cut short (aiohttp's payload errors): possibly a transient fault, retried.
+        raise APIConnectionError(
+            f"The response body was cut short or malformed (it does not decompress as {encoding})",
+            method=method,
+            path=_safe_path(url),
+        ) from None
+    if inflater is not None and not inflater.complete and not cut:
+        raise APIConnectionError(
+            "The response body was cut short or malformed", method=method, path=_safe_path(url)
+        )
+    return bytes(out)
+
+
 #: What the wire can raise: aiohttp's errors, OS socket errors, and a bare timeout (asyncio's
 #: ``TimeoutError`` is the builtin since 3.11; aiohttp lets one escape in some paths).
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, TimeoutError)
@@ -351,6 +599,40 @@ def raise_mapped(exc: BaseException, *, method: str, url: str) -> NoReturn:
     raise mapped from exc
 
 
+class _Sends:
+    """Counts how often aiohttp sent one request (it resends an idempotent one, unseen, once when a
+    reused connection drops before any answer)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession,
+    context: Any,
+    _params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    sends = context.trace_request_ctx
+    if isinstance(sends, _Sends):
+        sends.count += 1
+
+
+_SEND_TRACE = aiohttp.TraceConfig()
+_SEND_TRACE.on_request_headers_sent.append(_on_headers_sent)
+_SEND_TRACE.freeze()
+
+
+def _maybe_sent(exc: APIConnectionError) -> bool:
+    """Whether a failed attempt may have reached the server (so it may have been applied).
+
+    Only a failure to connect at all is known to have sent nothing.
+    """
+    cause = exc.__cause__ or exc.__context__
+    return not isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
 def _aiohttp_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=timeout.total,
@@ -408,6 +690,7 @@ class Transport:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                trace_configs=[_SEND_TRACE],
                 timeout=_aiohttp_timeout(self._config.timeout),
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=False,
@@ -485,6 +768,12 @@ class Transport:
             headers.popall("Authorization", None)
         return headers
 
+    def _api_headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
+        headers = self._headers(url, extra)
+        # Only what read_bounded can decode within its limit (aiohttp would offer br or zstd).
+        headers.setdefault("Accept-Encoding", _ACCEPT_ENCODING)
+        return headers
+
     def request_timeout(self, timeout: Timeout | None) -> aiohttp.ClientTimeout | None:
         """The aiohttp form of a per-request :class:`Timeout` (``None``: the client's own)."""
         return _aiohttp_timeout(timeout) if timeout is not None else None
@@ -539,9 +828,16 @@ class Transport:
             idempotency_key: Reuse a key (for example across a resumed operation); POST and PATCH
                 get a fresh one otherwise.
 
+        A DELETE that gets 404 on a retry, after an attempt whose outcome is unknown (a 5xx, a
+        timeout, a connection lost once the request may have been sent), returns a 204 response
+        instead of raising: that earlier attempt deleted the object. A 404 on the first attempt
+        still raises :class:`~labric.errors.NotFoundError`.
+
         Raises:
             APIStatusError: a non-2xx after the last attempt.
             APIConnectionError: no response after the last attempt.
+            ResponseTooLargeError: the body is over ``max_response_bytes``.
+            APIResponseValidationError: the body cannot be decoded, or a redirect leaves http(s).
             ClientClosedError: the client has been closed.
             UsageError: the client is used from another event loop than the one that opened it.
         """
@@ -556,6 +852,8 @@ class Transport:
             send_headers.setdefault("Idempotency-Key", idempotency_key)
         retries = self._config.retry.max_retries if max_retries is None else max_retries
         attempt = 0
+        # Whether an earlier DELETE attempt may have been applied without our hearing of it.
+        maybe_applied = False
         while True:
             try:
                 response = await self._send_once(
@@ -568,6 +866,7 @@ class Transport:
                     ) from exc
                 if attempt >= retries:
                     raise
+                maybe_applied = maybe_applied or _maybe_sent(exc)
                 await self.sleep_before_retry(
                     attempt, None, method=method, url=url, why=type(exc).__name__
                 )
@@ -575,7 +874,22 @@ class Transport:
                 continue
             if 200 <= response.status < 300:
                 return response
+            if (
+                method == "DELETE"
+                and response.status == 404
+                and (maybe_applied or response.sends > 1)
+            ):
+                # An earlier attempt whose answer was lost did the delete: the goal is reached.
+                logger.info(
+                    "%s %s: 404 on a retry after an attempt with an unknown outcome; the delete "
+                    "was applied [request id %s]",
+                    method,
+                    response.path,
+                    response.request_id,
+                )
+                return attrs.evolve(response, status=204, content=b"", reason="No Content")
             if attempt < retries and should_retry_status(response.status):
+                maybe_applied = maybe_applied or response.status >= 500
                 await self.sleep_before_retry(
                     attempt, response.headers, method=method, url=url, why=str(response.status)
                 )
@@ -600,21 +914,34 @@ class Transport:
         for _ in range(_MAX_REDIRECTS + 1):
             started = time.perf_counter()
             self.stats.requests += 1
+            sends = _Sends()
             try:
                 async with session.request(
                     current_method,
                     current,
+                    trace_request_ctx=sends,
                     params=query if current == url else None,
                     json=json if current_method == method else None,
                     data=data if current_method == method else None,
-                    headers=self._headers(current, headers),
+                    headers=self._api_headers(current, headers),
                     timeout=client_timeout,
                     allow_redirects=False,
-                    # API bodies are JSON: undo any Content-Encoding (the session's default is
-                    # off, so storage streams hand over the stored bytes exactly).
-                    auto_decompress=True,
+                    # Decompressed by read_bounded, which stops at the limit (aiohttp would
+                    # inflate a whole network chunk, bomb or not, before anyone could count it).
+                    auto_decompress=False,
                 ) as resp:
-                    content = await resp.read()
+                    ok = 200 <= resp.status < 300
+                    content = await read_bounded(
+                        resp,
+                        limit=(
+                            self._config.max_response_bytes
+                            if ok
+                            else min(self._config.max_response_bytes, _ERROR_BODY_LIMIT)
+                        ),
+                        method=current_method,
+                        url=current,
+                        cut=not ok,
+                    )
                     result = Response(
                         status=resp.status,
                         headers=resp.headers,
@@ -623,6 +950,7 @@ class Transport:
                         path=_safe_path(current),
                         url=str(resp.url),
                         reason=resp.reason,
+                        sends=max(sends.count, 1),
                     )
             except TRANSPORT_ERRORS as exc:
                 # Only wire failures are mapped (and so retried); a programming error such as a
@@ -639,7 +967,18 @@ class Transport:
                 )
             if result.status not in _REDIRECTS or "Location" not in result.headers:
                 return result
-            current = urljoin(current, result.headers["Location"])
+            try:
+                current = urljoin(current, result.headers["Location"])
+                scheme = urlsplit(current).scheme.lower()
+            except ValueError:
+                scheme = ""
+            if scheme not in _HTTP_SCHEMES:
+                raise APIResponseValidationError(
+                    "The server redirected to a URL that is not http(s) or does not parse",
+                    method=current_method,
+                    path=result.path,
+                    request_id=result.request_id,
+                )
             if result.status == 303 or (result.status in (301, 302) and current_method == "POST"):
                 current_method = "GET"
         raise APIConnectionError("Too many redirects", method=method, path=_safe_path(url))
@@ -663,6 +1002,7 @@ class Transport:
         ``async with`` block (a reset, a stalled socket) are mapped too; any other exception from
         the block propagates unchanged.
         """
+        check_storage_url(url, method=method)
         session = self.session()
         client_timeout = self.request_timeout(timeout) or session.timeout
         in_body = False
@@ -677,7 +1017,14 @@ class Transport:
                 allow_redirects=False,
             ) as resp:
                 if not 200 <= resp.status < 300:
-                    content = await resp.read()
+                    content = await read_bounded(
+                        resp,
+                        limit=_ERROR_BODY_LIMIT,
+                        method=method,
+                        url=url,
+                        decode=False,
+                        cut=True,
+                    )
                     raise make_status_error(
                         status=resp.status,
                         headers=resp.headers,

@@ -45,6 +45,9 @@ class Labric:
         transfer: Settings of the transfer engine (part size, concurrency, memory budget).
         max_connections: Size of the connection pool.
         allow_insecure: Allow plain ``http://`` to a host that is not loopback.
+        max_response_bytes: The largest API (JSON) response body read, counted as received and
+            after decompression; default 64 MiB. A bigger answer raises
+            :class:`~labric.errors.ResponseTooLargeError`. File downloads are not limited by it.
 
     Raises:
         ConfigurationError: the key is missing or malformed, or the URL is refused.
@@ -63,6 +66,7 @@ class Labric:
         transfer: TransferConfig | None = None,
         max_connections: int = 64,
         allow_insecure: bool = False,
+        max_response_bytes: int | None = None,
     ) -> None:
         self._portal: Portal[AsyncLabric] = Portal(
             lambda: AsyncLabric(
@@ -74,6 +78,7 @@ class Labric:
                 transfer=transfer,
                 max_connections=max_connections,
                 allow_insecure=allow_insecure,
+                max_response_bytes=max_response_bytes,
             ),
             name="labric-portal",
         )

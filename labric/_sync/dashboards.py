@@ -116,8 +116,13 @@ class Dashboards(SyncResource[AsyncLabric, AsyncDashboards]):
     def delete(self, dashboard_id: str) -> None:
         """Delete a dashboard.
 
+        Safe to retry: if an earlier attempt's outcome was unknown (a 5xx, a timeout, a lost
+        connection) and a retry finds the dashboard gone, that attempt deleted it and the call
+        succeeds.
+
         Raises:
-            NotFoundError: no such dashboard in the key's organisation.
+            NotFoundError: no such dashboard in the key's organisation (found missing by the first
+                attempt).
         """
         self._portal.call(lambda c: self._get(c).delete(dashboard_id))
 

@@ -82,8 +82,13 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
     def delete(self, file_id: str) -> None:
         """Delete a file and its bytes.
 
+        Safe to retry: if an earlier attempt's outcome was unknown (a 5xx, a timeout, a lost
+        connection) and a retry finds the file gone, that attempt deleted it and the call
+        succeeds.
+
         Raises:
-            NotFoundError: no such file in your organisation.
+            NotFoundError: no such file in your organisation (found missing by the first
+                attempt).
         """
         self._portal.call(lambda c: self._get(c).delete(file_id))
 

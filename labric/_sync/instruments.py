@@ -116,10 +116,15 @@ class Instruments(SyncResource[AsyncLabric, AsyncInstruments]):
             force: Delete it even though files are attached (they are kept, attached to no
                 instrument). Without it, an instrument with files is not deleted.
 
+        Safe to retry: if an earlier attempt's outcome was unknown (a 5xx, a timeout, a lost
+        connection) and a retry finds the instrument gone, that attempt deleted it and the call
+        succeeds.
+
         Raises:
             ConflictError: files are attached and ``force`` is false, or dataset rows require
                 the instrument.
-            NotFoundError: no such instrument in the key's organisation.
+            NotFoundError: no such instrument in the key's organisation (found missing by the first
+                attempt).
         """
         self._portal.call(lambda c: self._get(c).delete(instrument_id, force=force))
 

@@ -67,7 +67,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from labric._version import __version__
-from labric.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, error_line, exit_code
+from labric.cli._common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CLIError,
+    error_line,
+    exit_code,
+    printable,
+)
 from labric.cli.datasets import add_datasets
 from labric.cli.files import add_files, add_sync
 from labric.cli.jobs import add_jobs
@@ -333,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = getattr(args, "interrupt_hint", None)
         # On a terminal, start past the echoed ^C.
         lead = "\n" if sys.stderr.isatty() else ""
-        sys.stderr.write(f"{lead}labric: interrupted" + (f"; {hint}" if hint else "") + "\n")
+        sys.stderr.write(
+            f"{lead}labric: interrupted" + (f"; {printable(hint)}" if hint else "") + "\n"
+        )
         sys.stderr.flush()
         return EXIT_INTERRUPTED
     except Exception as exc:

@@ -12,6 +12,11 @@ Exit codes (also listed in :mod:`labric.cli`)::
 
 A bulk operation in which some items failed exits with the code of its failures when they all
 share one, else 1.
+
+Strings from the server (file names, paths, error details, job output) are untrusted: a name holding
+``ESC ]52;...`` could set the clipboard, ``ESC [2J`` clear the screen, ``U+202E`` reverse the text
+around it. Every such string is passed through :func:`printable` before it reaches the terminal;
+``--json`` output is JSON-escaped already.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -54,6 +60,7 @@ __all__ = [
     "parse_value",
     "positive_int",
     "print_table",
+    "printable",
     "progress_bar",
     "run_with_client",
     "to_json",
@@ -98,6 +105,32 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
+# C0 controls, DEL, C1 controls (CSI and OSC have one-byte forms there), bidi embeddings, overrides
+# and isolates, and the Unicode line and paragraph separators.
+_OTHER_UNSAFE = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+_UNSAFE_RE = re.compile(f"[\x00-\x1f{_OTHER_UNSAFE}]")
+# The same, but tab and newline pass (a log's lines).
+_UNSAFE_IN_TEXT_RE = re.compile(f"[\x00-\x08\x0b-\x1f{_OTHER_UNSAFE}]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: object, *, text: bool = False) -> str:
+    """``str(value)`` safe to print on a terminal: control and bidi characters escaped.
+
+    ``ESC`` becomes ``\\x1b``, ``U+202E`` becomes ``\\u202e``, and so on, so a hostile name shows
+    what it holds instead of acting on the terminal.
+
+    Args:
+        value: Anything; usually a string from the server.
+        text: Keep newlines and tabs (for multi-line output such as a job's log).
+    """
+    return (_UNSAFE_IN_TEXT_RE if text else _UNSAFE_RE).sub(_escaped, str(value))
+
+
 def _where() -> str:
     return os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
 
@@ -114,7 +147,7 @@ def error_line(exc: BaseException) -> str:
     elif isinstance(exc, OSError) and not isinstance(exc, LabricError) and exc.strerror:
         # OSErrors stringify as "[Errno 2] No such file or directory: 'x'": keep the useful part.
         text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    return text
+    return printable(text)
 
 
 def bulk_exit_code(errors: Iterable[BaseException]) -> int:
@@ -198,7 +231,7 @@ def parse_value(text: str) -> Any:
 
 def _cell(value: Any, width: int) -> str:
     text = "" if value is None else str(value)
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -61,6 +61,7 @@ from labric.cli._common import (
     error_line,
     positive_int,
     print_table,
+    printable,
     progress_bar,
     run_with_client,
     to_json,
@@ -242,7 +243,7 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     width = max(len(k) for k in data)
     for key, value in data.items():
-        sys.stdout.write(f"{key.ljust(width)}  {'' if value is None else value}\n")
+        sys.stdout.write(f"{key.ljust(width)}  {'' if value is None else printable(value)}\n")
     return 0
 
 
@@ -269,7 +270,7 @@ def _rm(args: argparse.Namespace) -> int:
         )
     else:
         for file_id in deleted:
-            sys.stdout.write(f"deleted {file_id}\n")
+            sys.stdout.write(f"deleted {printable(file_id)}\n")
     _report_failures([(i, e) for i, e in failed])
     return bulk_exit_code(e for _, e in failed)
 
@@ -340,7 +341,7 @@ def _run_upload(
         seconds=seconds,
         moved=moved,
         verb=verb,
-        lines=[f"{e['file_id']}\t{e['name']}" for e in entries if e["ok"]],
+        lines=[f"{printable(e['file_id'])}\t{printable(e['name'])}" for e in entries if e["ok"]],
     )
 
 
@@ -393,7 +394,7 @@ def _report_downloads(
         seconds=seconds,
         moved=moved,
         verb=verb,
-        lines=[str(e["path"]) for e in entries if e["ok"]],
+        lines=[printable(e["path"]) for e in entries if e["ok"]],
     )
 
 
@@ -452,7 +453,7 @@ def _finish(
 def _report_failures(failures: list[tuple[str, BaseException]]) -> None:
     for label, exc in failures[:_MAX_LISTED_FAILURES]:
         text = _download_error(exc) if isinstance(exc, FileExistsError) else error_line(exc)
-        sys.stderr.write(f"labric: error: {label}: {text}\n")
+        sys.stderr.write(f"labric: error: {printable(label)}: {printable(text)}\n")
     if len(failures) > _MAX_LISTED_FAILURES:
         sys.stderr.write(
             f"labric: error: ... and {len(failures) - _MAX_LISTED_FAILURES} more failures\n"

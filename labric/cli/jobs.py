@@ -36,6 +36,7 @@ from labric.cli._common import (
     parse_value,
     positive_int,
     print_table,
+    printable,
     run_with_client,
     to_json,
 )
@@ -91,6 +92,12 @@ def add_jobs(commands: Any) -> None:
         "logs", help="print a run's captured output", description=CREDENTIALS_HELP
     )
     logs.add_argument("execution_id", metavar="EXECUTION_ID")
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the output exactly as captured, control sequences included (for a file or a "
+        "pipe; by default they are shown escaped, such as \\x1b)",
+    )
     add_common(logs, json_help="print the logs object")
     logs.set_defaults(func=_logs)
 
@@ -157,14 +164,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(to_json(execution))
     else:
-        line = f"{execution.job_execution_id}  {execution.job_name}  {status}"
+        line = printable(f"{execution.job_execution_id}  {execution.job_name}  {status}")
         if execution.exit_code is not None:
             line += f"  exit code {execution.exit_code}"
         sys.stdout.write(line + "\n")
     if args.wait and execution.status != ExecutionStatus.COMPLETED:
         sys.stderr.write(
-            f"labric: error: job execution {execution.job_execution_id} {status}; "
-            f"see its output with: labric jobs logs {execution.job_execution_id}\n"
+            f"labric: error: job execution {printable(execution.job_execution_id)} "
+            f"{printable(status)}; see its output with: labric jobs logs "
+            f"{printable(execution.job_execution_id)}\n"
         )
         return EXIT_FAILURE
     return EXIT_OK
@@ -178,7 +186,9 @@ def _logs(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(to_json(logs))
         return EXIT_OK
-    sys.stdout.write(logs.text if logs.text.endswith("\n") or not logs.text else logs.text + "\n")
+    # The output is the job's, hence untrusted: escaped unless --raw asks for it as written.
+    text = logs.text if args.raw else printable(logs.text, text=True)
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     if logs.truncated:
         sys.stderr.write("labric: note: the middle of the output was left out (too long)\n")
     return EXIT_OK

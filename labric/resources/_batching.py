@@ -32,7 +32,12 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from labric.errors import APIConnectionError, APIStatusError, LabricError
+from labric.errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    LabricError,
+)
 from labric.models.datasets import WriteBatch, WriteProgress, WriteResult, WriteSummary
 
 __all__ = [
@@ -359,6 +364,14 @@ async def write_batches(
                 raise error(exc) from exc
             finally:
                 in_flight = None
+            if len(result.tables) != 1:
+                # The batch was sent and answered 2xx, so it is committed, but the answer cannot
+                # say how: report it as the failed (uncertain) batch rather than an IndexError.
+                failed, uncertain = (start, stop), True
+                odd = APIResponseValidationError(
+                    f"The write answer holds {len(result.tables)} table results; expected 1"
+                )
+                raise error(odd) from odd
             table_result = result.tables[0]
             batch = WriteBatch(
                 index=len(batches),

@@ -169,9 +169,14 @@ class AsyncExperiments(AsyncResource):
     async def delete(self, experiment_id: str) -> None:
         """Delete an experiment and its links (the files and rows themselves stay).
 
+        Safe to retry: if an earlier attempt's outcome was unknown (a 5xx, a timeout, a lost
+        connection) and a retry finds the experiment gone, that attempt deleted it and the call
+        succeeds.
+
         Raises:
             ConflictError: a dataset table requires the experiment (a non-nullable reference).
-            NotFoundError: no such experiment in the key's organisation.
+            NotFoundError: no such experiment in the key's organisation (found missing by the first
+                attempt).
         """
         await self._transport.request("DELETE", _path(experiment_id))
 

@@ -69,8 +69,8 @@ class AsyncFiles(AsyncResource):
         if given.ids:
             yield given
             return
-        opened = (await self._engine.api("POST", "/v1/job-executions", json={})).json()
-        execution_id = opened["job_execution_id"]
+        opened = await self._engine.api("POST", "/v1/job-executions", json={})
+        execution_id = self._string_field(opened, "job_execution_id")
         own = _Attribution(ids={"job_execution_id": execution_id})
         try:
             yield own
@@ -138,8 +138,13 @@ class AsyncFiles(AsyncResource):
     async def delete(self, file_id: str) -> None:
         """Delete a file and its bytes.
 
+        Safe to retry: if an earlier attempt's outcome was unknown (a 5xx, a timeout, a lost
+        connection) and a retry finds the file gone, that attempt deleted it and the call
+        succeeds.
+
         Raises:
-            NotFoundError: no such file in your organisation.
+            NotFoundError: no such file in your organisation (found missing by the first
+                attempt).
         """
         await self._transport.request("DELETE", _file_path(file_id))
 

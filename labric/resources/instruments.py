@@ -134,10 +134,15 @@ class AsyncInstruments(AsyncResource):
             force: Delete it even though files are attached (they are kept, attached to no
                 instrument). Without it, an instrument with files is not deleted.
 
+        Safe to retry: if an earlier attempt's outcome was unknown (a 5xx, a timeout, a lost
+        connection) and a retry finds the instrument gone, that attempt deleted it and the call
+        succeeds.
+
         Raises:
             ConflictError: files are attached and ``force`` is false, or dataset rows require
                 the instrument.
-            NotFoundError: no such instrument in the key's organisation.
+            NotFoundError: no such instrument in the key's organisation (found missing by the first
+                attempt).
         """
         params = {"force": True} if force else None
         await self._transport.request("DELETE", _path(instrument_id), params=params)

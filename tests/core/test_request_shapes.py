@@ -84,7 +84,9 @@ async def test_post_headers_and_body(client: AsyncLabric, mocked: aioresponses) 
     assert sent["authorization"] == f"Bearer {KEY}"
     assert re.fullmatch(r"[0-9a-f]{32}", sent["idempotency-key"])
     assert sent["user-agent"].startswith(f"labric-python/{__version__} ")
-    assert set(sent) == {"authorization", "idempotency-key", "user-agent"}
+    # Only the encodings the bounded reader decodes (never br or zstd, which it cannot limit).
+    assert sent["accept-encoding"] == "gzip, deflate"
+    assert set(sent) == {"authorization", "idempotency-key", "user-agent", "accept-encoding"}
     assert kwargs["allow_redirects"] is False
 
 

@@ -20,7 +20,8 @@ size) so a test can assert what went over the wire.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,37 @@ def file_content(
         "size_bytes": size,
         "crc32c_hash": crc32c,
     }
+
+
+# -- generic misbehaviours -------------------------------------------------------------------------
+async def stream_chunks(
+    request: web.Request,
+    chunks: Iterable[bytes],
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Send ``chunks`` as one body (chunked unless ``headers`` sets ``Content-Length``).
+
+    A client that hangs up part way (as one refusing an oversized body does) ends the handler
+    quietly.
+    """
+    response = web.StreamResponse(status=status, headers=headers)
+    try:
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client closed the connection (RuntimeError: aiohttp's "transport is closing")
+    return response
+
+
+def gzip_of_zeros(size: int) -> bytes:
+    """A gzip stream of ``size`` zero bytes: a decompression bomb (about 1000:1)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    parts = [packer.compress(block) for _ in range(size // len(block))]
+    parts.append(packer.compress(bytes(size % len(block))))
+    parts.append(packer.flush())
+    return b"".join(parts)
