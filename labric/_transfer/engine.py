@@ -1105,7 +1105,12 @@ class TransferEngine:
             if ranged:
                 assert size is not None
                 keep_partial = True
-                crc = await self._download_ranges(info, size, part_path, key, progress)
+                crc, stored = await self._download_ranges(info, size, part_path, key, progress)
+                if any(c != crc for c in stored):
+                    keep_partial = False
+                    raise IntegrityError(
+                        f"Download of {info.file_id} does not match the storage checksum"
+                    )
             else:
                 crc, size = await self._download_stream(info, part_path, progress)
             if expected is not None and crc != expected:
@@ -1179,7 +1184,10 @@ class TransferEngine:
 
     async def _download_ranges(
         self, info: FileContent, size: int, part_path: Path, key: str, progress: _Progress
-    ) -> int:
+    ) -> tuple[int, set[int]]:
+        """Fetch ``size`` bytes as concurrent ranges into ``part_path`` (resuming from the
+        journal); return their CRC32C and the whole-object CRC32Cs storage stated alongside
+        (``x-goog-hash`` describes the whole object even on a 206)."""
         part_size = self._config.part_size
         ranges = plan_parts(size, part_size)
         entry = await self.journal.get("download", key)
@@ -1199,6 +1207,7 @@ class TransferEngine:
         already = sum(ranges[i][1] for i in crcs)
         progress.advance(info.file_id, already, already, size)
         done = [already]
+        stored: set[int] = set()
         fd = await asyncio.to_thread(os.open, part_path, os.O_WRONLY)
         try:
 
@@ -1228,6 +1237,7 @@ class TransferEngine:
                             if resp.status != 206:
                                 raise TransferError("The storage server ignored a Range request")
                             tag = resp.headers.get("ETag")
+                            stated = _goog_crc(resp.headers.get("x-goog-hash"))
                             crc, received = await self._receive(resp, fd, offset, moved)
                         if received != length:
                             raise TransferError(
@@ -1235,6 +1245,8 @@ class TransferEngine:
                                 f"returned {received} bytes"
                             )
                         crcs[index] = crc
+                        if stated is not None:
+                            stored.add(stated)
                         return tag
 
                     try:
@@ -1271,7 +1283,7 @@ class TransferEngine:
         whole = 0
         for index, (_offset, length) in enumerate(ranges):
             whole = crc32c_combine(whole, crcs[index], length)
-        return whole
+        return whole, stored
 
     async def _receive(
         self, resp: Any, fd: int, offset: int, moved: Callable[[int], None]
@@ -1324,8 +1336,8 @@ class TransferEngine:
 
         size = info.size_bytes
 
-        async def once() -> bytes:
-            async def fetch() -> bytes:
+        async def once() -> tuple[bytes, int | None]:
+            async def fetch() -> tuple[bytes, int | None]:
                 async with self._transport.stream("GET", info.download_url) as resp:
                     data = bytearray()
                     async for piece in resp.content.iter_any():
@@ -1335,17 +1347,18 @@ class TransferEngine:
                             raise TransferError(
                                 f"File {file_id} is longer than its stated {size} bytes"
                             )
-                    return bytes(data)
+                    return bytes(data), _goog_crc(resp.headers.get("x-goog-hash"))
 
             return await self._slot_call(fetch)
 
-        data = await self._transport.retrying(once, method="GET", url=info.download_url)
+        data, stored = await self._transport.retrying(once, method="GET", url=info.download_url)
         if size is not None and len(data) != size:
             raise TransferError(f"File {file_id} ended at {len(data)} of {size} bytes")
-        if info.crc32c_hash is not None and crc32c_extend(0, data) != crc32c_from_b64(
-            info.crc32c_hash
-        ):
+        crc = crc32c_extend(0, data)
+        if info.crc32c_hash is not None and crc != crc32c_from_b64(info.crc32c_hash):
             raise IntegrityError(f"File {file_id} does not match its CRC32C")
+        if stored is not None and crc != stored:
+            raise IntegrityError(f"File {file_id} does not match the storage checksum")
         return data
 
     # -- bulk -------------------------------------------------------------------------------
