@@ -44,13 +44,13 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 
 from labric._core.config import TransferConfig
 from labric._core.converter import structure
-from labric._core.transport import Response, Transport
+from labric._core.transport import Response, Transport, path_segment
 from labric._transfer.checksum import (
     crc32c_combine,
     crc32c_extend,
@@ -1513,7 +1513,7 @@ class TransferEngine:
 
 
 def _fpath(file_id: str, suffix: str = "") -> str:
-    return f"/v1/files/{quote(file_id, safe='')}{suffix}"
+    return f"/v1/files/{path_segment(file_id, 'file_id')}{suffix}"
 
 
 def _json(response: Response) -> Any:
