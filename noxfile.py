@@ -64,10 +64,10 @@ def bench(session: nox.Session) -> None:
 def schemathesis(session: nox.Session) -> None:
     """Schemathesis against a live local server, at a larger setting than the suite's.
 
-    ``LABRIC_SCHEMATHESIS_EXAMPLES`` sets the examples per operation (default here 200); each
-    run draws fresh inputs (the suite's run is derandomised) and adds the coverage phase (every
-    boundary and violation of every schema). Extra arguments go to pytest, e.g.
-    ``nox -s schemathesis -- -x``.
+    ``LABRIC_SCHEMATHESIS_EXAMPLES`` sets the examples per operation (default here 200) and
+    ``LABRIC_SCHEMATHESIS_BUDGET`` the seconds they may take (default here an hour, the suite's
+    two minutes); each run draws fresh inputs (the suite's run is derandomised) and runs 800
+    stateful scenarios. Extra arguments go to pytest, e.g. ``nox -s schemathesis -- -x``.
     """
     import os
 
@@ -82,6 +82,8 @@ def schemathesis(session: nox.Session) -> None:
             "LABRIC_SCHEMATHESIS_EXAMPLES": examples,
             "LABRIC_SCHEMATHESIS_RANDOM": "1",
             "LABRIC_SCHEMATHESIS_COVERAGE": "1",
+            "LABRIC_SCHEMATHESIS_BUDGET": os.environ.get("LABRIC_SCHEMATHESIS_BUDGET", "3600"),
+            "LABRIC_SCHEMATHESIS_SCENARIOS": os.environ.get("LABRIC_SCHEMATHESIS_SCENARIOS", "800"),
         },
     )
 

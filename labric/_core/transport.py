@@ -53,7 +53,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 import attrs
@@ -80,6 +80,7 @@ __all__ = [
     "TransportStats",
     "check_storage_url",
     "map_exception",
+    "path_segment",
     "raise_for_status",
     "raise_mapped",
     "split_link_next",
@@ -105,6 +106,22 @@ _INFLATE_STEP = 1024 * 1024
 #: The encodings the transport can decode (within its limit) and so the only ones it asks for.
 _ACCEPT_ENCODING = "gzip, deflate"
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
+
+
+def path_segment(value: str, what: str) -> str:
+    """``value`` (an id or a name) as exactly one URL path segment, ``/`` and ``%`` escaped.
+
+    Raises:
+        ValueError: ``value`` is not a non-empty string.
+        UsageError: ``value`` is ``.`` or ``..``: no escaping keeps a dot segment from being read
+            as "here" or "the parent" by a server or proxy that normalises paths (RFC 3986 makes
+            ``%2E`` and ``.`` the same), so ``files.delete("..")`` would reach another route.
+    """
+    if not value or not isinstance(value, str):
+        raise ValueError(f"{what} must be a non-empty string")
+    if value in (".", ".."):
+        raise UsageError(f"{what} {value!r} cannot be sent in a URL path; it is not a valid id")
+    return quote(value, safe="")
 
 
 def split_link_next(header: str | None) -> str | None:

@@ -22,11 +22,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from labric._core.config import TransferConfig
 from labric._core.converter import structure
-from labric._core.transport import Response, Transport
+from labric._core.transport import Response, Transport, path_segment
 from labric._transfer.checksum import crc32c_from_b64
 from labric._transfer.journal import Journal
 from labric._transfer.scheduling import AdaptiveLimiter, BufferPool, MemoryBudget
@@ -118,7 +118,7 @@ class TransferContext:
 
 
 def _fpath(file_id: str, suffix: str = "") -> str:
-    return f"/v1/files/{quote(file_id, safe='')}{suffix}"
+    return f"/v1/files/{path_segment(file_id, 'file_id')}{suffix}"
 
 
 def _json(response: Response) -> Any:

@@ -133,7 +133,12 @@ class Downloader:
             if ranged:
                 assert size is not None
                 keep_partial = True
-                crc = await self._download_ranges(info, size, part_path, key, progress)
+                crc, stored = await self._download_ranges(info, size, part_path, key, progress)
+                if any(c != crc for c in stored):
+                    keep_partial = False
+                    raise IntegrityError(
+                        f"Download of {info.file_id} does not match the storage checksum"
+                    )
             else:
                 crc, size = await self._download_stream(info, part_path, progress)
             if expected is not None and crc != expected:
@@ -207,7 +212,10 @@ class Downloader:
 
     async def _download_ranges(
         self, info: FileContent, size: int, part_path: Path, key: str, progress: _Progress
-    ) -> int:
+    ) -> tuple[int, set[int]]:
+        """Fetch ``size`` bytes as concurrent ranges into ``part_path`` (resuming from the
+        journal); return their CRC32C and the whole-object CRC32Cs storage stated alongside
+        (``x-goog-hash`` describes the whole object even on a 206)."""
         part_size = self._ctx.config.part_size
         ranges = plan_parts(size, part_size)
         entry = await self._ctx.journal.get("download", key)
@@ -227,6 +235,7 @@ class Downloader:
         already = sum(ranges[i][1] for i in crcs)
         progress.advance(info.file_id, already, already, size)
         done = [already]
+        stored: set[int] = set()
         fd = await asyncio.to_thread(os.open, part_path, os.O_WRONLY)
         try:
 
@@ -256,6 +265,7 @@ class Downloader:
                             if resp.status != 206:
                                 raise TransferError("The storage server ignored a Range request")
                             tag = resp.headers.get("ETag")
+                            stated = _goog_crc(resp.headers.get("x-goog-hash"))
                             crc, received = await self._receive(resp, fd, offset, moved)
                         if received != length:
                             raise TransferError(
@@ -263,6 +273,8 @@ class Downloader:
                                 f"returned {received} bytes"
                             )
                         crcs[index] = crc
+                        if stated is not None:
+                            stored.add(stated)
                         return tag
 
                     try:
@@ -299,7 +311,7 @@ class Downloader:
         whole = 0
         for index, (_offset, length) in enumerate(ranges):
             whole = crc32c_combine(whole, crcs[index], length)
-        return whole
+        return whole, stored
 
     async def _receive(
         self, resp: Any, fd: int, offset: int, moved: Callable[[int], None]
@@ -352,8 +364,8 @@ class Downloader:
 
         size = info.size_bytes
 
-        async def once() -> bytes:
-            async def fetch() -> bytes:
+        async def once() -> tuple[bytes, int | None]:
+            async def fetch() -> tuple[bytes, int | None]:
                 async with self._ctx.transport.stream("GET", info.download_url) as resp:
                     data = bytearray()
                     async for piece in resp.content.iter_any():
@@ -363,17 +375,18 @@ class Downloader:
                             raise TransferError(
                                 f"File {file_id} is longer than its stated {size} bytes"
                             )
-                    return bytes(data)
+                    return bytes(data), _goog_crc(resp.headers.get("x-goog-hash"))
 
             return await self._ctx.slot_call(fetch)
 
-        data = await self._ctx.transport.retrying(once, method="GET", url=info.download_url)
+        data, stored = await self._ctx.transport.retrying(once, method="GET", url=info.download_url)
         if size is not None and len(data) != size:
             raise TransferError(f"File {file_id} ended at {len(data)} of {size} bytes")
-        if info.crc32c_hash is not None and crc32c_extend(0, data) != crc32c_from_b64(
-            info.crc32c_hash
-        ):
+        crc = crc32c_extend(0, data)
+        if info.crc32c_hash is not None and crc != crc32c_from_b64(info.crc32c_hash):
             raise IntegrityError(f"File {file_id} does not match its CRC32C")
+        if stored is not None and crc != stored:
+            raise IntegrityError(f"File {file_id} does not match the storage checksum")
         return data
 
 

@@ -7,12 +7,12 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
+from labric._core.transport import path_segment
 from labric.errors import APIStatusError
 from labric.models.dashboards import Dashboard, TextWidget, UnknownWidget, Widget, WidgetData
 from labric.resources import _render
@@ -24,9 +24,7 @@ WidgetsType = Sequence[Widget | Mapping[str, Any]]
 
 
 def _segment(value: str, what: str) -> str:
-    if not value or not isinstance(value, str):
-        raise ValueError(f"{what} must be a non-empty string")
-    return quote(value, safe="")
+    return path_segment(value, what)
 
 
 def _widgets(items: WidgetsType) -> list[Any]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from labric._core.context import current_execution_id
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
+from labric._core.transport import path_segment
 from labric.models.datasets import (
     Column,
     OnMatch,
@@ -75,7 +75,8 @@ class AsyncDatasets(AsyncResource):
         Raises:
             NotFoundError: no such table.
         """
-        response = await self._transport.request("GET", f"/v1/datasets/{quote(name, safe='')}")
+        path = f"/v1/datasets/{path_segment(name, 'name')}"
+        response = await self._transport.request("GET", path)
         return self._parse(response, TableInfo)
 
     async def create(

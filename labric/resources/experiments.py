@@ -6,10 +6,10 @@ import builtins
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
+from labric._core.transport import path_segment
 from labric._core.types import NOT_GIVEN, NotGiven
 from labric.models.experiments import Experiment, ExperimentLinks, ExperimentRow, ExperimentStatus
 from labric.models.files import FileInfo
@@ -19,9 +19,7 @@ __all__ = ["AsyncExperiments"]
 
 
 def _path(experiment_id: str, suffix: str = "") -> str:
-    if not experiment_id or not isinstance(experiment_id, str):
-        raise ValueError("experiment_id must be a non-empty string")
-    return f"/v1/experiments/{quote(experiment_id, safe='')}{suffix}"
+    return f"/v1/experiments/{path_segment(experiment_id, 'experiment_id')}{suffix}"
 
 
 def _wire(value: Any) -> Any:
@@ -206,10 +204,8 @@ class AsyncExperiments(AsyncResource):
         Raises:
             NotFoundError: no such experiment, or the file is not linked to it.
         """
-        if not file_id or not isinstance(file_id, str):
-            raise ValueError("file_id must be a non-empty string")
         await self._transport.request(
-            "DELETE", _path(experiment_id, f"/files/{quote(file_id, safe='')}")
+            "DELETE", _path(experiment_id, f"/files/{path_segment(file_id, 'file_id')}")
         )
 
     def files(

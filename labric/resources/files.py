@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 
 from labric._core.context import current_execution_id
 from labric._core.pagination import AsyncPager
-from labric._core.transport import Transport
+from labric._core.transport import Transport, path_segment
 from labric._transfer.engine import TransferEngine
 from labric._transfer.progress import ProgressCallback, _Progress
 from labric._transfer.sources import UploadSourceType
@@ -36,9 +35,7 @@ __all__ = ["AsyncFiles"]
 
 
 def _file_path(file_id: str, suffix: str = "") -> str:
-    if not file_id or not isinstance(file_id, str):
-        raise ValueError("file_id must be a non-empty string")
-    return f"/v1/files/{quote(file_id, safe='')}{suffix}"
+    return f"/v1/files/{path_segment(file_id, 'file_id')}{suffix}"
 
 
 class AsyncFiles(AsyncResource):
@@ -77,7 +74,7 @@ class AsyncFiles(AsyncResource):
         finally:
             await self._engine.api(
                 "PATCH",
-                f"/v1/job-executions/{quote(execution_id, safe='')}",
+                f"/v1/job-executions/{path_segment(execution_id, 'execution_id')}",
                 json={"status": "completed" if own.succeeded else "failed"},
             )
 

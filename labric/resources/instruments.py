@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
+from labric._core.transport import path_segment
 from labric._core.types import NOT_GIVEN, NotGiven
 from labric.models.instruments import (
     DeviceStatusHistory,
@@ -24,9 +24,7 @@ __all__ = ["AsyncInstruments"]
 
 
 def _path(instrument_id: str, suffix: str = "") -> str:
-    if not instrument_id or not isinstance(instrument_id, str):
-        raise ValueError("instrument_id must be a non-empty string")
-    return f"/v1/instruments/{quote(instrument_id, safe='')}{suffix}"
+    return f"/v1/instruments/{path_segment(instrument_id, 'instrument_id')}{suffix}"
 
 
 def _time(value: datetime | str | None) -> str | None:

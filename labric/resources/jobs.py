@@ -7,12 +7,11 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote
 
 from labric._core.context import use_execution
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
-from labric._core.transport import Transport
+from labric._core.transport import Transport, path_segment
 from labric._core.types import NOT_GIVEN, NotGiven
 from labric.errors import WaitTimeoutError
 from labric.models.jobs import (
@@ -42,9 +41,7 @@ _TERMINAL = ("completed", "failed")
 
 
 def _segment(value: str, what: str) -> str:
-    if not value or not isinstance(value, str):
-        raise ValueError(f"{what} must be a non-empty string")
-    return quote(value, safe="")
+    return path_segment(value, what)
 
 
 def _value(value: Any) -> Any:

@@ -7,6 +7,7 @@ running the same command again).
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -14,11 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from labric import Labric
+from labric import Labric, TransferConfig
 from labric.server import FaultConfig, ThreadedServer
 
 from ._support import COMMAND_TIMEOUT, call, make_tree, run_labric
@@ -154,15 +158,42 @@ def test_not_found_exit_4_and_debug_shows_the_traceback(
     assert debug.err_lines[-1].startswith("labric: error: 404 File no-such-file not found")
 
 
+def _upload_status(srv: ThreadedServer, file_id: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{srv.base_url}/v1/files/{file_id}/upload-status",
+        headers={"Authorization": f"Bearer {srv.admin_key}"},
+    )
+    with urllib.request.urlopen(request, timeout=COMMAND_TIMEOUT) as resp:
+        status: dict[str, Any] = json.load(resp)
+    return status
+
+
+def _multipart_upload(srv: ThreadedServer) -> str | None:
+    """The id of the one file whose parts the server has been sent, once it has any."""
+    by_file = srv.stats["storage"]["part_puts_by_file"]
+    assert len(by_file) <= 1, by_file  # only raw.bin is larger than a part
+    return next(iter(by_file), None)
+
+
 def test_ctrl_c_stops_an_upload_and_rerunning_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Storage slowed to 64 KiB/s per request, so the upload is surely still running when
-    # the interrupt arrives; the API stays fast.
-    slow = FaultConfig(bandwidth=64 * 1024, scope="storage")
-    with ThreadedServer(tmp_path / "server", part_size=256 * 1024, faults=slow) as srv:
-        env = {"LABRIC_API_KEY": srv.admin_key, "LABRIC_API_BASE_URL": srv.base_url}
-        run = make_tree(tmp_path / "big", {"raw.bin": os.urandom(2 * 1024 * 1024), **RUN})
+    # Only files of at least the multipart threshold go up in parts, and only parts resume: a
+    # smaller file is sent again whole. Storage is slowed to 512 KiB/s per request, one request
+    # at a time, so a 1 MiB part takes about two seconds: the interrupt surely lands while
+    # raw.bin is partly stored.
+    slow = FaultConfig(bandwidth=512 * 1024, scope="storage")
+    part_size = 1024 * 1024
+    size = TransferConfig().multipart_threshold
+    parts = -(-size // part_size)
+    with ThreadedServer(tmp_path / "server", part_size=part_size, faults=slow) as srv:
+        env = {
+            "LABRIC_API_KEY": srv.admin_key,
+            "LABRIC_API_BASE_URL": srv.base_url,
+            # The resume journals of both runs, kept out of the user's own cache.
+            "HOME": str(tmp_path / "home"),
+        }
+        run = make_tree(tmp_path / "big", {"raw.bin": os.urandom(size), **RUN})
         # Python's usual SIGINT handler, even if the suite was started with SIGINT ignored (as a
         # background job is): the interrupt is what this test is about.
         interruptible = (
@@ -170,7 +201,12 @@ def test_ctrl_c_stops_an_upload_and_rerunning_resumes(
             "from labric.cli import main; sys.exit(main(sys.argv[1:]))"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-c", interruptible, "files", "upload", str(run)],
+            [
+                sys.executable,
+                "-c",
+                interruptible,
+                *("files", "upload", str(run), "--concurrency", "1"),
+            ],
             env={**os.environ, "PYTHONWARNINGS": "error", **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -179,6 +215,21 @@ def test_ctrl_c_stops_an_upload_and_rerunning_resumes(
         assert proc.stderr is not None
         first = proc.stderr.readline()  # the first progress line: the transfer has begun
         assert first.startswith("upload "), first
+        # Interrupt once the server holds two parts of raw.bin (and far from all of them: a part
+        # takes seconds), so the rerun has something to skip and something to send.
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        try:
+            while True:
+                file_id = _multipart_upload(srv)
+                if file_id is not None and len(_upload_status(srv, file_id)["parts"]) >= 2:
+                    break
+                assert proc.poll() is None, "the upload ended before two parts were stored"
+                assert time.monotonic() < deadline, "two parts of raw.bin were never stored"
+                time.sleep(0.05)  # a poll interval; the condition is the server's own record
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
         proc.send_signal(signal.SIGINT)
         _, rest = proc.communicate(timeout=COMMAND_TIMEOUT)
         assert proc.returncode == 130, first + rest
@@ -187,14 +238,32 @@ def test_ctrl_c_stops_an_upload_and_rerunning_resumes(
             "labric: interrupted; rerun the same command to resume "
             "(files already confirmed are not sent again)"
         )
+        status = _upload_status(srv, file_id)
+        assert status["status"] == "pending"
+        stored = {p["number"] for p in status["parts"]}
+        assert 2 <= len(stored) < parts, stored
 
         srv.faults.update(FaultConfig())
+        srv.reset_stats()
         again = run_labric("files", "upload", str(run), "--json", env=env)
         assert again.code == 0, again.err
         entries = again.json()["files"]
         assert all(e["ok"] for e in entries)
+        raw = next(e for e in entries if e["name"] == "big/raw.bin")
+        assert raw["file_id"] == file_id  # the interrupted upload, resumed
+        # What the server received on the rerun: only parts it lacked, each once. (The part cut
+        # off by the interrupt may still land after ``stored`` was read, so it may or may not be
+        # sent again, and its request may still be draining when the counters are zeroed: one
+        # part's worth of slack, no more.)
+        storage = srv.stats["storage"]
+        resent = storage["part_puts_by_file"][file_id]
+        assert not {int(n) for n in resent} & stored
+        assert all(count == 1 for count in resent.values())
+        missing = (parts - len(stored)) * part_size
+        received = storage["bytes_received_by_file"][file_id]
+        assert missing - part_size <= received <= missing + part_size
+        assert received < size
         with Labric(srv.admin_key, base_url=srv.base_url) as client:
-            raw = next(e for e in entries if e["name"] == "big/raw.bin")
             assert client.files.read_bytes(raw["file_id"]) == (run / "raw.bin").read_bytes()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from labric import Labric
@@ -138,25 +141,27 @@ def test_a_failed_run_exits_non_zero(
 
 
 def test_run_without_wait_returns_at_once(
-    jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
+    env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    done = call(capsys, "jobs", "run", "greet", "--json")
+    # The job cannot finish before the test lets it: it blocks opening a FIFO for reading until
+    # the test opens it for writing, which happens only after the command has returned.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    with Labric() as client:
+        gated = client.jobs.create(
+            name="gated",
+            code=f"print(open({str(gate)!r}).read())\n",
+            timeout_seconds=120,  # bounds a test that fails before it opens the gate
+        )
+    done = call(capsys, "jobs", "run", gated.id, "--json")
     assert done.code == 0, done.err
     execution = done.json()
-    assert execution["status"] in ("queued", "running", "completed")
+    assert execution["status"] in ("queued", "running")
     with Labric() as client:
-        assert client.jobs.wait(execution["job_execution_id"]).status == "completed"
-
-
-def test_errors(jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]) -> None:
-    missing = call(capsys, "jobs", "run", "no-such-job")
-    assert missing.code == 4
-    assert missing.err.startswith("labric: error: 404 ")
-    unknown = call(capsys, "jobs", "run", "greet", "--param", "nope=1")
-    assert unknown.code == 1
-    assert unknown.err.startswith("labric: error: 422 ")
-    assert unknown.err.count("\n") == 1
-    malformed = call(capsys, "jobs", "run", "greet", "--param", "who")
-    assert malformed.code == 2
-    no_logs = call(capsys, "jobs", "logs", "no-such-execution")
-    assert no_logs.code == 4
+        execution_id = execution["job_execution_id"]
+        assert client.jobs.executions.get(execution_id).status in ("queued", "running")
+        with open(gate, "w") as release:  # blocks until the job has opened its end
+            release.write("released")
+        finished = client.jobs.wait(execution_id)
+        assert finished.status == "completed"
+        assert "released" in client.jobs.executions.logs(execution_id).text

@@ -1,4 +1,10 @@
-"""Request shapes on the wire, checked with aioresponses (no server; shapes only)."""
+"""Request shapes as the client hands them to aiohttp, checked with aioresponses.
+
+aioresponses replaces ``ClientSession._request``: these tests see the method, URL, headers and
+body arguments aiohttp was given, not the bytes it would send (no socket, no server). What a
+server actually receives is tested against real sockets: ids in paths in ``test_path_escaping``,
+query strings in ``test_transport``.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +42,9 @@ def only_request(mocked: aioresponses) -> tuple[str, URL, dict[str, object]]:
     return method, url, calls[0].kwargs
 
 
-async def test_files_list_query_encoding(client: AsyncLabric, mocked: aioresponses) -> None:
+async def test_files_list_query_handed_to_aiohttp(
+    client: AsyncLabric, mocked: aioresponses
+) -> None:
     mocked.get(re.compile(r"^https://api\.example\.com/api/v1/files\?.*"), payload=[])
     await client.files.list(
         extensions=["csv", ".txt"], query="plate 7", limit=5, instrument_id="ins 1"
@@ -70,7 +78,9 @@ async def test_files_list_sends_nothing_it_was_not_given(
     assert str(url) == f"{BASE}/v1/files?extensions=csv,txt"
 
 
-async def test_post_headers_and_body(client: AsyncLabric, mocked: aioresponses) -> None:
+async def test_post_headers_and_body_handed_to_aiohttp(
+    client: AsyncLabric, mocked: aioresponses
+) -> None:
     mocked.post(f"{BASE}/v1/job-executions", payload={"ok": True})
     body = {"job_name": "nightly", "parameters": {"plate": 7}, "job_execution_id": None}
     await client._transport.request("POST", "/v1/job-executions", json=body)
@@ -90,7 +100,7 @@ async def test_post_headers_and_body(client: AsyncLabric, mocked: aioresponses) 
     assert kwargs["allow_redirects"] is False
 
 
-async def test_delete_has_no_body_and_no_idempotency_key(
+async def test_delete_is_handed_no_body_and_no_idempotency_key(
     client: AsyncLabric, mocked: aioresponses
 ) -> None:
     mocked.delete(f"{BASE}/v1/files/f1", status=204)
@@ -114,7 +124,7 @@ async def test_delete_has_no_body_and_no_idempotency_key(
         ("ünï", "/api/v1/files/%C3%BCn%C3%AF"),
     ],
 )
-async def test_file_ids_are_escaped_in_paths(
+async def test_file_ids_are_escaped_in_the_url_handed_to_aiohttp(
     client: AsyncLabric, mocked: aioresponses, file_id: str, raw_path: str
 ) -> None:
     mocked.get(re.compile(r"^https://api\.example\.com/.*"), payload={"file_id": file_id})
@@ -124,7 +134,7 @@ async def test_file_ids_are_escaped_in_paths(
     assert url.query_string == ""
 
 
-async def test_content_path(client: AsyncLabric, mocked: aioresponses) -> None:
+async def test_content_path_handed_to_aiohttp(client: AsyncLabric, mocked: aioresponses) -> None:
     mocked.get(
         f"{BASE}/v1/files/a%2Fb/content",
         payload={"file_id": "a/b", "download_url": "https://s/x?sig=1", "preview_truncated": False},

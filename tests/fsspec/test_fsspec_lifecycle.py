@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-import labric.fsspec as labric_fsspec
 from labric import UsageError
 from labric.fsspec import LabricFileSystem
+from labric.fsspec.clients import close_open_pools
 from labric.server import LocalServer, ThreadedServer
 
 Upload = Callable[[str, bytes], str]
@@ -128,7 +128,7 @@ def test_the_exit_hook_closes_clients_left_open_on_fsspecs_loop(
     fs = LabricFileSystem(**options, skip_instance_cache=True)
     assert fs.exists(f"{root}/a.txt")
     [client] = fs._clients.values()
-    labric_fsspec._close_open_filesystems()  # what atexit runs
+    close_open_pools()  # what atexit runs
     assert client.is_closed
     assert not fs._clients
 

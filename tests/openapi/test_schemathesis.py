@@ -10,10 +10,18 @@ document is refused with a 4xx (so the document is no looser than the server).
 The document is taken from :func:`labric.server.openapi.document`, the object the server serves
 at ``GET /api/v1/openapi.json``.
 
-Bounded for the suite: ``LABRIC_SCHEMATHESIS_EXAMPLES`` examples per operation (default 5), a
-per-example deadline, derandomised so a run is repeatable, and without schemathesis' coverage
-phase (``LABRIC_SCHEMATHESIS_COVERAGE=1`` adds it). ``nox -s schemathesis`` runs the same with
-more examples, fresh randomness and the coverage phase.
+Bounded for the suite by time, not by luck: the module gets ``LABRIC_SCHEMATHESIS_BUDGET``
+seconds (default 105, about two minutes with start-up and collection), of which the stateful
+workflows keep a fixed reserve and the operations share the rest. Each operation, when it
+starts, is allowed an equal share of the time still left (so operations that finish early leave
+more to the later ones); once its share is spent its remaining cases are generated but not sent.
+Every operation still sends its first cases (:data:`FLOOR`), and an operation that has failed
+sends everything, so hypothesis can replay and shrink the failure. Cases come from the examples
+phase, the coverage phase (every boundary and violation of every schema, on by default;
+``LABRIC_SCHEMATHESIS_COVERAGE=0`` drops it) and ``LABRIC_SCHEMATHESIS_EXAMPLES`` fuzzed ones
+(default 50), all derandomised, so every run sends the same cases in the same order and only
+where a slow machine stops may differ. ``nox -s schemathesis`` runs the same with more examples,
+fresh randomness and a budget of an hour.
 
 The two admin ``PUT`` routes change the server for every later request (faults, query and lock
 limits), so the defaults are put back after each of their examples.
@@ -22,10 +30,12 @@ limits), so the defaults are put back after each of their examples.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import attrs
 import pytest
 import requests
 import schemathesis
@@ -43,9 +53,17 @@ from labric.server import LocalServer
 from labric.server.local import ThreadedServer
 from labric.server.openapi import document
 
-EXAMPLES = int(os.environ.get("LABRIC_SCHEMATHESIS_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("LABRIC_SCHEMATHESIS_EXAMPLES", "50"))
 RANDOM = os.environ.get("LABRIC_SCHEMATHESIS_RANDOM") == "1"
-COVERAGE = os.environ.get("LABRIC_SCHEMATHESIS_COVERAGE") == "1"
+COVERAGE = os.environ.get("LABRIC_SCHEMATHESIS_COVERAGE", "1") == "1"
+#: Seconds the module's tests may take, from the first one's start.
+BUDGET = float(os.environ.get("LABRIC_SCHEMATHESIS_BUDGET", "105"))
+#: Of which the stateful workflows (a fixed number of scenarios, run last) keep this many.
+STATEFUL_RESERVE = min(15.0, BUDGET / 4)
+#: Cases every operation sends whatever the clock says.
+FLOOR = 3
+#: Stateful scenarios (sequences of up to ten linked calls, each on a fresh server).
+SCENARIOS = int(os.environ.get("LABRIC_SCHEMATHESIS_SCENARIOS", "20"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -71,6 +89,47 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
         yield server
 
 
+@attrs.define
+class Budget:
+    """The time the operations share: each takes an equal part of what is left when it starts."""
+
+    deadline: float
+    operations: int
+
+    def allow(self) -> Allowance:
+        now = time.monotonic()
+        share = max(0.0, self.deadline - now) / max(1, self.operations)
+        self.operations -= 1
+        return Allowance(deadline=now + share)
+
+
+@attrs.define
+class Allowance:
+    """One operation's share of the budget."""
+
+    deadline: float
+    sent: int = 0
+    failed: bool = False
+
+    def admits(self) -> bool:
+        # After a failure everything runs: hypothesis replays the failing case to shrink it, and
+        # a replay that skipped would read as a flaky test.
+        return self.sent < FLOOR or self.failed or time.monotonic() < self.deadline
+
+
+@pytest.fixture(scope="module")
+def budget(request: pytest.FixtureRequest) -> Budget:
+    selected = request.session.items
+    operations = sum(1 for i in selected if getattr(i, "originalname", "") == "test_schemathesis")
+    return Budget(time.monotonic() + BUDGET - STATEFUL_RESERVE, operations)
+
+
+@pytest.fixture
+def allowance(budget: Budget) -> Allowance:
+    """Per operation (hypothesis runs all of an operation's cases in one test call)."""
+    return budget.allow()
+
+
 @pytest.fixture(scope="module")
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
@@ -94,8 +153,8 @@ schema.config.generation.update(
 # A body over a route's limit is refused with 413, which is a rejection too.
 _rejection = schema.config.checks.negative_data_rejection
 _rejection.expected_statuses = [*_rejection.expected_statuses, "413"]
-# The coverage phase (every boundary and violation of every schema, thousands of calls) runs in
-# ``nox -s schemathesis``; the suite keeps the examples and fuzzing phases.
+# The coverage phase: every boundary and violation of every schema, as explicit examples that
+# hypothesis runs before the fuzzed ones (thousands of calls in all; the budget bounds them).
 schema.config.phases.coverage.enabled = COVERAGE
 
 
@@ -104,15 +163,25 @@ schema.config.phases.coverage.enabled = COVERAGE
     max_examples=EXAMPLES,
     deadline=timedelta(seconds=5),
     derandomize=not RANDOM,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,  # the allowance is per operation on purpose
+    ],
 )
 def test_schemathesis(
-    case: schemathesis.Case, live: ThreadedServer, http: requests.Session
+    case: schemathesis.Case, live: ThreadedServer, http: requests.Session, allowance: Allowance
 ) -> None:
+    if not allowance.admits():
+        return  # this operation's share of the budget is spent
+    allowance.sent += 1
     secured = bool(case.operation.definition.raw.get("security"))
     headers = {"Authorization": f"Bearer {live.admin_key}"} if secured else {}
     try:
         case.call_and_validate(base_url=live.origin, session=http, headers=headers, checks=CHECKS)
+    except BaseException:
+        allowance.failed = True
+        raise
     finally:
         if (case.method.upper(), case.operation.path) in _RESTORE:
             reply = http.put(
@@ -177,7 +246,7 @@ def test_stateful_workflows(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     Workflow.run(
         settings=settings(
-            max_examples=EXAMPLES * 4,
+            max_examples=SCENARIOS,
             stateful_step_count=10,
             deadline=timedelta(seconds=5),
             derandomize=not RANDOM,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from labric.server import LocalServer
+from labric.server.blobs import BlobStore, UploadFile
 
 from ._support import KiB, Wire, crc_b64
 
@@ -494,18 +496,37 @@ async def test_every_response_has_a_request_id(wire: Wire, session: aiohttp.Clie
     assert replies[3].headers["Allow"]
 
 
-async def test_concurrent_confirms_assemble_once(swire: Wire, sinstrument: str) -> None:
+async def test_concurrent_confirms_assemble_once(
+    swire: Wire, sinstrument: str, small: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = bytes(range(256)) * 20
     ticket = await swire.ticket("big.bin", instrument_id=sinstrument, size_bytes=len(data))
+    file_id = ticket["file_id"]
     manifest = await swire.put_parts(ticket, data)
+    # Assembling is renaming the upload file into place as the object: count the renames.
+    published: list[str] = []
+    publish = BlobStore.publish_upload
+
+    async def counting(self: BlobStore, upload: UploadFile, dest: Path, size: int) -> None:
+        published.append(dest.name)
+        await publish(self, upload, dest, size)
+
+    monkeypatch.setattr(BlobStore, "publish_upload", counting)
     replies = await asyncio.gather(
         *(
-            swire.post(f"/v1/files/{ticket['file_id']}/confirm-upload", json={"parts": manifest})
+            swire.post(f"/v1/files/{file_id}/confirm-upload", json={"parts": manifest})
             for _ in range(4)
         )
     )
     assert {r.status for r in replies} == {200}
     assert len({r.body for r in replies}) == 1
+    assert len(published) == 1, published
+    # And on disk: one object of the file, no upload file left behind.
+    root = small.data_dir.root
+    [stored] = (root / "objects").rglob(f"{file_id}.*")
+    assert stored.name == published[0]
+    assert stored.read_bytes() == data
+    assert not list((root / "uploads").glob(f"{file_id}.*"))
 
 
 @pytest.mark.parametrize("size", [0, 1])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from labric.server import LocalServer
+from labric.server import LocalServer, blobs
 from labric.server.blobs import BlobStore, PartSuperseded, UploadSealed
 from labric.server.routes import storage
 
@@ -166,7 +166,7 @@ async def test_a_bad_part_is_not_recorded_and_spares_the_good_copy(
 
 
 async def test_a_newer_put_of_a_part_takes_over(
-    swire: Wire, sinstrument: str, small: LocalServer, monkeypatch: pytest.MonkeyPatch
+    swire: Wire, sinstrument: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(storage, "WRITE_BATCH", 256)  # so the older PUT writes before it stalls
     ticket = await swire.ticket("big.bin", instrument_id=sinstrument, size_bytes=len(DATA))
@@ -187,12 +187,21 @@ async def test_a_newer_put_of_a_part_takes_over(
         except aiohttp.ClientError:
             return 0  # the server may close the connection on us
 
+    # The older PUT's first bytes must be in the upload file before the newer PUT starts: the
+    # disk write (on a blob thread) says when.
+    loop = asyncio.get_running_loop()
+    landed = asyncio.Event()
+    write_all = blobs._write_all
+
+    def noted(fd: int, buffers: Sequence[bytes], position: int | None) -> None:
+        write_all(fd, buffers, position)
+        loop.call_soon_threadsafe(landed.set)
+
+    monkeypatch.setattr(blobs, "_write_all", noted)
     older_put = asyncio.create_task(older())
-    for _ in range(500):
-        if small.stats["storage"]["bytes_received_by_file"].get(file_id, 0) >= 512:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # let its first write land
+    async with asyncio.timeout(30):  # bounds a hang only
+        await landed.wait()
+    monkeypatch.setattr(blobs, "_write_all", write_all)
     assert await _put(swire, first, _piece(first)) == 200
     release.set()
     assert await older_put in (409, 0)

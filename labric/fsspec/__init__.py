@@ -1,0 +1,81 @@
+"""``labric://``: the Labric platform as an fsspec filesystem, for pandas, Dask and friends.
+
+With it, any fsspec-aware engine reads and writes Labric files::
+
+    import pandas as pd
+    df = pd.read_csv("labric://run42/plate0/read0.csv")   # LABRIC_API_KEY / LABRIC_API_BASE_URL
+
+    import dask.dataframe as dd
+    ddf = dd.read_csv("labric://run42/*/*.csv", storage_options={"api_key": key})
+
+The class is registered for the ``labric`` protocol through the ``fsspec.specs`` entry point, so
+``fsspec.filesystem("labric", ...)`` and ``fsspec.open("labric://...")`` find it. fsspec is an
+optional dependency (``pip install 'labric[fsspec]'``); ``import labric`` never imports it.
+
+Paths
+    A file's path is its platform ``original_path`` (a leading ``/`` dropped). Directories are
+    implied by ``/`` in paths, as in object stores: one exists while a file lies under it, and
+    none needs creating. Several files may share a path (an instrument uploads ``plate1.csv`` on
+    every run): the **newest wins**, as in the listing's order (newest first), so ``ls``,
+    ``info``, ``open`` and ``get`` see the latest upload, and ``put`` to an existing path adds a
+    newer file rather than changing the old one. The older files stay reachable by id as
+    ``labric://.id/<file_id>``. ``rm`` of a path deletes every file at that path, so the path is
+    gone afterwards; ``rm`` of an ``.id/`` path deletes that one file. ``.id`` is a virtual
+    directory: never listed, and a platform path under ``.id/`` is reachable only by its id.
+
+Requests
+    ``ls``, ``info`` and ``find`` (hence ``glob``) are listings of ``GET /v1/files``, narrowed on
+    the server by the path (its ``query`` filter) and matched exactly here; complete listings are
+    kept in ``dircache`` until this filesystem writes under them, ``refresh=True`` is passed, or
+    ``invalidate_cache()`` is called. Whole-file ``cat_file`` is verified against the file's
+    CRC32C; a byte range (``start``/``end``) and every read of an ``open()``ed file is one
+    ``Range`` request to the signed storage URL, pinned with ``If-Match`` to the version first
+    read, so a file replaced underneath an open handle fails instead of mixing versions. ``get``
+    and ``put`` go through the transfer engine's ``download_many`` and ``upload_many``:
+    concurrent, checksummed, atomic on disk, and resumable. ``ukey`` and ``checksum`` come from
+    the CRC32C the platform records.
+
+Event loops and lifecycle
+    fsspec runs a blocking filesystem's coroutines on its own IO-loop thread, and an
+    ``asynchronous=True`` one on the caller's loop. An :class:`~labric.AsyncLabric` (and its
+    aiohttp session) belongs to one loop, so the filesystem keeps one client per loop it is used
+    on, created there on first use. :meth:`LabricFileSystem.close` (or ``with fs:``) and
+    :meth:`LabricFileSystem.aclose` (or ``async with fs:``) close them; a closed filesystem opens
+    a new client when used again, because fsspec caches instances by their arguments and hands
+    the same one to every later ``fsspec.filesystem(...)`` and ``pandas.read_csv(...)`` call.
+    Engines such as pandas and Dask never close the filesystems they create, so this package keeps
+    a registry of open filesystems and, at interpreter exit, closes their clients with the public
+    ``aclose()``: on fsspec's IO loop, still running then (its thread is a daemon), or, for a
+    loop that has ended, from a loop of its own, which detaches the session. There is no
+    ``__del__`` or finalizer poking at aiohttp's internals. On an ``asynchronous=True``
+    filesystem, ``await fs.open_async(path)`` opens a file for reading without blocking.
+
+Modules
+    ``filesystem`` holds :class:`LabricFileSystem`, the coordinator; ``paths`` maps platform
+    files to paths, entries and implied directories; ``listings`` is the listings cache;
+    ``reading`` does ranged, version-pinned reads; ``transfers`` maps bulk ``get``/``put``/``rm``
+    onto the transfer engine; ``clients`` keeps one client per event loop and closes them;
+    ``files`` holds the open-file classes.
+
+Pickling
+    A filesystem pickles as its constructor arguments (no client, no session, no loop), so a
+    Dask worker rebuilds it and opens its own client. ``loop`` and ``asynchronous`` are left out:
+    a rebuilt filesystem is a blocking one, as a worker has no caller's loop to join. With
+    ``api_key`` omitted, the worker reads its own ``LABRIC_API_KEY``; pass ``api_key`` (for
+    instance in ``storage_options``) when workers run elsewhere.
+"""
+
+from __future__ import annotations
+
+try:
+    import fsspec  # noqa: F401  # only to fail early, with the way out, when it is missing
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "labric.fsspec needs fsspec, an optional dependency: pip install 'labric[fsspec]'"
+    ) from exc
+
+from labric.fsspec.files import LabricAsyncFile, LabricFile
+from labric.fsspec.filesystem import LabricFileSystem
+from labric.fsspec.paths import ID_DIR
+
+__all__ = ["ID_DIR", "LabricAsyncFile", "LabricFile", "LabricFileSystem"]

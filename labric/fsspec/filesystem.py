@@ -1,0 +1,357 @@
+"""The ``labric://`` filesystem: reading, writing and deleting platform files.
+
+:class:`LabricFileSystem` builds on :class:`~labric.fsspec.namespace.LabricNamespace` (clients,
+paths, listings, metadata) and maps fsspec's content calls onto the client: whole reads through
+``files.read_bytes`` (CRC32C-verified), ranged and open-file reads through
+:mod:`~labric.fsspec.reading`, bulk ``get``/``put``/``rm`` through
+:mod:`~labric.fsspec.transfers`, open files from :mod:`~labric.fsspec.files`.
+:mod:`labric.fsspec` describes the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from fsspec.callbacks import DEFAULT_CALLBACK
+from fsspec.implementations.local import make_path_posix, trailing_sep
+from fsspec.utils import isfilelike
+
+from labric.errors import NotFoundError, TransferError
+from labric.fsspec import transfers
+from labric.fsspec.files import LabricAsyncFile, LabricFile
+from labric.fsspec.namespace import LabricNamespace
+from labric.fsspec.paths import byte_range, fs_path, id_of, not_found, writable
+from labric.fsspec.reading import read_open, read_range
+from labric.models.files import FileContent
+
+__all__ = ["LabricFileSystem"]
+
+
+class LabricFileSystem(LabricNamespace):
+    """The files of a Labric organisation as an fsspec ``AsyncFileSystem`` (``labric://``).
+
+    Reading, writing and deleting; what exists (paths, listings, metadata) and the clients are
+    :class:`~labric.fsspec.namespace.LabricNamespace`'s.
+
+    Args:
+        api_key: An API key ``lbk_<prefix>_<secret>``; default: ``LABRIC_API_KEY``, read now.
+        base_url: The API's base URL; default: ``LABRIC_API_BASE_URL``, else the hosted one.
+        asynchronous: Use from a running event loop, awaiting the ``_``-prefixed methods.
+        loop: The loop of an asynchronous filesystem (default: the running one).
+        batch_size: Most files a bulk call (``get``, ``put``, ``rm``) moves at once (default:
+            the client's transfer concurrency).
+        use_listings_cache: Keep complete directory listings until a write or refresh.
+        listings_expiry_time: Seconds a cached listing stays valid (default: until invalidated).
+        max_paths: Most directory listings kept.
+        **client_options: The other arguments of :class:`~labric.AsyncLabric` (``timeout``,
+            ``max_retries``, ``retry``, ``transfer``, ``max_connections``, ``allow_insecure``).
+
+    Raises:
+        ConfigurationError: the key is missing or malformed, or the URL is refused.
+
+    Example::
+
+        fs = fsspec.filesystem("labric")
+        fs.put("run42/", "run42/", recursive=True)
+        with fs.open("run42/plate0/read0.csv") as f:
+            header = f.readline()
+        fs.close()
+    """
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def _resolve(self, path: str) -> dict[str, Any]:
+        info = await self._info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "A directory, not a file", info["name"])
+        return info
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        info = await self._resolve(path)
+        client = await self._labric()
+        try:
+            if not start and end is None:
+                return await client.files.read_bytes(info["file_id"])  # whole: CRC32C-verified
+            content = await client.files.content(info["file_id"])
+        except NotFoundError as exc:
+            raise not_found(info["name"], exc) from exc
+        size = content.size_bytes if content.size_bytes is not None else info["size"]
+        if size is None:
+            raise TransferError(f"The server does not say how large {info['name']} is")
+        begin, stop = byte_range(start, end, size)
+        data, _ = await read_range(client, content, begin, stop, etag=None)
+        return data
+
+    async def _content_of(self, info: dict[str, Any]) -> FileContent:
+        """The signed URL (and size) of a listed file."""
+        client = await self._labric()
+        try:
+            return await client.files.content(info["file_id"])
+        except NotFoundError as exc:
+            raise not_found(info["name"], exc) from exc
+
+    async def _read_open(self, file: LabricFile | LabricAsyncFile, start: int, end: int) -> bytes:
+        """One read of an open file: a range request with the file's URL, pinned to its ETag."""
+        return await read_open(
+            await self._labric(), file, start, end, lambda: self._content_of(file.details)
+        )
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | str | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> LabricFile:
+        return LabricFile(
+            self,
+            self._strip_protocol(path),
+            mode=mode,
+            block_size=block_size or "default",
+            autocommit=autocommit,
+            cache_options=cache_options,
+            **kwargs,
+        )
+
+    async def open_async(self, path: str, mode: str = "rb", **kwargs: Any) -> LabricAsyncFile:
+        """Open a file for reading from a coroutine (``asynchronous=True`` filesystems).
+
+        ``await f.read(n)`` is one range request; ``seek`` and ``tell`` work as on any file.
+        Use it as ``async with await fs.open_async(path) as f``.
+
+        Raises:
+            ValueError: a mode other than ``rb`` (write with ``_pipe_file`` / ``_put_file``).
+        """
+        if mode != "rb":
+            raise ValueError(f"open_async reads only ('rb'), not {mode!r}: write with _pipe_file")
+        info = await self._resolve(path)
+        content = None
+        if info["size"] is None:
+            content = await self._content_of(info)
+            info = {**info, "size": content.size_bytes}
+        return LabricAsyncFile(self, info, content, **kwargs)
+
+    async def _get_file(
+        self,
+        rpath: str,
+        lpath: Any,
+        callback: Any = DEFAULT_CALLBACK,
+        **kwargs: Any,
+    ) -> None:
+        info = await self._info(rpath)
+        if info["type"] == "directory":
+            await asyncio.to_thread(os.makedirs, lpath, exist_ok=True)
+            return
+        if isfilelike(lpath):
+            data = await self._cat_file(rpath)
+            await asyncio.to_thread(lpath.write, data)
+            return
+        client = await self._labric()
+        try:
+            await client.files.download(
+                info["file_id"], lpath, overwrite=True, on_progress=transfers.bytes_to(callback)
+            )
+        except NotFoundError as exc:
+            raise not_found(info["name"], exc) from exc
+
+    async def _get(
+        self,
+        rpath: Any,
+        lpath: Any,
+        recursive: bool = False,
+        callback: Any = DEFAULT_CALLBACK,
+        maxdepth: int | None = None,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Download files, concurrently, through the engine's ``download_many``.
+
+        Paths are expanded and mapped to local names exactly as fsspec's own ``get`` does;
+        each file is verified in a staging directory, then renamed into place.
+        """
+        if isinstance(rpath, list) and isinstance(lpath, list):
+            rpaths = [self._strip_protocol(p) for p in rpath]
+            lpaths = [make_path_posix(p) for p in lpath]
+            infos = await self._infos(rpaths, batch_size)
+        else:
+            copy_dir = isinstance(rpath, str) and not trailing_sep(rpath)
+            rpath = self._strip_protocol(rpath)
+            rpaths = await self._expand_path(rpath, recursive=recursive, maxdepth=maxdepth)
+            infos = await self._infos(rpaths, batch_size)
+            if isinstance(rpath, str) and (not recursive or maxdepth is not None):
+                # A non-recursive copy does not copy directories.
+                rpaths = [p for p, i in zip(rpaths, infos, strict=True) if i["type"] == "file"]
+                infos = [i for i in infos if i["type"] == "file"]
+                if not rpaths:
+                    return
+            lpaths = transfers.local_paths(rpath, rpaths, lpath, copy_dir=copy_dir)
+        targets = await asyncio.to_thread(transfers.download_targets, infos, lpaths)
+        callback.set_size(len(targets))
+        if targets:
+            await transfers.download_into_place(
+                await self._labric(), targets, batch_size or self.batch_size, callback
+            )
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    async def _upload(self, source: Any, path: str, **options: Any) -> None:
+        client = await self._labric()
+        await client.files.upload(source, name=path, **options)
+        self.invalidate_cache(path)
+
+    async def _pipe_file(
+        self,
+        path: str,
+        value: bytes,
+        mode: str = "overwrite",
+        instrument_id: str | None = None,
+        job_execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        path = writable(self._strip_protocol(path))
+        if mode == "create" and await self._exists(path, refresh=True):
+            raise FileExistsError(errno.EEXIST, "A file already exists at this path", path)
+        await self._upload(
+            bytes(value), path, instrument_id=instrument_id, job_execution_id=job_execution_id
+        )
+
+    async def _put_file(
+        self,
+        lpath: str,
+        rpath: str,
+        callback: Any = DEFAULT_CALLBACK,
+        mode: str = "overwrite",
+        instrument_id: str | None = None,
+        job_execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if os.path.isdir(lpath):
+            return  # directories are implied by the paths of the files under them
+        rpath = writable(self._strip_protocol(rpath))
+        if mode == "create" and await self._exists(rpath, refresh=True):
+            raise FileExistsError(errno.EEXIST, "A file already exists at this path", rpath)
+        await self._upload(
+            lpath,
+            rpath,
+            instrument_id=instrument_id,
+            job_execution_id=job_execution_id,
+            on_progress=transfers.bytes_to(callback),
+        )
+
+    async def _put(
+        self,
+        lpath: Any,
+        rpath: Any,
+        recursive: bool = False,
+        callback: Any = DEFAULT_CALLBACK,
+        batch_size: int | None = None,
+        maxdepth: int | None = None,
+        mode: str = "overwrite",
+        instrument_id: str | None = None,
+        job_execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Upload files, concurrently, through the engine's ``upload_many``.
+
+        Paths are expanded and mapped to platform paths exactly as fsspec's own ``put`` does;
+        all the files of one call are recorded under one job execution (unless
+        ``instrument_id`` or ``job_execution_id`` says otherwise).
+        """
+        if isinstance(lpath, list) and isinstance(rpath, list):
+            lpaths, rpaths = list(lpath), [self._strip_protocol(p) for p in rpath]
+        else:
+            lpath, lpaths = transfers.expand_local(lpath, recursive=recursive, maxdepth=maxdepth)
+            if not lpaths and isinstance(lpath, str) and (not recursive or maxdepth is not None):
+                return
+            dest_is_dir = isinstance(rpath, str) and (
+                trailing_sep(rpath) or await self._isdir(rpath)
+            )
+            rpaths = transfers.remote_paths(
+                lpath, lpaths, self._strip_protocol(rpath), dest_is_dir=dest_is_dir
+            )
+        pairs = [
+            (lp, writable(self._strip_protocol(rp)))
+            for lp, rp in zip(lpaths, rpaths, strict=True)
+            if not os.path.isdir(lp)
+        ]
+        if mode == "create":
+            self.invalidate_cache()
+            taken = [rp for _, rp in pairs if await self._exists(rp)]
+            if taken:
+                raise FileExistsError(errno.EEXIST, "A file already exists at this path", taken[0])
+        callback.set_size(len(pairs))
+        if not pairs:
+            return
+        client = await self._labric()
+        try:
+            outcomes = await client.files.upload_many(
+                [(rp, Path(lp)) for lp, rp in pairs],
+                concurrency=batch_size or self.batch_size,
+                instrument_id=instrument_id,
+                job_execution_id=job_execution_id,
+                on_progress=lambda event: callback.absolute_update(event.files_done),
+            )
+        finally:
+            for _, rp in pairs:
+                self.invalidate_cache(rp)
+        transfers.raise_first([o.error for o in outcomes if o.error is not None], len(pairs))
+
+    # -- deleting ----------------------------------------------------------------------------------
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        await self._rm(path)
+
+    async def _rm(
+        self,
+        path: Any,
+        recursive: bool = False,
+        batch_size: int | None = None,
+        maxdepth: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Delete files: every file at each path (all its versions), or the one ``.id/`` file.
+
+        Directories are implied, so they vanish with the last file under them; a directory
+        given without ``recursive=True`` is refused.
+        """
+        paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        ids: list[str] = []
+        by_path: dict[str, list[str]] = {}
+        for p in paths:
+            file_id = id_of(p)
+            if file_id is not None:
+                ids.append((await self._by_id(p, file_id)).file_id)
+            else:
+                by_path[p] = []
+        if by_path:
+            # One listing of what the paths share serves all of them.
+            # A string prefix, not a path one: the server matches substrings of paths.
+            shared = os.path.commonprefix(list(by_path))  # noqa: RUF071
+            for f in await self._listing(shared):
+                at = fs_path(f)
+                if at in by_path:
+                    by_path[at].append(f.file_id)
+        for p, found in by_path.items():
+            if found:
+                ids.extend(found)
+            elif recursive:
+                continue  # a directory of the expansion: it goes with its files
+            elif await self._isdir(p, refresh=True):
+                raise IsADirectoryError(
+                    errno.EISDIR, "A directory: pass recursive=True to delete what it holds", p
+                )
+            else:
+                raise not_found(p)
+        try:
+            await transfers.delete_files(await self._labric(), ids, self._width(batch_size))
+        finally:
+            for p in paths:
+                self.invalidate_cache(p)
