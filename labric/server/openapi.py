@@ -35,8 +35,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from labric.server.routes.files import MAX_FILE_SIZE, MAX_PARTS
-from labric.server.routing import API_PREFIX, PUBLIC, Router
+from labric.server.core.routing import API_PREFIX, PUBLIC, Router
+from labric.server.files.common import MAX_FILE_SIZE, MAX_PARTS
 
 __all__ = [
     "FAMILIES",
@@ -185,7 +185,7 @@ class Operation:
     Attributes:
         method: The HTTP method.
         path: The path as registered, without ``/api`` for API routes (``/v1/files``).
-        scope: ``read``, ``write``, ``admin``, or :data:`~labric.server.routing.PUBLIC`.
+        scope: ``read``, ``write``, ``admin``, or :data:`~labric.server.core.routing.PUBLIC`.
         storage: A storage route (outside ``/api``; authorised by its URL signature).
         summary: One line.
         description: More, where it helps.

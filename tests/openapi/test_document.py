@@ -23,8 +23,8 @@ import schemathesis
 import labric.models
 from labric._core.converter import converter
 from labric.server import LocalServer
+from labric.server.core.routing import PUBLIC
 from labric.server.openapi import document
-from labric.server.routing import PUBLIC
 
 from ._support import Route, documented, registered, response_schema, validator
 

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from labric.server import LocalServer
-from labric.server.auth import SCOPES
-from labric.server.routing import PUBLIC, ROUTE_SCOPES
+from labric.server.core.auth import SCOPES
+from labric.server.core.routing import PUBLIC, ROUTE_SCOPES
 
 from ._support import Route, api_routes, keyed_routes, routes
 

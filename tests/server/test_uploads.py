@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from labric.server import LocalServer
-from labric.server.blobs import BlobStore, PartSuperseded, UploadSealed
-from labric.server.routes import storage
+from labric.server.core.blobs import BlobStore, PartSuperseded, UploadSealed
+from labric.server.files import storage
 
 from ._support import KiB, Wire, crc_b64
 

@@ -32,8 +32,9 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from labric.server import records
-from labric.server._http import (
+from labric.server.core import records
+from labric.server.core.auth import principal
+from labric.server.core.http import (
     Fields,
     HTTPError,
     decode_json,
@@ -41,22 +42,14 @@ from labric.server._http import (
     json_response,
     read_json_object,
 )
+from labric.server.core.routing import Router
+from labric.server.core.state import STATE, ServerState
 from labric.server.datasets.boundary import QueryError
 from labric.server.datasets.define import parse_definition
 from labric.server.datasets.reads import ReadError, read_page
 from labric.server.datasets.store import Busy, DatasetLimits, DatasetStore, insert_definition
-from labric.server.datasets.write import (
-    MAX_BODY_BYTES,
-    Rejected,
-    TooLarge,
-    WriteOutcome,
-    apply_write,
-    check_size,
-    revert,
-)
-from labric.server.routes._common import principal
-from labric.server.routing import Router
-from labric.server.state import STATE, ServerState
+from labric.server.datasets.validate import MAX_BODY_BYTES, Rejected, TooLarge, check_size
+from labric.server.datasets.write import WriteOutcome, apply_write, revert
 
 __all__ = ["DATASETS", "DEFAULT_JOB_NAME", "install", "register"]
 

@@ -3,9 +3,10 @@
 * ``GET /v1/admin/faults`` -> ``{"config": {...}, "counters": {...}}``
 * ``PUT /v1/admin/faults`` with the FaultConfig keys replaces the configuration (keys left out
   take their defaults, so ``{}`` turns every fault off) and answers like ``GET``.
-* ``GET /v1/admin/stats`` -> the server's counters (see :meth:`labric.server.state.Stats.snapshot`)
-  plus the injector's counters under ``"faults"`` (the per-file counters only name the caller's
-  organisation's files); ``DELETE /v1/admin/stats`` zeroes them.
+* ``GET /v1/admin/stats`` -> the server's counters (see
+  :meth:`labric.server.core.state.Stats.snapshot`) plus the injector's counters under
+  ``"faults"`` (the per-file counters only name the caller's organisation's files);
+  ``DELETE /v1/admin/stats`` zeroes them.
 
 These routes are exempt from fault injection, so faults can always be turned off again. Faults and
 counters are server-wide, so changing them (``PUT`` faults, ``DELETE`` stats) takes an admin key
@@ -22,11 +23,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from labric.server._http import HTTPError, invalid, json_response, read_json_object
-from labric.server.faults import FaultConfig
-from labric.server.routes._common import principal
-from labric.server.routing import Router
-from labric.server.state import STATE, ServerState
+from labric.server.core.auth import principal
+from labric.server.core.faults import FaultConfig
+from labric.server.core.http import HTTPError, invalid, json_response, read_json_object
+from labric.server.core.routing import Router
+from labric.server.core.state import STATE, ServerState
 
 __all__ = ["register"]
 

@@ -13,7 +13,7 @@ Threading model
 Invariants
     * ``PRAGMA foreign_keys=ON`` on every connection; WAL journal; ``synchronous=NORMAL`` (a power
       cut may lose the last commits but never corrupts the database; blob bytes are fsynced by
-      :mod:`labric.server.blobs` before any row points at them). :meth:`Database.run_durable`
+      :mod:`labric.server.core.blobs` before any row points at them). :meth:`Database.run_durable`
       syncs its own commit, for the few steps whose loss a power cut must not allow.
     * The schema version lives in ``schema_version``. :data:`MIGRATIONS` is append-only: a
       release adds migrations at the end and never edits a published one. A database written by
@@ -269,7 +269,8 @@ DELETE FROM upload_parts;
 
 _DASHBOARDS_SCHEMA = """
 -- Dashboards: a name, a description and the widgets (a JSON list, validated by
--- labric.server.dashboards before it is stored). seq orders dashboards that share a created_at.
+-- labric.server.dashboards.store before it is stored).
+-- seq orders dashboards that share a created_at.
 CREATE TABLE dashboards (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from labric.server import records
-from labric.server._http import HTTPError
-from labric.server.auth import PRINCIPAL
-from labric.server.routing import API_PREFIX, Handler
-from labric.server.state import STATE
+from labric.server.core import records
+from labric.server.core.auth import PRINCIPAL
+from labric.server.core.http import HTTPError
+from labric.server.core.routing import API_PREFIX, Handler
+from labric.server.core.state import STATE
 
 __all__ = ["HEADER", "REPLAYED_HEADER", "RETENTION_SECONDS", "middleware"]
 

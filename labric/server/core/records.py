@@ -1,7 +1,7 @@
 """Data access: small synchronous functions over the metadata tables.
 
 Every function takes the connection as its first argument and runs inside the transaction that
-:meth:`labric.server.db.Database.run` opened, so a handler composes several of them into one
+:meth:`labric.server.core.db.Database.run` opened, so a handler composes several of them into one
 atomic step by running a closure on the database thread. Nothing here touches the disk outside
 SQLite or knows about HTTP.
 """

@@ -11,7 +11,8 @@ route                                               scope  what
 ``GET    /v1/dashboards/{id}/widgets/{wid}/data``   read   evaluate one widget
 ==================================================  =====  ======================================
 
-What a widget may hold, and how it is evaluated, is described in :mod:`labric.server.dashboards`.
+What a widget may hold, and how it is evaluated, is described in
+:mod:`labric.server.dashboards.store`.
 ``PATCH`` replaces ``widgets`` as a whole when it is sent (widgets keep the ids they are sent
 with; those sent without one get a new id); ``null`` counts as not sent, and an empty
 ``description`` clears it. Another organisation's dashboards answer 404, as missing ones do.
@@ -23,13 +24,13 @@ from typing import Any
 
 from aiohttp import web
 
-from labric.server import dashboards as store
-from labric.server._http import Fields, HTTPError, json_response, read_json_object
+from labric.server.core.auth import principal
+from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
+from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
+from labric.server.core.routing import Router
+from labric.server.core.state import STATE
+from labric.server.dashboards import store
 from labric.server.datasets import DATASETS
-from labric.server.jobs.routes import decode_cursor, encode_cursor, next_link, page_size
-from labric.server.routes._common import principal
-from labric.server.routing import Router
-from labric.server.state import STATE
 
 __all__ = ["register"]
 

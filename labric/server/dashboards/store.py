@@ -45,7 +45,7 @@ from typing import Any
 
 import attrs
 
-from labric.server._http import Fields, HTTPError
+from labric.server.core.http import Fields, HTTPError
 from labric.server.datasets.boundary import QueryError, QueryLimits
 from labric.server.datasets.reads import ReadError, build_filters
 from labric.server.datasets.schema import Catalog, ColumnDef, decode_value, quote

@@ -22,20 +22,15 @@ from typing import Any
 
 from aiohttp import web
 
-from labric.server import records
-from labric.server._http import Fields, HTTPError, json_response, read_json_object
-from labric.server.db import iso
-from labric.server.jobs import store
-from labric.server.jobs.routes import (
-    decode_cursor,
-    encode_cursor,
-    execution_json,
-    next_link,
-    page_size,
-)
-from labric.server.routes._common import principal
-from labric.server.routing import Router
-from labric.server.state import STATE
+from labric.server.core import records
+from labric.server.core.auth import principal
+from labric.server.core.db import iso
+from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
+from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
+from labric.server.core.routing import Router
+from labric.server.core.state import STATE
+from labric.server.jobs import firing, store
+from labric.server.jobs.routes import execution_json
 
 __all__ = ["DEFAULT_JOB_NAME", "MAX_TIMEOUT_MINUTES", "MAX_WAIT_SECONDS", "register"]
 
@@ -133,7 +128,7 @@ async def close_execution(request: web.Request) -> web.StreamResponse:
         records.finish_execution(conn, execution_id, status, now)
         updated = records.execution_get(conn, org_id, execution_id)
         assert updated is not None
-        started = store.fire_job_completed(
+        started = firing.fire_job_completed(
             conn, execution_id, clock=clock, default_timeout=state.settings.job_timeout
         )
         return updated, started

@@ -58,21 +58,41 @@ Threading model
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import errno
 import os
 import shutil
 import struct
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-import google_crc32c
+from labric.server.core.diskio import (
+    O_CLOEXEC,
+    SYNC_EVERY,
+    Checksum,
+    Chunks,
+    as_list,
+    close_opened,
+    copy_range,
+    crc32c_b64,
+    datasync,
+    decode_crc32c,
+    fsync_dir,
+    native_executable_kind,
+    preallocate,
+    write_all,
+)
+from labric.server.core.uploads import (
+    PartClaim,
+    PartSuperseded,
+    PartWriter,
+    UploadFile,
+    UploadSealed,
+)
 
 __all__ = [
     "BlobStore",
@@ -89,147 +109,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Bytes read from disk per step when copying or serving without sendfile.
-READ_CHUNK = 4 * 1024 * 1024
-#: A single PUT starts syncing what it wrote so far each time this many more bytes arrived.
-SYNC_EVERY = 32 * 1024 * 1024
-#: The most buffers one vectored write takes (Linux and macOS accept 1024).
-_IOV_MAX = 1024
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-#: ``fdatasync`` where the platform has it (not macOS), else ``fsync``.
-_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
-
-# google_crc32c ships without type hints; this is its C implementation's streaming checksum.
-_Checksum: Any = google_crc32c.Checksum
-
-Chunks = bytes | Sequence[bytes]
-
-
-def crc32c_b64(digest: bytes) -> str:
-    """The GCS wire form of a CRC32C: base64 of its 4 big-endian bytes."""
-    return base64.b64encode(digest).decode("ascii")
-
-
-def decode_crc32c(text: str) -> bytes | None:
-    """The 4 bytes of a base64 CRC32C, or ``None`` when ``text`` is not one."""
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (ValueError, TypeError):
-        return None
-    return raw if len(raw) == 4 else None
-
-
-def native_executable_kind(
-    head: bytes, tail_at: int | None = None, tail: bytes = b""
-) -> str | None:
-    """Name the native executable format ``head`` starts with (ELF, PE, Mach-O), else ``None``.
-
-    Args:
-        head: The first bytes of the file (at least 64 for PE detection).
-        tail_at: For PE files whose header lies beyond ``head``: the offset ``tail`` was read from.
-        tail: The 4 bytes at ``tail_at``.
-    """
-    if head.startswith(b"\x7fELF"):
-        return "ELF"
-    if head[:4] in (
-        b"\xfe\xed\xfa\xce",
-        b"\xfe\xed\xfa\xcf",
-        b"\xce\xfa\xed\xfe",
-        b"\xcf\xfa\xed\xfe",
-    ):
-        return "Mach-O"
-    if head[:4] == b"\xca\xfe\xba\xbe" and len(head) >= 8:
-        # Shared with Java class files; a universal binary has a small architecture count where
-        # a class file has its version (45 or more).
-        (count,) = struct.unpack(">I", head[4:8])
-        if 0 < count < 45:
-            return "Mach-O"
-    if head.startswith(b"MZ") and len(head) >= 64:
-        (pe_offset,) = struct.unpack("<I", head[0x3C:0x40])
-        if pe_offset + 4 <= len(head):
-            if head[pe_offset : pe_offset + 4] == b"PE\0\0":
-                return "PE"
-        elif tail_at == pe_offset and tail == b"PE\0\0":
-            return "PE"
-    return None
-
-
-def _close_opened(future: Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _as_list(data: Chunks) -> list[bytes]:
-    if isinstance(data, bytes):
-        return [data] if data else []
-    return [chunk for chunk in data if chunk]
-
-
-def _write_all(fd: int, buffers: Sequence[bytes], offset: int | None) -> None:
-    """Write every byte of ``buffers`` (at ``offset``, or at the file position when ``None``)."""
-    views = [memoryview(b) for b in buffers]
-    first = 0
-    while first < len(views):
-        batch = views[first : first + _IOV_MAX]
-        if offset is None:
-            written = os.writev(fd, batch)
-        else:
-            written = os.pwritev(fd, batch, offset)
-            offset += written
-        if written <= 0:
-            raise OSError(errno.EIO, "a write made no progress")
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
-            first += 1
-        if written:
-            views[first] = views[first][written:]
-
-
-def _preallocate(fd: int, size: int) -> None:
-    """Give the file ``size`` bytes, allocated up front where the file system can (so a full disk
-    fails the first part, not a later one), else as a sparse file."""
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except AttributeError:
-        os.ftruncate(fd, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
-        os.ftruncate(fd, size)
-
-
-def _copy_range(src: Path, fd: int, offset: int, size: int) -> None:
-    """Copy the first ``size`` bytes of ``src`` to ``offset`` of ``fd``, then ``fdatasync``."""
-    with open(src, "rb", buffering=0) as f:
-        done = 0
-        while done < size:
-            step = min(READ_CHUNK, size - done)
-            try:
-                moved = os.copy_file_range(f.fileno(), fd, step, done, offset + done)
-            except (AttributeError, OSError):
-                chunk = os.pread(f.fileno(), step, done)
-                if chunk:
-                    _write_all(fd, [chunk], offset + done)
-                moved = len(chunk)
-            if moved <= 0:
-                raise OSError(f"{src.name} holds {done} bytes, expected {size}")
-            done += moved
-    _datasync(fd)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    """Run ``fn(*args)`` on ``loop`` from any thread (dropped once the loop is closed)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
-
 
 class TempBlob:
     """Bytes being written under ``tmp/``, checksummed as they go; see the module docstring.
@@ -243,7 +122,7 @@ class TempBlob:
         self._store = store
         self.path = store.tmp_dir / f"{uuid.uuid4().hex}.tmp"
         self._file: BinaryIO | None = None
-        self._crc = _Checksum()
+        self._crc = Checksum()
         self._size = 0
         self._synced = 0
         self._pending: Future[Any] | None = None
@@ -262,7 +141,7 @@ class TempBlob:
         return self._file
 
     def _write_sync(self, buffers: list[bytes]) -> None:
-        _write_all(self._ensure_open().fileno(), buffers, None)
+        write_all(self._ensure_open().fileno(), buffers, None)
 
     def _finish_sync(self, durable: bool) -> None:
         f = self._ensure_open()
@@ -293,7 +172,7 @@ class TempBlob:
     async def write(self, data: Chunks) -> None:
         """Queue ``data`` (bytes, or a batch of chunks written in one vectored call), after waiting
         for the previous write."""
-        buffers = _as_list(data)
+        buffers = as_list(data)
         # The checksum is taken here, on the loop thread: it costs well under a millisecond per
         # MiB, and doing it on the writing thread makes the two threads fight over the GIL
         # (measured: about a third of upload throughput lost).
@@ -309,7 +188,7 @@ class TempBlob:
             await self._settle_sync()
             assert self._file is not None
             self._synced = self._size
-            self._syncing = self._store.executor.submit(_datasync, self._file.fileno())
+            self._syncing = self._store.executor.submit(datasync, self._file.fileno())
         self._pending = self._store.executor.submit(self._write_sync, buffers)
 
     async def finish(self, *, durable: bool = True) -> tuple[int, bytes]:
@@ -330,7 +209,7 @@ class TempBlob:
         def move() -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.path, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
 
         await self._store.run(move)
 
@@ -356,239 +235,6 @@ class TempBlob:
 
         for future in running:
             future.add_done_callback(after)
-
-
-class UploadSealed(Exception):
-    """The upload is being confirmed, or was confirmed, re-planned or deleted: nothing more may
-    be written to its file."""
-
-
-class PartSuperseded(Exception):
-    """A newer PUT of the same part took it over; the older one writes nothing more."""
-
-
-class _Gauge:
-    """A count of operations in progress, awaitable until it drops to zero (loop thread only)."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._zero = asyncio.Event()
-        self._zero.set()
-
-    def up(self) -> None:
-        self.value += 1
-        self._zero.clear()
-
-    def down(self) -> None:
-        self.value -= 1
-        if not self.value:
-            self._zero.set()
-
-    async def zero(self) -> None:
-        while self.value:
-            await self._zero.wait()
-
-
-class PartClaim:
-    """One request's hold on a part number of an upload; see :meth:`UploadFile.claim`."""
-
-    def __init__(self, upload: UploadFile, number: int) -> None:
-        self.upload = upload
-        self.number = number
-        self.superseded = False
-
-    def __repr__(self) -> str:
-        return f"<PartClaim {self.upload.file_id} #{self.number}>"
-
-    def release(self) -> None:
-        """Give the part up (a later claim then needs to wait for nothing of this one's)."""
-        if self.upload._claims.get(self.number) is self:
-            del self.upload._claims[self.number]
-
-
-class UploadFile:
-    """The file a multipart upload's parts are written into, shared by its concurrent requests.
-
-    Obtained from :meth:`BlobStore.open_upload` (which opens the descriptor once for every holder).
-    Disk and database work on it runs through :meth:`run` and :meth:`guard`, which refuse to start
-    once the upload is sealed or the caller's claim superseded, and count what is in progress so
-    that :meth:`seal` and :meth:`claim` can wait for it. See the module docstring.
-    """
-
-    def __init__(self, store: BlobStore, file_id: str, generation: int) -> None:
-        self.store = store
-        self.file_id = file_id
-        self.generation = generation
-        self.path = store.upload_path(file_id, generation)
-        self.fd = -1
-        self.sealed = False
-        self._users = 0
-        self._ops = _Gauge()
-        self._part_ops: dict[int, _Gauge] = {}
-        self._claims: dict[int, PartClaim] = {}
-        self._opening: Future[int] | None = None
-
-    def __repr__(self) -> str:
-        return f"<UploadFile {self.path.name}{' sealed' if self.sealed else ''}>"
-
-    # -- descriptor ---------------------------------------------------------------------------
-
-    async def _open(self) -> None:
-        if self.fd >= 0:
-            return
-        if self._opening is None:
-            loop = asyncio.get_running_loop()
-            opening = self.store.executor.submit(os.open, self.path, os.O_RDWR | _O_CLOEXEC)
-            self._opening = opening
-            opening.add_done_callback(lambda f: _call_soon(loop, self._opened, f))
-        # Shielded: a waiter cancelled must not cancel the open the others wait for.
-        await asyncio.shield(asyncio.wrap_future(self._opening))
-
-    def _opened(self, future: Future[int]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.fd = future.result()
-        self._maybe_close()
-
-    def _maybe_close(self) -> None:
-        """Close the descriptor and forget this handle once nobody holds it and nothing runs."""
-        if self._users or self._ops.value:
-            return
-        if self._opening is not None and not self._opening.done():
-            return  # _opened() comes back here
-        fd, self.fd = self.fd, -1
-        self._opening = None
-        if fd >= 0:
-            os.close(fd)
-        key = (self.file_id, self.generation)
-        if self.store._uploads.get(key) is self:
-            del self.store._uploads[key]
-
-    # -- operations ---------------------------------------------------------------------------
-
-    def check(self, claim: PartClaim | None = None) -> None:
-        """Raise if nothing more may be written (for ``claim``)."""
-        if self.sealed:
-            raise UploadSealed(self.file_id)
-        if claim is not None and claim.superseded:
-            raise PartSuperseded(claim.number)
-
-    def _begin(self, claim: PartClaim | None) -> None:
-        self.check(claim)
-        self._ops.up()
-        if claim is not None:
-            self._part_ops.setdefault(claim.number, _Gauge()).up()
-
-    def _end(self, claim: PartClaim | None) -> None:
-        self._ops.down()
-        if claim is not None:
-            self._part_ops[claim.number].down()
-        self._maybe_close()
-
-    def run(self, claim: PartClaim | None, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
-        """Start ``fn(*args)`` on a disk thread as an operation (raises :class:`UploadSealed` or
-        :class:`PartSuperseded` instead of starting); await the result.
-
-        The operation counts as in progress until the thread is done with it, even if the
-        awaiting coroutine is cancelled first.
-        """
-        self._begin(claim)
-        try:
-            future = self.store.executor.submit(fn, *args)
-        except BaseException:
-            self._end(claim)
-            raise
-        loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _f: _call_soon(loop, self._end, claim))
-        return asyncio.wrap_future(future)
-
-    async def guard(self, claim: PartClaim | None, step: Callable[[], Awaitable[T]]) -> T:
-        """Run ``step()`` (e.g. a database transaction) as an operation, like :meth:`run`."""
-        self._begin(claim)
-        try:
-            task = asyncio.ensure_future(step())
-        except BaseException:
-            self._end(claim)
-            raise
-        task.add_done_callback(lambda _t: self._end(claim))
-        return await asyncio.shield(task)
-
-    async def claim(self, number: int) -> PartClaim:
-        """Take part ``number`` over: an earlier claim is superseded (it starts nothing more), and
-        this returns once its operations in progress have finished. Release the claim when done."""
-        previous = self._claims.get(number)
-        if previous is not None:
-            previous.superseded = True
-        claim = PartClaim(self, number)
-        self._claims[number] = claim
-        gauge = self._part_ops.get(number)
-        if gauge is not None:
-            await gauge.zero()
-        return claim
-
-    async def seal(self) -> None:
-        """Refuse further operations and wait for those in progress (before confirming)."""
-        self.sealed = True
-        await self._ops.zero()
-
-    def unseal(self) -> None:
-        """Accept operations again (a confirm that failed its checks)."""
-        if self.store._uploads.get((self.file_id, self.generation)) is self:
-            self.sealed = False
-
-    def writer(self, claim: PartClaim, offset: int) -> PartWriter:
-        """A writer of ``claim``'s part, whose range starts at ``offset``."""
-        return PartWriter(self, claim, offset)
-
-
-class PartWriter:
-    """One part's bytes written in place into its upload file, checksummed as they go.
-
-    Use :meth:`write` for each batch of chunks, then :meth:`finish` (waits for the writes; returns
-    the size and CRC32C). The caller then ``fdatasync``-s (:meth:`sync`) before recording the part.
-    """
-
-    def __init__(self, upload: UploadFile, claim: PartClaim, offset: int) -> None:
-        self._upload = upload
-        self._claim = claim
-        self._offset = offset
-        self._crc = _Checksum()
-        self._size = 0
-        self._pending: Awaitable[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<PartWriter {self._upload.file_id} #{self._claim.number} {self._size} bytes>"
-
-    async def _settle(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
-
-    async def write(self, data: Chunks) -> None:
-        """Queue ``data`` for writing after the bytes already written (one write in flight)."""
-        buffers = _as_list(data)
-        position = self._offset + self._size
-        for chunk in buffers:
-            self._crc.update(chunk)
-            self._size += len(chunk)
-        await self._settle()
-        self._pending = self._upload.run(
-            self._claim, _write_all, self._upload.fd, buffers, position
-        )
-
-    async def finish(self) -> tuple[int, bytes]:
-        """Wait for the writes; return the size and the CRC32C digest (4 bytes)."""
-        await self._settle()
-        return self._size, self._crc.digest()
-
-    async def sync(self) -> None:
-        """``fdatasync`` the upload file, making this part's bytes durable."""
-        await self._upload.run(self._claim, _datasync, self._upload.fd)
-
-    def abort(self) -> None:
-        """Stop; a write in progress finishes on its own (its error, if any, is dropped)."""
-        pending, self._pending = self._pending, None
-        if isinstance(pending, asyncio.Future):
-            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class BlobStore:
@@ -708,16 +354,16 @@ class BlobStore:
         path = self.upload_path(file_id, generation)
 
         def create() -> None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o666)
             try:
-                _preallocate(fd, size)
+                preallocate(fd, size)
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)
                 path.unlink(missing_ok=True)
                 raise
             os.close(fd)
-            _fsync_dir(self.uploads_dir)
+            fsync_dir(self.uploads_dir)
 
         await self.run(create)
         return generation
@@ -732,7 +378,13 @@ class BlobStore:
         key = (file_id, generation)
         upload = self._uploads.get(key)
         if upload is None:
-            upload = self._uploads[key] = UploadFile(self, file_id, generation)
+            upload = self._uploads[key] = UploadFile(
+                self.executor,
+                self._uploads,
+                self.upload_path(file_id, generation),
+                file_id,
+                generation,
+            )
         upload._users += 1
         try:
             try:
@@ -764,8 +416,8 @@ class BlobStore:
             os.fsync(upload.fd)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(upload.path, dest)
-            _fsync_dir(dest.parent)
-            _fsync_dir(self.uploads_dir)
+            fsync_dir(dest.parent)
+            fsync_dir(self.uploads_dir)
 
         if not upload.sealed:
             raise RuntimeError("seal() the upload before publishing it")
@@ -792,7 +444,7 @@ class BlobStore:
     ) -> None:
         """Copy a received part from ``src`` into its range and ``fdatasync`` (an operation of
         ``claim``)."""
-        await upload.run(claim, _copy_range, src, upload.fd, offset, size)
+        await upload.run(claim, copy_range, src, upload.fd, offset, size)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -832,7 +484,7 @@ class BlobStore:
         try:
             f = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            future.add_done_callback(_close_opened)
+            future.add_done_callback(close_opened)
             raise
         return f
 

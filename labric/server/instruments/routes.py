@@ -14,7 +14,7 @@ Routes (all local additions except the hosted ``GET .../device-status``)::
 
 Pairing, the report stream (heartbeat every :data:`HEARTBEAT_INTERVAL` seconds, offline after
 :data:`OFFLINE_AFTER` seconds of silence) and how periods are built are described in
-:mod:`labric.server.instrument_store`. A paired device's key may report the status of its own
+:mod:`labric.server.instruments.store`. A paired device's key may report the status of its own
 instrument only, and its uploads are attached to that instrument unless they name another; it
 cannot create, change or delete instruments or issue pairing codes (403), so a device's key never
 lets its holder replace another instrument's device.
@@ -36,29 +36,28 @@ from typing import Any
 
 from aiohttp import web
 
-from labric.server import instrument_store as store
-from labric.server import records
-from labric.server._http import Fields, HTTPError, json_response, read_json_object
-from labric.server.db import iso
-from labric.server.idempotency import HEADER as IDEMPOTENCY_HEADER
-from labric.server.instrument_store import (
-    DEVICE_STATUSES,
-    HEARTBEAT_INTERVAL,
-    MAX_PERIODS,
-    OFFLINE_AFTER,
-)
-from labric.server.routes._common import principal
-from labric.server.routes._records import (
-    delete_platform_row,
+from labric.server.core import records
+from labric.server.core.auth import principal
+from labric.server.core.db import iso
+from labric.server.core.fields import (
     json_object,
     next_link,
     page,
     query_boolean,
     time_field,
-    upsert_platform_row,
 )
-from labric.server.routing import PUBLIC, Router
-from labric.server.state import STATE
+from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
+from labric.server.core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from labric.server.core.routing import PUBLIC, Router
+from labric.server.core.state import STATE
+from labric.server.datasets.platform import delete_platform_row, upsert_platform_row
+from labric.server.instruments import store
+from labric.server.instruments.store import (
+    DEVICE_STATUSES,
+    HEARTBEAT_INTERVAL,
+    MAX_PERIODS,
+    OFFLINE_AFTER,
+)
 
 __all__ = ["DEFAULT_WINDOW", "instrument_json", "register"]
 

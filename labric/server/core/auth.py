@@ -12,7 +12,7 @@ job execution's ephemeral key is valid only while its execution is running.
 
 Organisation isolation is enforced by the handlers, which always look objects up together with
 the key's organisation: another organisation's ids answer 404, never 403. Storage routes take no
-key at all; their signed URLs are checked by :mod:`labric.server.signing`.
+key at all; their signed URLs are checked by :mod:`labric.server.core.signing`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from collections.abc import Iterable
 import attrs
 from aiohttp import web
 
-from labric.server import records
-from labric.server._http import HTTPError
-from labric.server.db import iso
+from labric.server.core import records
+from labric.server.core.db import iso
+from labric.server.core.http import HTTPError
 
 __all__ = [
     "PRINCIPAL",
@@ -42,6 +42,7 @@ __all__ = [
     "hash_secret",
     "parse_key",
     "parse_scopes",
+    "principal",
 ]
 
 #: Every scope, weakest first.
@@ -68,6 +69,11 @@ class Principal:
 
 
 PRINCIPAL = web.RequestKey("labric_principal", Principal)
+
+
+def principal(request: web.Request) -> Principal:
+    """The authenticated caller of an API route."""
+    return request[PRINCIPAL]
 
 
 def parse_scopes(text: str | Iterable[str]) -> frozenset[str]:

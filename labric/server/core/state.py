@@ -13,18 +13,15 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 from aiohttp import web
 
-from labric.server.blobs import BlobStore
-from labric.server.db import Database, iso
-from labric.server.faults import FaultInjector
-from labric.server.signing import URLSigner
-
-if TYPE_CHECKING:
-    from labric.server.jobs.runner import JobRunner
+from labric.server.core.blobs import BlobStore
+from labric.server.core.db import Database, iso
+from labric.server.core.faults import FaultInjector
+from labric.server.core.signing import URLSigner
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -32,6 +29,7 @@ __all__ = [
     "MAX_SINGLE_PUT",
     "SEND_TIMEOUT",
     "STATE",
+    "JobEvents",
     "KeyedLocks",
     "ServerState",
     "Settings",
@@ -191,6 +189,36 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class JobEvents(Protocol):
+    """What handlers ask of the job runner (:class:`labric.server.jobs.runner.JobRunner`).
+
+    Declared here rather than imported so that the shared state does not depend on the jobs
+    package, which depends on it.
+    """
+
+    @property
+    def stopping(self) -> bool:
+        """The server is shutting down: no more executions start."""
+
+    def wake(self) -> None:
+        """Look for queued executions now."""
+
+    async def file_confirmed(self, file_id: str, uploader_execution_id: str | None) -> list[str]:
+        """Fire the triggers of a newly confirmed file; the executions it queued."""
+
+    def watch(self, execution_id: str) -> asyncio.Future[None]:
+        """A future resolved when the execution ends."""
+
+    def unwatch(self, execution_id: str, future: asyncio.Future[None]) -> None:
+        """Drop a future :meth:`watch` returned."""
+
+    def notify(self, execution_id: str) -> None:
+        """Resolve the watchers of an execution that ended."""
+
+    def live_logs(self, execution_id: str) -> tuple[str, bool] | None:
+        """A running execution's output so far and whether it was truncated."""
+
+
 @attrs.define(kw_only=True)
 class ServerState:
     """Everything the handlers of one server share."""
@@ -205,7 +233,7 @@ class ServerState:
     file_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     idempotency_locks: KeyedLocks = attrs.field(factory=KeyedLocks)
     #: The job runner (set by the server once it is built; ``None`` when jobs are not run).
-    jobs: JobRunner | None = None
+    jobs: JobEvents | None = None
     #: The organisation created on the data directory's first start. Fault injection and the
     #: counters are server-wide, so only its admin keys may change them (``None``: any admin).
     operator_org_id: str | None = None

@@ -1,7 +1,7 @@
 """Experiments on the local server: records and their links to files.
 
 Functions run on the database thread inside the caller's transaction (``conn`` first), like
-:mod:`labric.server.records`. An experiment's links to dataset rows live in the organisation's
+:mod:`labric.server.core.records`. An experiment's links to dataset rows live in the organisation's
 dataset file (``core_experiment_row``, kept by :mod:`labric.server.datasets`); its links to files
 live here, and go when either side is deleted.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from labric.server.records import FileRow
+from labric.server.core.records import FileRow
 
 __all__ = [
     "STATUSES",

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import attrs
 
-from labric.server import auth, records
-from labric.server._http import HTTPError
-from labric.server.db import Database, iso
+from labric.server.core import auth, records
+from labric.server.core.db import Database, iso
+from labric.server.core.http import HTTPError
 
 __all__ = ["DEFAULT_ORG", "DataDir", "Identity"]
 

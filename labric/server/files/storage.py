@@ -6,15 +6,15 @@ Routes::
     PUT       /storage/v1/objects/{file_id}/parts/{number}  one part of a multipart upload
     GET/HEAD  /storage/v1/objects/{file_id}                 download, with single ranges
 
-Every request is authorised by its signature (:mod:`labric.server.signing`): 403 when it is
+Every request is authorised by its signature (:mod:`labric.server.core.signing`): 403 when it is
 missing, tampered with or expired, or when a signed header is absent or different.
 
 Uploads stream the body in the socket's chunks, batch them into multi-MiB vectored writes handed
 to the disk threads (one write in flight while the next chunks arrive) and checksum on the way;
-an object becomes visible only by an atomic rename (see :mod:`labric.server.blobs`). A single PUT
-is create-only (``x-goog-if-generation-match: 0``: 412 when an object is already stored), is
-limited by its signed ``x-goog-content-length-range`` (400) and by the server's single-PUT cap
-(413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch).
+an object becomes visible only by an atomic rename (see :mod:`labric.server.core.blobs`). A
+single PUT is create-only (``x-goog-if-generation-match: 0``: 412 when an object is already
+stored), is limited by its signed ``x-goog-content-length-range`` (400) and by the server's
+single-PUT cap (413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch).
 
 A part must have exactly its planned size. The first part PUT of an upload creates its upload
 file; each part is written in place at its offset, verified against ``x-goog-hash``, synced,
@@ -43,9 +43,8 @@ import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from labric.server import records
-from labric.server._http import HTTPError, json_response
-from labric.server.blobs import (
+from labric.server.core import records
+from labric.server.core.blobs import (
     PartClaim,
     PartSuperseded,
     PartWriter,
@@ -55,11 +54,12 @@ from labric.server.blobs import (
     crc32c_b64,
     decode_crc32c,
 )
-from labric.server.faults import pace
-from labric.server.routes._common import STORAGE_PREFIX, plan_parts
-from labric.server.routing import Router
-from labric.server.signing import SignatureError
-from labric.server.state import SEND_TIMEOUT, STATE, ServerState
+from labric.server.core.faults import pace
+from labric.server.core.http import HTTPError, json_response
+from labric.server.core.routing import Router
+from labric.server.core.signing import SignatureError
+from labric.server.core.state import SEND_TIMEOUT, STATE, ServerState
+from labric.server.files.common import STORAGE_PREFIX, plan_parts
 
 __all__ = ["byte_range", "register"]
 

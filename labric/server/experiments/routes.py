@@ -30,23 +30,22 @@ from typing import Any
 
 from aiohttp import web
 
-from labric.server import experiment_store as store
-from labric.server import records
-from labric.server._http import Fields, HTTPError, json_response, read_json_object
-from labric.server.datasets import DATASETS, Busy
-from labric.server.experiment_store import STATUSES
-from labric.server.routes._common import file_info, principal
-from labric.server.routes._records import (
-    busy_error,
-    delete_platform_row,
+from labric.server.core import records
+from labric.server.core.auth import principal
+from labric.server.core.fields import (
     json_object,
     next_link,
     page,
     stored_time,
-    upsert_platform_row,
 )
-from labric.server.routing import Router
-from labric.server.state import STATE
+from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
+from labric.server.core.routing import Router
+from labric.server.core.state import STATE
+from labric.server.datasets import DATASETS, Busy
+from labric.server.datasets.platform import busy_error, delete_platform_row, upsert_platform_row
+from labric.server.experiments import store
+from labric.server.experiments.store import STATUSES
+from labric.server.files.common import file_info
 
 __all__ = ["MAX_LINKS", "MAX_TAGS", "experiment_json", "register"]
 

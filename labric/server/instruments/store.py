@@ -1,7 +1,7 @@
 """Instruments on the local server: records, pairing codes and device-status periods.
 
 Every function runs on the database thread inside the transaction :meth:`Database.run` opened
-(``conn`` first), like :mod:`labric.server.records`; nothing here knows about HTTP.
+(``conn`` first), like :mod:`labric.server.core.records`; nothing here knows about HTTP.
 
 Pairing
     Creating an instrument (or asking for a new code) stores a one-time pairing code, of which
@@ -45,8 +45,8 @@ from typing import Any
 
 import attrs
 
-from labric.server import auth, records
-from labric.server.db import from_iso, iso
+from labric.server.core import auth, records
+from labric.server.core.db import from_iso, iso
 
 __all__ = [
     "DEVICE_STATUSES",

@@ -1,5 +1,5 @@
-"""Helpers the instruments and experiments routes share: times, JSON fields, pages, the
-platform tables."""
+"""Request fields the record routes (instruments, experiments) share: times, JSON objects,
+query booleans, pages."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from labric.server._http import Fields, HTTPError
-from labric.server.datasets import DATASETS, Busy, PlatformRowInUse
-from labric.server.db import iso
-from labric.server.jobs.routes import decode_cursor, encode_cursor
-from labric.server.state import ServerState
+from labric.server.core.db import iso
+from labric.server.core.http import Fields
+from labric.server.core.paging import decode_cursor, encode_cursor
+from labric.server.core.state import ServerState
 
 __all__ = [
     "MAX_METADATA_BYTES",
-    "busy_error",
-    "delete_platform_row",
     "json_object",
     "next_link",
     "page",
@@ -27,13 +24,10 @@ __all__ = [
     "query_boolean",
     "stored_time",
     "time_field",
-    "upsert_platform_row",
 ]
 
 #: The largest ``metadata`` object accepted, encoded as compact JSON.
 MAX_METADATA_BYTES = 64 * 1024
-#: Seconds a client is asked to wait when the organisation's data is locked.
-RETRY_AFTER = 1
 
 
 def parse_time(text: str) -> float | None:
@@ -111,34 +105,3 @@ def next_link(request: web.Request, created_at: str, rowid: int) -> dict[str, st
     """The ``Link`` header pointing at the page after ``(created_at, rowid)``."""
     cursor = encode_cursor(created_at, rowid)
     return {"Link": f'<{request.url.update_query({"cursor": cursor})}>; rel="next"'}
-
-
-def busy_error() -> HTTPError:
-    """A 429 for a write the organisation's locked data file refused."""
-    return HTTPError(
-        429,
-        f"The organisation's data is locked by other writes; retry after {RETRY_AFTER} s",
-        headers={"Retry-After": str(RETRY_AFTER)},
-    )
-
-
-async def upsert_platform_row(
-    request: web.Request, org_id: str, table: str, row: Mapping[str, Any]
-) -> None:
-    """Write a record's row of a platform table (idempotent; 429 when the data is locked)."""
-    try:
-        await request.app[DATASETS].upsert_platform_row(org_id, table, row)
-    except Busy:
-        raise busy_error() from None
-
-
-async def delete_platform_row(request: web.Request, org_id: str, table: str, row_id: str) -> None:
-    """Delete a record's platform row (409 when dataset rows require it, 429 when locked)."""
-    try:
-        await request.app[DATASETS].delete_platform_row(org_id, table, row_id)
-    except PlatformRowInUse as exc:
-        raise HTTPError(
-            409, f"{exc}; change or delete those rows first (nothing was deleted)"
-        ) from None
-    except Busy:
-        raise busy_error() from None

@@ -25,7 +25,7 @@ Slow and idle clients
     adds one: while a body is incomplete and the server is willing to read (its transport is not
     paused by flow control because a handler is busy), ``body_timeout`` seconds in which less
     than 1 KiB of it arrives close the connection. A client that stops *reading* a download is
-    cut off the same way (see :mod:`labric.server.routes.storage`). Aiohttp's default line,
+    cut off the same way (see :mod:`labric.server.files.storage`). Aiohttp's default line,
     header-field and header-count limits answer oversized headers with a 400 before any handler
     runs.
 """
@@ -38,22 +38,21 @@ import uuid
 
 from aiohttp import web
 
-from labric.server import auth, datasets, idempotency, openapi
-from labric.server._http import DEFAULT_JSON_LIMIT, HTTPError, error_response
-from labric.server.datasets.write import MAX_BODY_BYTES as MAX_WRITE_BODY
-from labric.server.faults import InjectedReset
+from labric.server import datasets, openapi
+from labric.server.admin import routes as admin
+from labric.server.core import auth, idempotency
+from labric.server.core.faults import InjectedReset
+from labric.server.core.http import DEFAULT_JSON_LIMIT, HTTPError, error_response
+from labric.server.core.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES, Handler, Router
+from labric.server.core.state import SEND_TIMEOUT, STATE, ServerState
+from labric.server.dashboards import routes as dashboards
+from labric.server.datasets.validate import MAX_BODY_BYTES as MAX_WRITE_BODY
+from labric.server.experiments import routes as experiments
+from labric.server.files import routes as files
+from labric.server.files import signed, storage
+from labric.server.instruments import routes as instruments
+from labric.server.jobs import executions
 from labric.server.jobs import routes as jobs
-from labric.server.routes import (
-    admin,
-    dashboards,
-    executions,
-    experiments,
-    files,
-    instruments,
-    storage,
-)
-from labric.server.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES, Handler, Router
-from labric.server.state import SEND_TIMEOUT, STATE, ServerState
 
 __all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "REQUEST_ID", "build_app"]
 
@@ -290,6 +289,7 @@ def build_app(
     router = Router(app)
     datasets.install(app, state)
     for module in (
+        signed,
         files,
         storage,
         executions,

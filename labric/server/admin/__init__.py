@@ -1,0 +1,1 @@
+"""The local server's admin routes: fault injection, dataset limits, counters (:mod:`.routes`)."""

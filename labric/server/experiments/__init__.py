@@ -1,0 +1,2 @@
+"""Experiments on the local server: :mod:`.routes` (the HTTP handlers) over :mod:`.store`
+(their SQL)."""

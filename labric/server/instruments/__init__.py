@@ -1,0 +1,2 @@
+"""Instruments on the local server: :mod:`.routes` (the HTTP handlers, pairing and heartbeats)
+over :mod:`.store` (their SQL)."""
