@@ -23,13 +23,18 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from labric.server.admin import wire
 from labric.server.core.auth import principal
+from labric.server.core.declare import Body, Operation, Response, ref
 from labric.server.core.faults import FaultConfig
 from labric.server.core.http import HTTPError, invalid, json_response, read_json_object
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE, ServerState
 
 __all__ = ["register"]
+
+
+ROUTES = Routes(wire.ADMIN)
 
 
 def _faults(state: ServerState) -> dict[str, Any]:
@@ -39,6 +44,15 @@ def _faults(state: ServerState) -> dict[str, Any]:
     }
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/admin/faults",
+        scope="admin",
+        summary="The fault injection settings and counters",
+        responses=(Response(schema=ref("Faults")),),
+    )
+)
 async def get_faults(request: web.Request) -> web.StreamResponse:
     """``GET /v1/admin/faults``."""
     return json_response(_faults(request.app[STATE]))
@@ -55,6 +69,16 @@ def _require_operator(request: web.Request, what: str) -> None:
         )
 
 
+@ROUTES.route(
+    Operation(
+        method="PUT",
+        path="/v1/admin/faults",
+        scope="admin",
+        summary="Replace the fault settings (keys left out take defaults: {} turns all off)",
+        body=Body(schema=ref("FaultConfigRequest"), required=False),
+        responses=(Response(schema=ref("Faults")),),
+    )
+)
 async def put_faults(request: web.Request) -> web.StreamResponse:
     """``PUT /v1/admin/faults``: replace the fault configuration."""
     _require_operator(request, "Fault injection")
@@ -76,6 +100,15 @@ def _own_files(conn: sqlite3.Connection, org_id: str, file_ids: list[str]) -> se
     return {row[0] for row in rows}
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/admin/stats",
+        scope="admin",
+        summary="The server's counters",
+        responses=(Response(schema=ref("Stats")),),
+    )
+)
 async def get_stats(request: web.Request) -> web.StreamResponse:
     """``GET /v1/admin/stats``: the counters, with per-file ones only for the caller's files."""
     state = request.app[STATE]
@@ -91,6 +124,15 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
     return json_response(snapshot)
 
 
+@ROUTES.route(
+    Operation(
+        method="DELETE",
+        path="/v1/admin/stats",
+        scope="admin",
+        summary="Zero the counters",
+        responses=(Response(status=204, description="Zeroed"),),
+    )
+)
 async def reset_stats(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/admin/stats``: zero the counters."""
     _require_operator(request, "The counters")
@@ -100,7 +142,4 @@ async def reset_stats(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the admin routes."""
-    router.api("GET", "/v1/admin/faults", get_faults, scope="admin")
-    router.api("PUT", "/v1/admin/faults", put_faults, scope="admin")
-    router.api("GET", "/v1/admin/stats", get_stats, scope="admin")
-    router.api("DELETE", "/v1/admin/stats", reset_stats, scope="admin")
+    router.add(ROUTES)

@@ -38,7 +38,7 @@ import uuid
 
 from aiohttp import web
 
-from labric.server import datasets, openapi
+from labric.server import datasets
 from labric.server.admin import routes as admin
 from labric.server.core import auth, idempotency
 from labric.server.core.faults import InjectedReset
@@ -53,8 +53,15 @@ from labric.server.files import signed, storage
 from labric.server.instruments import routes as instruments
 from labric.server.jobs import executions
 from labric.server.jobs import routes as jobs
+from labric.server.openapi import assemble as openapi
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "REQUEST_ID", "build_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "REQUEST_ID",
+    "add_routes",
+    "build_app",
+]
 
 logger = logging.getLogger("labric.server")
 
@@ -286,8 +293,17 @@ def build_app(
     app[SEND_TIMEOUT] = body_timeout
     app[_LARGEST_BODY] = _largest_body(state)
     app.on_response_prepare.append(_add_request_id)
-    router = Router(app)
     datasets.install(app, state)
+    add_routes(Router(app))
+    return app
+
+
+def add_routes(router: Router) -> None:
+    """Add every route the server serves, each from its declaration (the document's last).
+
+    Raises:
+        RuntimeError: A route was added without a declaration.
+    """
     for module in (
         signed,
         files,
@@ -302,4 +318,4 @@ def build_app(
         openapi,
     ):
         module.register(router)
-    return app
+    router.check_complete()

@@ -72,6 +72,10 @@ def error_response(
     return json_response({"detail": detail}, status=status, headers=headers)
 
 
+#: The JSON object body of a request, once read.
+_JSON_BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("labric_json_body", dict)
+
+
 def _problem(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": kind}
 
@@ -95,6 +99,8 @@ async def read_json_object(
         HTTPError: 413 for a body over ``limit``, 400 for a body that is not JSON, 422 for JSON
             that is not an object (or a missing body when one is required).
     """
+    if _JSON_BODY in request:
+        return request[_JSON_BODY]  # read (with these arguments) by the route's declared checks
     if request.content_length is not None and request.content_length > limit:
         raise HTTPError(
             413, f"Request body is over the limit of {limit} bytes for this route", close=True
@@ -110,14 +116,16 @@ async def read_json_object(
                 413, f"Request body is over the limit of {limit} bytes for this route", close=True
             )
     if not raw:  # whitespace alone is not JSON either: decode_json refuses it below
-        if optional:
-            return {}
-        raise HTTPError(422, [_problem(["body"], "A JSON body is required", "missing")])
-    data = decode_json(raw)
+        if not optional:
+            raise HTTPError(422, [_problem(["body"], "A JSON body is required", "missing")])
+        data: Any = {}
+    else:
+        data = decode_json(raw)
     if data is None and optional:
-        return {}
+        data = {}
     if not isinstance(data, dict):
         raise HTTPError(422, [_problem(["body"], "The body must be a JSON object", "dict_type")])
+    request[_JSON_BODY] = data
     return data
 
 

@@ -25,17 +25,21 @@ from typing import Any
 from aiohttp import web
 
 from labric.server.core.auth import principal
+from labric.server.core.declare import PAGE, Body, Operation, Response, array, path_param, ref
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
 from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
-from labric.server.dashboards import store
+from labric.server.dashboards import store, wire
 from labric.server.datasets import DATASETS
 
 __all__ = ["register"]
 
 #: The largest dashboard body accepted (widgets carry SQL and markdown).
 MAX_BODY = 2 * 1024 * 1024
+
+
+ROUTES = Routes(wire.DASHBOARDS)
 
 
 def _not_found(dashboard_id: str) -> HTTPError:
@@ -46,6 +50,18 @@ def _max_rows(request: web.Request) -> int:
     return request.app[DATASETS].limits.max_query_rows
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/dashboards",
+        scope="read",
+        summary="Dashboards, newest first",
+        params=PAGE,
+        responses=(Response(schema=array(ref("Dashboard"))),),
+        errors={400: "Invalid cursor"},
+        paginated=True,
+    )
+)
 async def list_dashboards(request: web.Request) -> web.StreamResponse:
     """``GET /v1/dashboards``: the organisation's dashboards, newest first, a page at a time."""
     state = request.app[STATE]
@@ -66,6 +82,16 @@ async def list_dashboards(request: web.Request) -> web.StreamResponse:
     return json_response([store.dashboard_json(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/dashboards",
+        scope="write",
+        summary="Create a dashboard",
+        body=Body(schema=ref("CreateDashboardRequest"), limit=MAX_BODY),
+        responses=(Response(status=201, description="Created", schema=ref("Dashboard")),),
+    )
+)
 async def create_dashboard(request: web.Request) -> web.StreamResponse:
     """``POST /v1/dashboards``: a new dashboard."""
     state = request.app[STATE]
@@ -91,6 +117,17 @@ async def create_dashboard(request: web.Request) -> web.StreamResponse:
     return json_response(store.dashboard_json(row), status=201)
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/dashboards/{dashboard_id}",
+        scope="read",
+        summary="One dashboard with its widgets",
+        params=(wire.DASHBOARD_ID,),
+        responses=(Response(schema=ref("Dashboard")),),
+        errors=wire.MISSING,
+    )
+)
 async def get_dashboard(request: web.Request) -> web.StreamResponse:
     """``GET /v1/dashboards/{dashboard_id}``."""
     state = request.app[STATE]
@@ -102,6 +139,18 @@ async def get_dashboard(request: web.Request) -> web.StreamResponse:
     return json_response(store.dashboard_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="PATCH",
+        path="/v1/dashboards/{dashboard_id}",
+        scope="write",
+        summary="Change the fields sent",
+        params=(wire.DASHBOARD_ID,),
+        body=Body(schema=ref("UpdateDashboardRequest"), limit=MAX_BODY),
+        responses=(Response(schema=ref("Dashboard")),),
+        errors=wire.MISSING,
+    )
+)
 async def update_dashboard(request: web.Request) -> web.StreamResponse:
     """``PATCH /v1/dashboards/{dashboard_id}``: change the fields sent."""
     state = request.app[STATE]
@@ -132,6 +181,17 @@ async def update_dashboard(request: web.Request) -> web.StreamResponse:
     return json_response(store.dashboard_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="DELETE",
+        path="/v1/dashboards/{dashboard_id}",
+        scope="write",
+        summary="Delete a dashboard",
+        params=(wire.DASHBOARD_ID,),
+        responses=(Response(status=204, description="Deleted"),),
+        errors=wire.MISSING,
+    )
+)
 async def delete_dashboard(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/dashboards/{dashboard_id}``."""
     state = request.app[STATE]
@@ -142,6 +202,20 @@ async def delete_dashboard(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/dashboards/{dashboard_id}/widgets/{widget_id}/data",
+        scope="read",
+        summary="Evaluate one widget",
+        params=(wire.DASHBOARD_ID, path_param("widget_id", "The widget")),
+        responses=(Response(schema=ref("WidgetData")),),
+        errors={
+            400: "The widget's source cannot be evaluated against the data as it is",
+            404: "No such dashboard or widget",
+        },
+    )
+)
 async def widget_data(request: web.Request) -> web.StreamResponse:
     """``GET /v1/dashboards/{dashboard_id}/widgets/{widget_id}/data``: evaluate one widget."""
     state = request.app[STATE]
@@ -159,14 +233,4 @@ async def widget_data(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the dashboards routes."""
-    router.api("GET", "/v1/dashboards", list_dashboards, scope="read")
-    router.api("POST", "/v1/dashboards", create_dashboard, scope="write")
-    router.api("GET", "/v1/dashboards/{dashboard_id}", get_dashboard, scope="read")
-    router.api("PATCH", "/v1/dashboards/{dashboard_id}", update_dashboard, scope="write")
-    router.api("DELETE", "/v1/dashboards/{dashboard_id}", delete_dashboard, scope="write")
-    router.api(
-        "GET",
-        "/v1/dashboards/{dashboard_id}/widgets/{widget_id}/data",
-        widget_data,
-        scope="read",
-    )
+    router.add(ROUTES)

@@ -32,6 +32,17 @@ from aiohttp import web
 
 from labric.server.core import records
 from labric.server.core.auth import principal
+from labric.server.core.declare import (
+    FILE_ID,
+    PAGE,
+    Body,
+    Operation,
+    Param,
+    Response,
+    array,
+    ref,
+    string,
+)
 from labric.server.core.fields import (
     json_object,
     next_link,
@@ -39,11 +50,11 @@ from labric.server.core.fields import (
     stored_time,
 )
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.datasets import DATASETS, Busy
 from labric.server.datasets.platform import busy_error, delete_platform_row, upsert_platform_row
-from labric.server.experiments import store
+from labric.server.experiments import store, wire
 from labric.server.experiments.store import STATUSES
 from labric.server.files.common import file_info
 
@@ -56,6 +67,9 @@ MAX_LINKS = 1000
 _MAX_TAG = 100
 _MAX_NAME = 255
 _MAX_DESCRIPTION = 10_000
+
+
+ROUTES = Routes(wire.EXPERIMENTS)
 
 
 def experiment_json(row: store.ExperimentRecord) -> dict[str, Any]:
@@ -167,6 +181,28 @@ def _platform_row(row: store.ExperimentRecord) -> dict[str, Any]:
 # -- list, create, get, update, delete -----------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/experiments",
+        scope="read",
+        summary="Experiments, newest first, by status, tag and search terms",
+        params=(
+            Param(name="status", where="query", schema=string(enum=wire.STATUSES)),
+            Param(name="tag", where="query", schema=string(maxLength=100)),
+            Param(
+                name="query",
+                where="query",
+                schema=string(maxLength=2048),
+                description="Terms that must all appear in the name or description",
+            ),
+            *PAGE,
+        ),
+        responses=(Response(schema=array(ref("Experiment"))),),
+        errors={400: "Invalid cursor"},
+        paginated=True,
+    )
+)
 async def list_experiments(request: web.Request) -> web.StreamResponse:
     """``GET /v1/experiments``: newest first, filtered by ``status``, ``tag`` and ``query``
     (space-separated terms that must all appear in the name or description, any case)."""
@@ -190,6 +226,16 @@ async def list_experiments(request: web.Request) -> web.StreamResponse:
     return json_response([experiment_json(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/experiments",
+        scope="write",
+        summary="Create an experiment (status planned unless given)",
+        body=Body(schema=ref("CreateExperimentRequest")),
+        responses=(Response(schema=ref("Experiment")),),
+    )
+)
 async def create_experiment(request: web.Request) -> web.StreamResponse:
     """``POST /v1/experiments``: ``name`` required; ``status`` defaults to ``planned``."""
     state = request.app[STATE]
@@ -212,6 +258,17 @@ async def create_experiment(request: web.Request) -> web.StreamResponse:
     return json_response(experiment_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/experiments/{experiment_id}",
+        scope="read",
+        summary="One experiment",
+        params=(wire.EXPERIMENT_ID,),
+        responses=(Response(schema=ref("Experiment")),),
+        errors=wire.MISSING,
+    )
+)
 async def get_experiment(request: web.Request) -> web.StreamResponse:
     """``GET /v1/experiments/{experiment_id}``."""
     state = request.app[STATE]
@@ -222,6 +279,18 @@ async def get_experiment(request: web.Request) -> web.StreamResponse:
     return json_response(experiment_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="PATCH",
+        path="/v1/experiments/{experiment_id}",
+        scope="write",
+        summary="Change the fields sent",
+        params=(wire.EXPERIMENT_ID,),
+        body=Body(schema=ref("UpdateExperimentRequest"), required=False),
+        responses=(Response(schema=ref("Experiment")),),
+        errors=wire.MISSING,
+    )
+)
 async def update_experiment(request: web.Request) -> web.StreamResponse:
     """``PATCH /v1/experiments/{experiment_id}``: only the fields sent change; ``tags`` and
     ``metadata`` are replaced whole; ``description: ""`` clears it."""
@@ -251,6 +320,17 @@ async def update_experiment(request: web.Request) -> web.StreamResponse:
     return json_response(experiment_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="DELETE",
+        path="/v1/experiments/{experiment_id}",
+        scope="write",
+        summary="Delete an experiment and its links (the files stay)",
+        params=(wire.EXPERIMENT_ID,),
+        responses=(Response(status=204, description="Deleted"),),
+        errors={**wire.MISSING, 409: "Dataset rows require it"},
+    )
+)
 async def delete_experiment(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/experiments/{experiment_id}``: the record, its platform row and links."""
     state = request.app[STATE]
@@ -291,6 +371,18 @@ def _ids(f: Fields, name: str) -> list[str]:
     return ids
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/experiments/{experiment_id}/files",
+        scope="read",
+        summary="The linked files, newest first",
+        params=(wire.EXPERIMENT_ID, *PAGE),
+        responses=(Response(schema=array(ref("FileInfo"))),),
+        errors={**wire.MISSING, 400: "Invalid cursor"},
+        paginated=True,
+    )
+)
 async def list_files(request: web.Request) -> web.StreamResponse:
     """``GET /v1/experiments/{experiment_id}/files``: the linked files, as ``GET /v1/files``
     lists them (newest first)."""
@@ -309,6 +401,18 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     return json_response([file_info(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/experiments/{experiment_id}/files",
+        scope="write",
+        summary="Link confirmed files (all or none)",
+        params=(wire.EXPERIMENT_ID,),
+        body=Body(schema=ref("LinkFilesRequest")),
+        responses=(Response(schema=ref("ExperimentLinks")),),
+        errors={404: "No such experiment, or a file does not exist (nothing was linked)"},
+    )
+)
 async def link_files(request: web.Request) -> web.StreamResponse:
     """``POST /v1/experiments/{experiment_id}/files``: link confirmed files of the
     organisation (404 naming the first unknown one; then nothing is linked)."""
@@ -336,6 +440,17 @@ async def link_files(request: web.Request) -> web.StreamResponse:
     return json_response({"linked": done[0], "total": done[1]})
 
 
+@ROUTES.route(
+    Operation(
+        method="DELETE",
+        path="/v1/experiments/{experiment_id}/files/{file_id}",
+        scope="write",
+        summary="Unlink one file (the file stays)",
+        params=(wire.EXPERIMENT_ID, FILE_ID),
+        responses=(Response(status=204, description="Unlinked"),),
+        errors={404: "No such experiment, or the file is not linked to it"},
+    )
+)
 async def unlink_file(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/experiments/{experiment_id}/files/{file_id}``: the file itself stays."""
     state = request.app[STATE]
@@ -351,6 +466,17 @@ async def unlink_file(request: web.Request) -> web.StreamResponse:
 # -- dataset rows --------------------------------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/experiments/{experiment_id}/rows",
+        scope="read",
+        summary="The linked dataset rows, oldest link first",
+        params=(wire.EXPERIMENT_ID,),
+        responses=(Response(schema=array(ref("ExperimentRow"))),),
+        errors=wire.MISSING,
+    )
+)
 async def list_rows(request: web.Request) -> web.StreamResponse:
     """``GET /v1/experiments/{experiment_id}/rows``: ``[{"table", "row_id"}]``, oldest first."""
     org_id = principal(request).org_id
@@ -360,6 +486,18 @@ async def list_rows(request: web.Request) -> web.StreamResponse:
     return json_response([{"table": table, "row_id": row_id} for table, row_id in links])
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/experiments/{experiment_id}/rows",
+        scope="write",
+        summary="Link dataset rows (all or none)",
+        params=(wire.EXPERIMENT_ID,),
+        body=Body(schema=ref("LinkRowsRequest")),
+        responses=(Response(schema=ref("ExperimentLinks")),),
+        errors=wire.MISSING,
+    )
+)
 async def link_rows(request: web.Request) -> web.StreamResponse:
     """``POST /v1/experiments/{experiment_id}/rows``: link dataset rows (all or none; 422
     naming an unknown table or row)."""
@@ -404,15 +542,4 @@ async def link_rows(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the experiments routes."""
-    router.api("GET", "/v1/experiments", list_experiments, scope="read")
-    router.api("POST", "/v1/experiments", create_experiment, scope="write")
-    router.api("GET", "/v1/experiments/{experiment_id}", get_experiment, scope="read")
-    router.api("PATCH", "/v1/experiments/{experiment_id}", update_experiment, scope="write")
-    router.api("DELETE", "/v1/experiments/{experiment_id}", delete_experiment, scope="write")
-    router.api("GET", "/v1/experiments/{experiment_id}/files", list_files, scope="read")
-    router.api("POST", "/v1/experiments/{experiment_id}/files", link_files, scope="write")
-    router.api(
-        "DELETE", "/v1/experiments/{experiment_id}/files/{file_id}", unlink_file, scope="write"
-    )
-    router.api("GET", "/v1/experiments/{experiment_id}/rows", list_rows, scope="read")
-    router.api("POST", "/v1/experiments/{experiment_id}/rows", link_rows, scope="write")
+    router.add(ROUTES)

@@ -34,10 +34,23 @@ from aiohttp.http_exceptions import HttpProcessingError
 from labric.server.core import records
 from labric.server.core.auth import principal
 from labric.server.core.blobs import TempBlob, crc32c_b64
+from labric.server.core.declare import (
+    FILE_ID,
+    PAGE,
+    Body,
+    Operation,
+    Param,
+    Response,
+    array,
+    obj,
+    ref,
+    string,
+)
 from labric.server.core.faults import pace
 from labric.server.core.http import Fields, HTTPError, invalid, json_response
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
+from labric.server.files import wire
 from labric.server.files.common import (
     file_info,
     not_found,
@@ -56,6 +69,9 @@ __all__ = ["register", "text_preview"]
 
 _MULTIPART_CHUNK = 256 * 1024
 _FIELD_LIMIT = 1024
+
+
+ROUTES = Routes(wire.FILES)
 
 
 def text_preview(data: bytes, total: int) -> tuple[str | None, str | None]:
@@ -99,6 +115,34 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
     raise HTTPError(400, "Invalid cursor: pass back the one from the previous page's Link header")
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/files",
+        scope="read",
+        summary="List confirmed files, newest first",
+        params=(
+            Param(name="instrument_id", where="query", schema=string(maxLength=128)),
+            Param(
+                name="extensions",
+                where="query",
+                schema=string(maxLength=2048),
+                description="Comma-separated, e.g. csv,txt",
+            ),
+            Param(
+                name="query",
+                where="query",
+                schema=string(maxLength=2048),
+                description="Space-separated terms that must all appear in the path",
+            ),
+            *PAGE,
+        ),
+        responses=(Response(schema=array(ref("FileInfo"))),),
+        errors={400: "Invalid cursor"},
+        paginated=True,
+        hosted=True,
+    )
+)
 async def list_files(request: web.Request) -> web.StreamResponse:
     """``GET /v1/files``: confirmed files, newest first, filtered, paginated by cursor."""
     state = request.app[STATE]
@@ -136,6 +180,17 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     return json_response([file_info(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/files/{file_id}",
+        scope="read",
+        summary="One confirmed file's metadata",
+        params=(FILE_ID,),
+        responses=(Response(schema=ref("FileInfo")),),
+        errors={404: "No such confirmed file"},
+    )
+)
 async def get_file(request: web.Request) -> web.StreamResponse:
     """``GET /v1/files/{file_id}``: one confirmed file's metadata."""
     state = request.app[STATE]
@@ -146,6 +201,17 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     return json_response(file_info(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="DELETE",
+        path="/v1/files/{file_id}",
+        scope="write",
+        summary="Delete a file: its record, parts and bytes",
+        params=(FILE_ID,),
+        responses=(Response(status=204, description="Deleted"),),
+        errors={404: "No such file"},
+    )
+)
 async def delete_file(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/files/{file_id}``: the record, its parts and its bytes."""
     state = request.app[STATE]
@@ -170,6 +236,31 @@ async def delete_file(request: web.Request) -> web.StreamResponse:
 # -- multipart upload ----------------------------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/files",
+        scope="write",
+        summary="Upload a small file and its record in one multipart request",
+        body=Body(
+            media_type="multipart/form-data",
+            schema=obj(
+                {
+                    "file": string(contentMediaType="application/octet-stream"),
+                    "instrument_id": string(maxLength=128),
+                    "job_execution_id": string(maxLength=128),
+                },
+                required=["file"],
+            ),
+        ),
+        responses=(Response(schema=ref("FileUpload")),),
+        errors={
+            400: f"No attribution ({wire.ATTRIBUTION}), a native executable, or a malformed body",
+            404: "The instrument or job execution does not exist",
+        },
+        hosted=True,
+    )
+)
 async def upload_multipart(request: web.Request) -> web.StreamResponse:
     """``POST /v1/files``: a small file and its record in one multipart request."""
     state = request.app[STATE]
@@ -294,6 +385,18 @@ async def upload_multipart(request: web.Request) -> web.StreamResponse:
     return json_response(upload_result(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/files/{file_id}/content",
+        scope="read",
+        summary="A signed download URL and a UTF-8 text preview of the first 64 KiB",
+        params=(FILE_ID,),
+        responses=(Response(schema=ref("FileContent")),),
+        errors={404: "No such confirmed file"},
+        hosted=True,
+    )
+)
 async def file_content(request: web.Request) -> web.StreamResponse:
     """``GET /v1/files/{file_id}/content``: a signed download URL and a text preview."""
     state = request.app[STATE]
@@ -330,8 +433,4 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the files routes."""
-    router.api("GET", "/v1/files", list_files, scope="read")
-    router.api("POST", "/v1/files", upload_multipart, scope="write")
-    router.api("GET", "/v1/files/{file_id}", get_file, scope="read")
-    router.api("DELETE", "/v1/files/{file_id}", delete_file, scope="write")
-    router.api("GET", "/v1/files/{file_id}/content", file_content, scope="read")
+    router.add(ROUTES)

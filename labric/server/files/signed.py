@@ -14,9 +14,11 @@ from labric._transfer.checksum import crc32c_combine, crc32c_from_b64, crc32c_to
 from labric.server.core import records
 from labric.server.core.auth import principal
 from labric.server.core.blobs import UploadFile, UploadSealed, decode_crc32c
+from labric.server.core.declare import FILE_ID, Body, Operation, Response, ref
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE, ServerState
+from labric.server.files import wire
 from labric.server.files.common import (
     MAX_FILE_SIZE,
     MAX_PARTS,
@@ -34,6 +36,9 @@ from labric.server.files.common import (
 from labric.server.jobs.runner import on_file_confirmed
 
 __all__ = ["plan_part_size", "register"]
+
+
+ROUTES = Routes(wire.FILES)
 
 
 def _upload_headers(state: ServerState, content_type: str) -> dict[str, str]:
@@ -54,6 +59,21 @@ def plan_part_size(size: int | None, base: int) -> int:
     return base * max(1, -(-needed // base))
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/files/upload-url",
+        scope="write",
+        summary="Create a file record and signed URL(s) to PUT its bytes to",
+        body=Body(schema=ref("UploadURLRequest")),
+        responses=(Response(schema=ref("UploadURL")),),
+        errors={
+            400: f"No attribution: {wire.ATTRIBUTION}",
+            404: "The instrument or job execution does not exist",
+        },
+        hosted=True,
+    )
+)
 async def create_upload_url(request: web.Request) -> web.StreamResponse:
     """``POST /v1/files/upload-url``: a file record and signed URL(s) to PUT its bytes to."""
     state = request.app[STATE]
@@ -163,6 +183,23 @@ def _parse_confirm_parts(body: dict[str, Any]) -> list[tuple[int, str]] | None:
     return listed
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/files/{file_id}/confirm-upload",
+        scope="write",
+        summary="Finish a signed upload (single PUT or parts); idempotent",
+        params=(FILE_ID,),
+        body=Body(schema=ref("ConfirmUploadRequest"), required=False),
+        responses=(Response(schema=ref("FileUpload")),),
+        errors={
+            400: "Nothing uploaded, a size or checksum mismatch, missing parts",
+            404: "No such file",
+            409: "The upload was re-planned or deleted while confirming",
+        },
+        hosted=True,
+    )
+)
 async def confirm_upload(request: web.Request) -> web.StreamResponse:
     """``POST /v1/files/{file_id}/confirm-upload``: finish a signed upload (single or parts)."""
     state = request.app[STATE]
@@ -379,6 +416,17 @@ def _numbers(numbers: list[int]) -> str:
     return shown + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/files/{file_id}/upload-status",
+        scope="read",
+        summary="Pending or confirmed, the parts stored and fresh URLs for missing ones",
+        params=(FILE_ID,),
+        responses=(Response(schema=ref("UploadStatus")),),
+        errors={404: "No such file"},
+    )
+)
 async def upload_status(request: web.Request) -> web.StreamResponse:
     """``GET /v1/files/{file_id}/upload-status``: pending or confirmed, and the stored parts.
 
@@ -427,6 +475,4 @@ async def upload_status(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the signed-upload routes."""
-    router.api("POST", "/v1/files/upload-url", create_upload_url, scope="write")
-    router.api("POST", "/v1/files/{file_id}/confirm-upload", confirm_upload, scope="write")
-    router.api("GET", "/v1/files/{file_id}/upload-status", upload_status, scope="read")
+    router.add(ROUTES)

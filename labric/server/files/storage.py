@@ -54,12 +54,23 @@ from labric.server.core.blobs import (
     crc32c_b64,
     decode_crc32c,
 )
+from labric.server.core.declare import (
+    FILE_ID,
+    PUBLIC,
+    STRING,
+    Operation,
+    Param,
+    Response,
+    ref,
+    string,
+)
 from labric.server.core.faults import pace
 from labric.server.core.http import HTTPError, json_response
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.signing import SignatureError
 from labric.server.core.state import SEND_TIMEOUT, STATE, ServerState
-from labric.server.files.common import STORAGE_PREFIX, plan_parts
+from labric.server.files import storage_wire
+from labric.server.files.common import plan_parts
 
 __all__ = ["byte_range", "register"]
 
@@ -80,6 +91,9 @@ SEND_SEGMENT = 2 * 1024 * 1024
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _LENGTH_RANGE_RE = re.compile(r"^(\d+),(\d+)$")
+
+
+ROUTES = Routes(storage_wire.STORAGE)
 
 
 class Unsatisfiable(Exception):
@@ -186,6 +200,31 @@ async def _receive(
     return total
 
 
+@ROUTES.route(
+    Operation(
+        method="PUT",
+        path="/storage/v1/objects/{file_id}",
+        scope=PUBLIC,
+        storage=True,
+        summary="Store a whole object (create-only; signed URL)",
+        params=(
+            FILE_ID,
+            *storage_wire.SIGNATURE,
+            Param(name="x-goog-if-generation-match", where="header"),
+            Param(name="x-goog-content-length-range", where="header"),
+            Param(name="x-goog-hash", where="header", description="crc32c=<base64>"),
+        ),
+        body=storage_wire.PUT_BODY,
+        responses=(Response(schema=ref("StoredObject"), headers=storage_wire.OBJECT_HEADERS),),
+        errors={
+            400: "Size outside the signed range, a malformed header, a checksum mismatch",
+            403: "The signature is missing, tampered with or expired",
+            404: "No such upload",
+            412: "An object is already stored for this upload",
+            413: "Over the single-PUT limit",
+        },
+    )
+)
 async def put_object(request: web.Request) -> web.StreamResponse:
     """``PUT /storage/v1/objects/{file_id}``: store a whole object, create-only."""
     state = request.app[STATE]
@@ -263,6 +302,34 @@ async def put_object(request: web.Request) -> web.StreamResponse:
     )
 
 
+@ROUTES.route(
+    Operation(
+        method="PUT",
+        path="/storage/v1/objects/{file_id}/parts/{number}",
+        scope=PUBLIC,
+        storage=True,
+        summary="Store (or replace) one part of a multipart upload (signed URL)",
+        params=(
+            FILE_ID,
+            Param(
+                name="number",
+                where="path",
+                schema=string(pattern="^[0-9]{1,9}$"),
+                required=True,
+            ),
+            *storage_wire.SIGNATURE,
+            Param(name="x-goog-hash", where="header", description="crc32c=<base64>"),
+        ),
+        body=storage_wire.PUT_BODY,
+        responses=(Response(schema=ref("StoredPart"), headers={"x-goog-hash": STRING}),),
+        errors={
+            400: "Not in the plan, the wrong size, a checksum mismatch",
+            403: "The signature is missing, tampered with or expired",
+            404: "No such upload",
+            409: "The upload is confirmed or being confirmed, or a newer PUT took over",
+        },
+    )
+)
 async def put_part(request: web.Request) -> web.StreamResponse:
     """``PUT /storage/v1/objects/{file_id}/parts/{number}``: store (or replace) one part."""
     state = request.app[STATE]
@@ -474,6 +541,8 @@ def _etag(generation: int, crc: str) -> str:
     return f'"{generation:x}-{digest.hex()}"'
 
 
+@ROUTES.route(storage_wire.download("GET"))
+@ROUTES.route(storage_wire.download("HEAD"))
 async def get_object(request: web.Request) -> web.StreamResponse:
     """``GET``/``HEAD /storage/v1/objects/{file_id}``: the object's bytes, or a range of them."""
     state = request.app[STATE]
@@ -615,7 +684,4 @@ async def _send_body(
 
 def register(router: Router) -> None:
     """Add the storage routes."""
-    router.storage("PUT", STORAGE_PREFIX + "/{file_id}", put_object)
-    router.storage("PUT", STORAGE_PREFIX + "/{file_id}/parts/{number:[0-9]{1,9}}", put_part)
-    router.storage("GET", STORAGE_PREFIX + "/{file_id}", get_object)
-    router.storage("HEAD", STORAGE_PREFIX + "/{file_id}", get_object)
+    router.add(ROUTES)

@@ -39,6 +39,18 @@ from aiohttp import web
 from labric.server.core import records
 from labric.server.core.auth import principal
 from labric.server.core.db import iso
+from labric.server.core.declare import (
+    PAGE,
+    PUBLIC,
+    QUERY_BOOLEAN,
+    Body,
+    Operation,
+    Param,
+    Response,
+    array,
+    ref,
+    string,
+)
 from labric.server.core.fields import (
     json_object,
     next_link,
@@ -48,10 +60,10 @@ from labric.server.core.fields import (
 )
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
 from labric.server.core.idempotency import HEADER as IDEMPOTENCY_HEADER
-from labric.server.core.routing import PUBLIC, Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.datasets.platform import delete_platform_row, upsert_platform_row
-from labric.server.instruments import store
+from labric.server.instruments import store, wire
 from labric.server.instruments.store import (
     DEVICE_STATUSES,
     HEARTBEAT_INTERVAL,
@@ -67,6 +79,9 @@ _MAX_NAME = 255
 #: The earliest time a window may start at (0001-01-01T00:00:00Z, the first one ISO 8601 writes).
 _EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 _MAX_DESCRIPTION = 10_000
+
+
+ROUTES = Routes(wire.INSTRUMENTS)
 
 
 def instrument_json(row: store.InstrumentRecord) -> dict[str, Any]:
@@ -140,6 +155,18 @@ def _pairing_json(row: store.InstrumentRecord, pairing: store.Pairing) -> dict[s
 # -- list, create, get, update, delete -----------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/instruments",
+        scope="read",
+        summary="Instruments, newest first",
+        params=PAGE,
+        responses=(Response(schema=array(ref("Instrument"))),),
+        errors={400: "Invalid cursor"},
+        paginated=True,
+    )
+)
 async def list_instruments(request: web.Request) -> web.StreamResponse:
     """``GET /v1/instruments``: the organisation's instruments, newest first."""
     state = request.app[STATE]
@@ -156,6 +183,16 @@ async def list_instruments(request: web.Request) -> web.StreamResponse:
     return json_response([instrument_json(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/instruments",
+        scope="write",
+        summary="Create an instrument and a one-time pairing code for its device",
+        body=Body(schema=ref("CreateInstrumentRequest")),
+        responses=(Response(schema=ref("InstrumentPairing")),),
+    )
+)
 async def create_instrument(request: web.Request) -> web.StreamResponse:
     """``POST /v1/instruments``: a new instrument and a one-time pairing code for its device."""
     state = request.app[STATE]
@@ -193,6 +230,17 @@ async def create_instrument(request: web.Request) -> web.StreamResponse:
     return json_response(_pairing_json(row, pairing))
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/instruments/{instrument_id}",
+        scope="read",
+        summary="One instrument",
+        params=(wire.INSTRUMENT_ID,),
+        responses=(Response(schema=ref("Instrument")),),
+        errors=wire.MISSING,
+    )
+)
 async def get_instrument(request: web.Request) -> web.StreamResponse:
     """``GET /v1/instruments/{instrument_id}``."""
     state = request.app[STATE]
@@ -205,6 +253,18 @@ async def get_instrument(request: web.Request) -> web.StreamResponse:
     return json_response(instrument_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="PATCH",
+        path="/v1/instruments/{instrument_id}",
+        scope="write",
+        summary="Change the fields sent",
+        params=(wire.INSTRUMENT_ID,),
+        body=Body(schema=ref("UpdateInstrumentRequest"), required=False),
+        responses=(Response(schema=ref("Instrument")),),
+        errors=wire.MISSING,
+    )
+)
 async def update_instrument(request: web.Request) -> web.StreamResponse:
     """``PATCH /v1/instruments/{instrument_id}``: only the fields sent change
     (``description: ""`` clears it; ``metadata`` is replaced whole)."""
@@ -243,6 +303,28 @@ async def update_instrument(request: web.Request) -> web.StreamResponse:
     return json_response(instrument_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="DELETE",
+        path="/v1/instruments/{instrument_id}",
+        scope="write",
+        summary="Delete an instrument (refused while files are attached, unless force)",
+        params=(
+            wire.INSTRUMENT_ID,
+            Param(
+                name="force",
+                where="query",
+                schema=QUERY_BOOLEAN,
+                description="Delete even with files attached (they are kept, detached)",
+            ),
+        ),
+        responses=(Response(status=204, description="Deleted"),),
+        errors={
+            **wire.MISSING,
+            409: "Files are attached (without force), or dataset rows require it",
+        },
+    )
+)
 async def delete_instrument(request: web.Request) -> web.StreamResponse:
     """``DELETE /v1/instruments/{instrument_id}``: refused (409) while files are attached,
     unless ``force=true``; the files are then kept, detached from any instrument."""
@@ -290,6 +372,17 @@ def _has_files(instrument_id: str, count: int) -> HTTPError:
 # -- pairing -------------------------------------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/instruments/{instrument_id}/pairing-code",
+        scope="write",
+        summary="A fresh one-time pairing code (earlier unused codes stop working)",
+        params=(wire.INSTRUMENT_ID,),
+        responses=(Response(schema=ref("InstrumentPairing")),),
+        errors=wire.MISSING,
+    )
+)
 async def new_pairing_code(request: web.Request) -> web.StreamResponse:
     """``POST /v1/instruments/{instrument_id}/pairing-code``: a fresh one-time code; earlier
     unused codes stop working."""
@@ -310,6 +403,25 @@ async def new_pairing_code(request: web.Request) -> web.StreamResponse:
     return json_response(_pairing_json(*issued))
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/instruments/pair",
+        scope=PUBLIC,
+        summary="A device exchanges a pairing code for its key (no API key)",
+        params=(
+            Param(
+                name="Idempotency-Key",
+                where="header",
+                schema=string(maxLength=255),
+                description="A repeated exchange with the same key gets the same device key",
+            ),
+        ),
+        body=Body(schema=ref("PairRequest")),
+        responses=(Response(schema=ref("PairedDevice")),),
+        errors={400: "The code is unknown, expired or already used"},
+    )
+)
 async def pair_device(request: web.Request) -> web.StreamResponse:
     """``POST /v1/instruments/pair`` (no API key): exchange a pairing code for a device key.
 
@@ -350,6 +462,18 @@ async def pair_device(request: web.Request) -> web.StreamResponse:
 # -- device status -------------------------------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/instruments/{instrument_id}/device-status",
+        scope="write",
+        summary="A device reports its status",
+        params=(wire.INSTRUMENT_ID,),
+        body=Body(schema=ref("DeviceStatusRequest")),
+        responses=(Response(schema=ref("DeviceStatusReport")),),
+        errors={**wire.MISSING, 403: "A device's key reports for its own instrument only"},
+    )
+)
 async def report_status(request: web.Request) -> web.StreamResponse:
     """``POST /v1/instruments/{instrument_id}/device-status``: one report from a device."""
     state = request.app[STATE]
@@ -402,6 +526,22 @@ async def report_status(request: web.Request) -> web.StreamResponse:
     )
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/instruments/{instrument_id}/device-status",
+        scope="read",
+        summary="The device's status periods in a window (default: the last 7 days)",
+        params=(
+            wire.INSTRUMENT_ID,
+            Param(name="start_time", where="query", schema=string(maxLength=64)),
+            Param(name="end_time", where="query", schema=string(maxLength=64)),
+        ),
+        responses=(Response(schema=ref("DeviceStatusHistory")),),
+        errors=wire.MISSING,
+        hosted=True,
+    )
+)
 async def status_history(request: web.Request) -> web.StreamResponse:
     """``GET /v1/instruments/{instrument_id}/device-status``: the hosted history."""
     state = request.app[STATE]
@@ -470,16 +610,4 @@ async def status_history(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the instruments routes."""
-    router.api("GET", "/v1/instruments", list_instruments, scope="read")
-    router.api("POST", "/v1/instruments", create_instrument, scope="write")
-    router.api("POST", "/v1/instruments/pair", pair_device, scope=PUBLIC)
-    router.api("GET", "/v1/instruments/{instrument_id}", get_instrument, scope="read")
-    router.api("PATCH", "/v1/instruments/{instrument_id}", update_instrument, scope="write")
-    router.api("DELETE", "/v1/instruments/{instrument_id}", delete_instrument, scope="write")
-    router.api(
-        "POST", "/v1/instruments/{instrument_id}/pairing-code", new_pairing_code, scope="write"
-    )
-    router.api(
-        "POST", "/v1/instruments/{instrument_id}/device-status", report_status, scope="write"
-    )
-    router.api("GET", "/v1/instruments/{instrument_id}/device-status", status_history, scope="read")
+    router.add(ROUTES)

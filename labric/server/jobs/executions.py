@@ -25,11 +25,23 @@ from aiohttp import web
 from labric.server.core import records
 from labric.server.core.auth import principal
 from labric.server.core.db import iso
+from labric.server.core.declare import (
+    EXECUTION_ID,
+    PAGE,
+    Body,
+    Operation,
+    Param,
+    Response,
+    array,
+    integer,
+    ref,
+    string,
+)
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
 from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
-from labric.server.core.routing import Router
+from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
-from labric.server.jobs import firing, store
+from labric.server.jobs import executions_wire, firing, store
 from labric.server.jobs.routes import execution_json
 
 __all__ = ["DEFAULT_JOB_NAME", "MAX_TIMEOUT_MINUTES", "MAX_WAIT_SECONDS", "register"]
@@ -44,6 +56,9 @@ _TERMINAL = ("completed", "failed")
 _STATUSES = ("queued", "running", "completed", "failed")
 
 
+ROUTES = Routes(executions_wire.EXECUTIONS)
+
+
 def hosted_json(row: records.ExecutionRow) -> dict[str, Any]:
     """The hosted OffPlatformJobExecutionSchema."""
     return {
@@ -56,6 +71,18 @@ def hosted_json(row: records.ExecutionRow) -> dict[str, Any]:
     }
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/job-executions",
+        scope="write",
+        summary="Open a running execution for a script running off the platform",
+        body=Body(schema=ref("StartExecutionRequest"), required=False),
+        responses=(Response(schema=ref("OffPlatformExecution")),),
+        errors={404: "No such job"},
+        hosted=True,
+    )
+)
 async def start_execution(request: web.Request) -> web.StreamResponse:
     """``POST /v1/job-executions``: open a running execution for an off-platform script."""
     state = request.app[STATE]
@@ -94,6 +121,22 @@ async def start_execution(request: web.Request) -> web.StreamResponse:
     return json_response(hosted_json(await state.db.run(start)))
 
 
+@ROUTES.route(
+    Operation(
+        method="PATCH",
+        path="/v1/job-executions/{execution_id}",
+        scope="write",
+        summary="Close an off-platform execution (terminal)",
+        params=(EXECUTION_ID,),
+        body=Body(schema=ref("CloseExecutionRequest")),
+        responses=(Response(schema=ref("OffPlatformExecution")),),
+        errors={
+            400: "Not an off-platform execution, or already closed with another status",
+            404: "No such execution",
+        },
+        hosted=True,
+    )
+)
 async def close_execution(request: web.Request) -> web.StreamResponse:
     """``PATCH /v1/job-executions/{execution_id}``: close an execution (terminal)."""
     state = request.app[STATE]
@@ -141,6 +184,27 @@ async def close_execution(request: web.Request) -> web.StreamResponse:
     return json_response(hosted_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/job-executions",
+        scope="read",
+        summary="Executions, newest first",
+        params=(
+            Param(name="job_id", where="query", schema=string(maxLength=128)),
+            Param(
+                name="status",
+                where="query",
+                schema=string(enum=[*executions_wire.STATUSES, ""]),
+                description="Empty means not given",
+            ),
+            *PAGE,
+        ),
+        responses=(Response(schema=array(ref("JobExecution"))),),
+        errors={400: "Invalid cursor"},
+        paginated=True,
+    )
+)
 async def list_executions(request: web.Request) -> web.StreamResponse:
     """``GET /v1/job-executions``: executions, newest first, by job and status."""
     state = request.app[STATE]
@@ -171,6 +235,25 @@ async def list_executions(request: web.Request) -> web.StreamResponse:
     return json_response([execution_json(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/job-executions/{execution_id}",
+        scope="read",
+        summary="One execution; `wait` holds the answer until it ends",
+        params=(
+            EXECUTION_ID,
+            Param(
+                name="wait",
+                where="query",
+                schema=integer(minimum=0, maximum=30),
+                description="Seconds to wait for the execution to end",
+            ),
+        ),
+        responses=(Response(schema=ref("JobExecution")),),
+        errors={404: "No such execution"},
+    )
+)
 async def get_execution(request: web.Request) -> web.StreamResponse:
     """``GET /v1/job-executions/{execution_id}``: one execution (``wait`` holds until it ends)."""
     state = request.app[STATE]
@@ -201,6 +284,17 @@ async def get_execution(request: web.Request) -> web.StreamResponse:
     return json_response(execution_json(row))
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/job-executions/{execution_id}/logs",
+        scope="read",
+        summary="An execution's captured output (live while running)",
+        params=(EXECUTION_ID,),
+        responses=(Response(schema=ref("ExecutionLogs")),),
+        errors={404: "No such execution"},
+    )
+)
 async def execution_logs(request: web.Request) -> web.StreamResponse:
     """``GET /v1/job-executions/{execution_id}/logs``: captured output (live while running)."""
     state = request.app[STATE]
@@ -231,8 +325,4 @@ async def execution_logs(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the job-executions routes."""
-    router.api("GET", "/v1/job-executions", list_executions, scope="read")
-    router.api("POST", "/v1/job-executions", start_execution, scope="write")
-    router.api("GET", "/v1/job-executions/{execution_id}", get_execution, scope="read")
-    router.api("PATCH", "/v1/job-executions/{execution_id}", close_execution, scope="write")
-    router.api("GET", "/v1/job-executions/{execution_id}/logs", execution_logs, scope="read")
+    router.add(ROUTES)
