@@ -1,4 +1,5 @@
-"""Admin routes (``admin`` scope): fault injection and counters, for tests and benchmarks.
+"""Admin routes (``admin`` scope): fault injection, dataset limits and counters, for tests and
+benchmarks.
 
 * ``GET /v1/admin/faults`` -> ``{"config": {...}, "counters": {...}}``
 * ``PUT /v1/admin/faults`` with the FaultConfig keys replaces the configuration (keys left out
@@ -7,6 +8,8 @@
   :meth:`labric.server.core.state.Stats.snapshot`) plus the injector's counters under
   ``"faults"`` (the per-file counters only name the caller's organisation's files);
   ``DELETE /v1/admin/stats`` zeroes them.
+* ``GET /v1/admin/datasets/limits`` -> the dataset query and lock limits; ``PUT`` replaces them
+  (keys left out take their defaults).
 
 These routes are exempt from fault injection, so faults can always be turned off again. Faults and
 counters are server-wide, so changing them (``PUT`` faults, ``DELETE`` stats) takes an admin key
@@ -30,6 +33,7 @@ from labric.server.core.faults import FaultConfig
 from labric.server.core.http import HTTPError, invalid, json_response, read_json_object
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE, ServerState
+from labric.server.datasets import DATASETS, DatasetLimits
 
 __all__ = ["register"]
 
@@ -138,6 +142,44 @@ async def reset_stats(request: web.Request) -> web.StreamResponse:
     _require_operator(request, "The counters")
     request.app[STATE].stats.reset()
     return web.Response(status=204)
+
+
+# -- dataset limits ------------------------------------------------------------------------
+
+
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/admin/datasets/limits",
+        scope="admin",
+        summary="The query and lock limits",
+        responses=(Response(schema=ref("DatasetLimits")),),
+    )
+)
+async def get_limits(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/admin/datasets/limits``."""
+    return json_response(attrs.asdict(request.app[DATASETS].limits))
+
+
+@ROUTES.route(
+    Operation(
+        method="PUT",
+        path="/v1/admin/datasets/limits",
+        scope="admin",
+        summary="Replace the limits (keys left out take their defaults)",
+        body=Body(schema=ref("DatasetLimitsRequest"), required=False),
+        responses=(Response(schema=ref("DatasetLimits")),),
+    )
+)
+async def put_limits(request: web.Request) -> web.StreamResponse:
+    """``PUT /v1/admin/datasets/limits``: replace the limits (keys left out take defaults)."""
+    store = request.app[DATASETS]
+    body = await read_json_object(request, optional=True)
+    try:
+        store.limits = DatasetLimits(**body)
+    except (TypeError, ValueError) as exc:
+        raise invalid(["body"], f"Invalid limits: {exc}") from None
+    return json_response(attrs.asdict(store.limits))
 
 
 def register(router: Router) -> None:

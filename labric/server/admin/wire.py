@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The admin family's wire shapes: fault configuration, counters, dataset limits.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +22,20 @@ FAULT_CONFIG = {
     "spike_ms": {"type": "number", "minimum": 0},
 }
 
+DATASET_LIMITS = {
+    "query_timeout": {"type": "number", "exclusiveMinimum": 0},
+    "max_query_rows": integer(minimum=1),
+    "max_query_bytes": integer(minimum=1),
+    "lock_timeout": {"type": "number", "minimum": 0},
+}
 
 COUNTERS = obj({}, additionalProperties=INTEGER)
-
 
 SCHEMAS = {
     "FaultConfig": record(FAULT_CONFIG),
     "FaultConfigRequest": obj(FAULT_CONFIG, additionalProperties=False),
+    "DatasetLimits": record(DATASET_LIMITS),
+    "DatasetLimitsRequest": obj(DATASET_LIMITS, additionalProperties=False),
     "Faults": record({"config": ref("FaultConfig"), "counters": COUNTERS}),
     "Stats": record(
         {
@@ -43,7 +54,6 @@ SCHEMAS = {
         }
     ),
 }
-
 
 ADMIN = Family(
     tag="admin",

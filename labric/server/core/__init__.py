@@ -1,7 +1,10 @@
 """What every resource of the local server is built on.
 
 * :mod:`.app`: the aiohttp application (middlewares, and the resources' routes).
-* :mod:`.routing`: :class:`~.routing.Router`, through which every route is added.
+* :mod:`.declare`: how a route declares itself (method, path, scope, parameters, body,
+  answers) and the JSON Schema building blocks of those declarations.
+* :mod:`.routing`: :class:`~.routing.Router`, through which every declared route is added.
+* :mod:`.validation`: the request checks a declaration implies (query parameters, JSON body).
 * :mod:`.auth`: API keys, principals and scopes. :mod:`.idempotency`: ``Idempotency-Key``.
 * :mod:`.http`: JSON answers, errors, request-field validation. :mod:`.paging`: cursors and
   ``Link``. :mod:`.fields`: request fields the record routes share.

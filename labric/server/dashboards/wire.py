@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The dashboards family's wire shapes: dashboards, widgets, sources and widget data.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -25,22 +29,17 @@ DASHBOARD_ID = path_param("dashboard_id", "The dashboard")
 
 NAME128 = string(minLength=1, maxLength=128)
 
-
 COMMON = {
     "id": nullable(string(pattern="^[A-Za-z0-9_-]{1,64}$")),
     "title": nullable(string(maxLength=255)),
     "layout": nullable(ref("WidgetLayout")),
 }
 
-
 SOURCE = {"anyOf": [ref("SQLSource"), ref("DatasetSource")]}
-
 
 NAMES = {"anyOf": [NAME128, array(NAME128, minItems=1, uniqueItems=True)]}
 
-
 SCALAR = {"type": ["string", "number", "boolean", "null"]}
-
 
 SCHEMAS = {
     "WidgetLayout": record(
@@ -172,9 +171,7 @@ SCHEMAS = {
     ),
 }
 
-
 MISSING = {404: "No such dashboard"}
-
 
 DASHBOARDS = Family(
     tag="dashboards",

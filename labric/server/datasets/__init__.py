@@ -11,7 +11,7 @@ Modules:
 * :mod:`.validate`: ``data/write`` phase 1, validating and planning a request.
 * :mod:`.write`: ``data/write`` phase 2, the writes, and revert.
 * :mod:`.platform`: platform rows as the record routes write them.
-* :mod:`.routes`: the HTTP handlers.
+* :mod:`.routes`: the HTTP handlers; :mod:`.wire`: the family's component schemas.
 
 The platform API, for the routes that keep experiments, instruments and dashboards::
 

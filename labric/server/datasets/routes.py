@@ -1,4 +1,5 @@
-"""The dataset routes: the hosted ``tools/*``, ``data/write`` and revert, plus local table routes.
+"""The dataset routes: the hosted ``tools/*``, ``data/write`` and revert, plus local table routes
+(the limits are set through :mod:`labric.server.admin.routes`).
 
 ==========================================  =====  ============================================
 route                                       scope  what
@@ -11,7 +12,6 @@ route                                       scope  what
 ``GET  /v1/datasets``                       read   local: table definitions (as the schema)
 ``GET  /v1/datasets/{name}``                read   local: one table definition
 ``POST /v1/datasets``                       write  local: create a table
-``GET|PUT /v1/admin/datasets/limits``       admin  local: query and lock limits
 ==========================================  =====  ============================================
 
 Error bodies follow the hosted shapes: ``{"detail": ...}``, 422 ``{"detail": [...]}``, and for
@@ -29,7 +29,6 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
-import attrs
 from aiohttp import web
 
 from labric.server.core import records
@@ -59,7 +58,7 @@ from labric.server.datasets import wire
 from labric.server.datasets.boundary import QueryError
 from labric.server.datasets.define import parse_definition
 from labric.server.datasets.reads import ReadError, read_page
-from labric.server.datasets.store import Busy, DatasetLimits, DatasetStore, insert_definition
+from labric.server.datasets.store import Busy, DatasetStore, insert_definition
 from labric.server.datasets.validate import MAX_BODY_BYTES, Rejected, TooLarge, check_size
 from labric.server.datasets.write import WriteOutcome, apply_write, revert
 
@@ -574,46 +573,6 @@ async def revert_execution(request: web.Request) -> web.StreamResponse:
             "warnings": warnings,
         }
     )
-
-
-# -- admin -----------------------------------------------------------------------------------
-
-
-@ROUTES.route(
-    Operation(
-        method="GET",
-        path="/v1/admin/datasets/limits",
-        scope="admin",
-        summary="The query and lock limits",
-        responses=(Response(schema=ref("DatasetLimits")),),
-        tag="admin",
-    )
-)
-async def get_limits(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/admin/datasets/limits``."""
-    return json_response(attrs.asdict(request.app[DATASETS].limits))
-
-
-@ROUTES.route(
-    Operation(
-        method="PUT",
-        path="/v1/admin/datasets/limits",
-        scope="admin",
-        summary="Replace the limits (keys left out take their defaults)",
-        body=Body(schema=ref("DatasetLimitsRequest"), required=False),
-        responses=(Response(schema=ref("DatasetLimits")),),
-        tag="admin",
-    )
-)
-async def put_limits(request: web.Request) -> web.StreamResponse:
-    """``PUT /v1/admin/datasets/limits``: replace the limits (keys left out take defaults)."""
-    store = request.app[DATASETS]
-    body = await read_json_object(request, optional=True)
-    try:
-        store.limits = DatasetLimits(**body)
-    except (TypeError, ValueError) as exc:
-        raise invalid(["body"], f"Invalid limits: {exc}") from None
-    return json_response(attrs.asdict(store.limits))
 
 
 def register(router: Router) -> None:

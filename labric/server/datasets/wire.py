@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The datasets family's wire shapes: table definitions, reads, queries, ``data/write``.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,6 @@ COLUMN_INFO = record(
     description="Hosted QueryableColumnSchema",
 )
 
-
 TABLE_WRITE = obj(
     {
         "table": STRING,
@@ -48,7 +51,6 @@ TABLE_WRITE = obj(
     required=["table", "rows"],
 )
 
-
 SERIES_WRITE = obj(
     {
         "table": STRING,
@@ -59,9 +61,7 @@ SERIES_WRITE = obj(
     required=["table", "parent", "columns"],
 )
 
-
 NAME = string(pattern="^[a-z][a-z0-9_]{0,62}$")
-
 
 COLUMN = obj(
     {
@@ -76,15 +76,6 @@ COLUMN = obj(
     required=["name"],
     description="A column of a table to create",
 )
-
-
-LIMITS = {
-    "query_timeout": {"type": "number", "exclusiveMinimum": 0},
-    "max_query_rows": integer(minimum=1),
-    "max_query_bytes": integer(minimum=1),
-    "lock_timeout": {"type": "number", "minimum": 0},
-}
-
 
 SCHEMAS = {
     "ColumnInfo": COLUMN_INFO,
@@ -181,13 +172,9 @@ SCHEMAS = {
         },
         description="Hosted RevertResultSchema",
     ),
-    "DatasetLimits": record(LIMITS),
-    "DatasetLimitsRequest": obj(LIMITS, additionalProperties=False),
 }
 
-
 BUSY = "The organisation's data is locked by other writes; nothing was written"
-
 
 DATASETS_FAMILY = Family(
     tag="datasets",

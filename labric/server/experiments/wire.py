@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The experiments family's wire shapes: experiments, their files and dataset rows.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,7 @@ from labric.server.core.declare import (
 
 STATUSES = ["planned", "running", "completed", "failed", "archived"]
 
-
 EXPERIMENT_ID = path_param("experiment_id", "The experiment")
-
 
 FIELDS = {
     "name": string(minLength=1, maxLength=255),
@@ -33,9 +35,7 @@ FIELDS = {
     "ended_at": string(maxLength=64, description="ISO 8601; not before started_at"),
 }
 
-
 IDS = array(string(minLength=1, maxLength=128), maxItems=1000)
-
 
 SCHEMAS = {
     "Experiment": record(
@@ -76,9 +76,7 @@ SCHEMAS = {
     ),
 }
 
-
 MISSING = {404: "No such experiment"}
-
 
 EXPERIMENTS = Family(
     tag="experiments",

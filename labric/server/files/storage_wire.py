@@ -1,4 +1,9 @@
-"""WIRE_DOC"""
+"""The storage family's wire shapes: signature parameters, object headers, stored objects and
+parts, and the download operation (GET and HEAD share it).
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +27,11 @@ SIGNATURE = (
     Param(name="X-Labric-Signature", where="query", schema=string(pattern="^[0-9a-f]*$")),
 )
 
-
 OBJECT_HEADERS = {
     "ETag": STRING,
     "x-goog-hash": string(description="crc32c=<base64>"),
     "x-goog-generation": STRING,
 }
-
 
 DOWNLOAD_HEADERS = {
     **OBJECT_HEADERS,
@@ -36,7 +39,6 @@ DOWNLOAD_HEADERS = {
     "Content-Disposition": STRING,
     "x-goog-stored-content-length": STRING,
 }
-
 
 DOWNLOAD_PARAMS = (
     FILE_ID,
@@ -47,14 +49,12 @@ DOWNLOAD_PARAMS = (
     Param(name="If-Range", where="header"),
 )
 
-
 DOWNLOAD_ERRORS = {
     403: "The signature is missing, tampered with or expired",
     404: "No object is stored for this file",
     412: "If-Match does not match the object's ETag",
     416: "The range starts past the end of the object",
 }
-
 
 BYTES_SCHEMA = string(contentMediaType="application/octet-stream")
 
@@ -107,9 +107,7 @@ SCHEMAS = {
     ),
 }
 
-
 PUT_BODY = Body(schema=BYTES_SCHEMA, media_type="application/octet-stream")
-
 
 STORAGE = Family(
     tag="storage",

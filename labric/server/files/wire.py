@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The files family's wire shapes: file records, upload URLs and parts, upload status, content.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,6 @@ FILE_INFO = record(
     description="A confirmed file (hosted FileInfoSchema plus local fields)",
 )
 
-
 UPLOAD_PART = record(
     {
         "number": integer(minimum=1),
@@ -47,7 +50,6 @@ UPLOAD_PART = record(
     },
     description="PUT `size` bytes from `offset` to `url` (signed)",
 )
-
 
 SCHEMAS = {
     "FileInfo": FILE_INFO,
@@ -132,9 +134,7 @@ SCHEMAS = {
     ),
 }
 
-
 ATTRIBUTION = "Give instrument_id or job_execution_id (a job's key defaults to its execution)"
-
 
 FILES = Family(
     tag="files",

@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The instruments family's wire shapes: instruments, pairing, heartbeats, status history.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -21,21 +25,15 @@ from labric.server.core.declare import (
 
 STATUSES = ["online", "offline", "error"]
 
-
 INSTRUMENT_ID = path_param("instrument_id", "The instrument")
-
 
 NAME = string(minLength=1, maxLength=255)
 
-
 DESCRIPTION = string(maxLength=10_000)
-
 
 METADATA = obj({}, description="Any JSON object (at most 64 KiB as JSON)")
 
-
 INSTRUMENT_NAME = record({"id": STRING, "name": STRING})
-
 
 SCHEMAS = {
     "Instrument": record(
@@ -116,9 +114,7 @@ SCHEMAS = {
     ),
 }
 
-
 MISSING = {404: "No such instrument"}
-
 
 INSTRUMENTS = Family(
     tag="instruments",

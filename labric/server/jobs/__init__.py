@@ -9,7 +9,8 @@
 * :mod:`.params`: parameter definitions and the parameters a run gets.
 * :mod:`.runner`: :class:`~.runner.JobRunner`, which runs platform executions as subprocesses,
   fires schedules and wakes clients waiting for an execution to end.
-* :mod:`.routes`: the jobs routes; :mod:`.executions`: the job-executions routes.
+* :mod:`.routes`: the jobs routes; :mod:`.executions`: the job-executions routes;
+  :mod:`.wire`, :mod:`.executions_wire`: their families' component schemas.
 
 This package's ``__init__`` imports nothing, so the modules can import each other freely.
 """

@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The job-executions family's wire shapes: executions, their logs and outcomes.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from labric.server.core.declare import (
 )
 
 STATUSES = ["queued", "running", "completed", "failed"]
-
 
 SCHEMAS = {
     "OffPlatformExecution": record(
@@ -80,7 +83,6 @@ SCHEMAS = {
         {"status": string(enum=["completed", "failed"])}, required=["status"]
     ),
 }
-
 
 EXECUTIONS = Family(
     tag="job-executions",

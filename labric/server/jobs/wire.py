@@ -1,4 +1,8 @@
-"""WIRE_DOC"""
+"""The jobs family's wire shapes: jobs, triggers, parameter definitions, runs.
+
+Component schemas are named after the SDK's models where they answer one (``tests/openapi``
+compares their fields); each operation is declared with its handler.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +27,7 @@ from labric.server.core.declare import (
 
 CATEGORIES = ["file_uploaded", "job_completed", "schedule"]
 
-
 PUBLISH = ["draft", "in_review", "published"]
-
 
 PARAMETER = obj(
     {
@@ -45,14 +47,12 @@ PARAMETER = obj(
     description="A parameter a job takes (hosted ParameterDefinitionSchema)",
 )
 
-
 TRIGGER_FIELDS = {
     "trigger_enabled": BOOLEAN,
     "trigger_category": string(enum=CATEGORIES),
     "trigger_instrument_id": string(maxLength=128),
     "trigger_conditions": OBJECT,
 }
-
 
 SCHEMAS = {
     "ParameterDefinition": PARAMETER,
@@ -121,7 +121,6 @@ SCHEMAS = {
         }
     ),
 }
-
 
 JOBS = Family(
     tag="jobs",
