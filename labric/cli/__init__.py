@@ -136,8 +136,8 @@ def _add_serve(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from labric.server import LocalServer, parse_faults
-    from labric.server.datadir import DataDir
-    from labric.server.state import DEFAULT_PART_SIZE, MAX_SINGLE_PUT
+    from labric.server.core.datadir import DataDir
+    from labric.server.core.state import DEFAULT_PART_SIZE, MAX_SINGLE_PUT
 
     try:
         faults = parse_faults(args.faults) if args.faults else None
@@ -163,8 +163,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(server: LocalServer, address: str) -> int:
-    from labric.server.datadir import DataDirError
-    from labric.server.db import DatabaseError
+    from labric.server.core.datadir import DataDirError
+    from labric.server.core.db import DatabaseError
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -222,9 +222,9 @@ def _add_keys(commands: Any) -> None:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from labric.server import auth, records
-    from labric.server.datadir import DataDir
-    from labric.server.db import Database, DatabaseError, iso
+    from labric.server.core import auth, records
+    from labric.server.core.datadir import DataDir
+    from labric.server.core.db import Database, DatabaseError, iso
 
     try:
         scopes = auth.parse_scopes(args.scopes)

@@ -12,9 +12,9 @@ scopes and organisation isolation, and can inject faults::
 From the shell: ``labric serve --data-dir ./labric-data``.
 """
 
-from labric.server.faults import FaultConfig, FaultInjector, parse_faults
+from labric.server.core.faults import FaultConfig, FaultInjector, parse_faults
+from labric.server.core.state import DEFAULT_PART_SIZE, MAX_MULTIPART_BODY, MAX_SINGLE_PUT
 from labric.server.local import LocalServer, ThreadedServer
-from labric.server.state import DEFAULT_PART_SIZE, MAX_MULTIPART_BODY, MAX_SINGLE_PUT
 
 __all__ = [
     "DEFAULT_PART_SIZE",

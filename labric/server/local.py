@@ -2,12 +2,12 @@
 
 Lifecycle
     :meth:`LocalServer.start` takes the data directory's lock (one server per directory; see
-    :mod:`labric.server.datadir`), opens (and migrates) the database on its own thread, initialises
-    the data directory (secret, default organisation, admin key), empties ``tmp/``, removes blob
-    files no record names (and forgets the parts of uploads whose file is gone), then binds the
-    socket and serves, and starts the job runner (which
-    first fails the job executions a previous process left unfinished). A start that fails
-    removes what it initialised, so a busy port leaves no half-made data directory behind.
+    :mod:`labric.server.core.datadir`), opens (and migrates) the database on its own thread,
+    initialises the data directory (secret, default organisation, admin key), empties ``tmp/``,
+    removes blob files no record names (and forgets the parts of uploads whose file is gone),
+    then binds the socket and serves, and starts the job runner (which first fails the job
+    executions a previous process left unfinished). A start that fails removes what it
+    initialised, so a busy port leaves no half-made data directory behind.
     :meth:`LocalServer.stop`
     stops the job runner (killing running job processes), stops accepting, gives in-flight
     requests a moment to finish, then closes the database and waits for disk threads.
@@ -16,7 +16,7 @@ Lifecycle
 
 Threads
     The server runs on the event loop that starts it. SQLite work runs on one database thread,
-    blob I/O on a small pool (see :mod:`labric.server.db` and :mod:`labric.server.blobs`).
+    blob I/O on a small pool (see :mod:`labric.server.core.db` and :mod:`labric.server.core.blobs`).
     :class:`ThreadedServer` runs all of that on a private event loop in a daemon thread, for
     synchronous code and benchmarks; its helpers may be called from any thread.
 """
@@ -33,16 +33,15 @@ from typing import Any
 
 from aiohttp import web
 
-from labric.server import auth, records
-from labric.server.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
-from labric.server.blobs import BlobStore
-from labric.server.datadir import DataDir, DataDirLock, DataDirNotInitialised, Identity
-from labric.server.db import Database, iso
-from labric.server.faults import FaultConfig, FaultInjector, parse_faults
-from labric.server.idempotency import RETENTION_SECONDS
-from labric.server.jobs.runner import JobRunner
-from labric.server.signing import URLSigner
-from labric.server.state import (
+from labric.server.core import auth, records
+from labric.server.core.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
+from labric.server.core.blobs import BlobStore
+from labric.server.core.datadir import DataDir, DataDirLock, DataDirNotInitialised, Identity
+from labric.server.core.db import Database, iso
+from labric.server.core.faults import FaultConfig, FaultInjector, parse_faults
+from labric.server.core.idempotency import RETENTION_SECONDS
+from labric.server.core.signing import URLSigner
+from labric.server.core.state import (
     DEFAULT_PART_SIZE,
     MAX_MULTIPART_BODY,
     MAX_SINGLE_PUT,
@@ -50,6 +49,7 @@ from labric.server.state import (
     Settings,
     Stats,
 )
+from labric.server.jobs.runner import JobRunner
 
 __all__ = ["LocalServer", "ThreadedServer"]
 
@@ -93,7 +93,7 @@ class LocalServer:
         max_log_bytes: The most output kept per job execution.
         schedule_interval: Seconds between checks for due job schedules.
         idle_timeout: Seconds an idle connection is kept open; a request's headers must also
-            arrive within this time (slow clients are cut off; see :mod:`labric.server.app`).
+            arrive within this time (slow clients are cut off; see :mod:`labric.server.core.app`).
         body_timeout: Seconds a request body may send nothing before its connection is closed.
         clock: Returns the current Unix time; inject one to expire URLs, keys and executions, and
             to make job schedules due, in tests without waiting (see :meth:`run_schedules`).

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from labric.server.dashboards import MAX_WIDGETS
+from labric.server.dashboards.store import MAX_WIDGETS
 
 from ._support import LAYOUT, Wire, sql, table_widget
 

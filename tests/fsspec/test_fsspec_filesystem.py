@@ -19,7 +19,7 @@ from labric._transfer.checksum import crc32c
 from labric.errors import IntegrityError, TransferError
 from labric.fsspec import LabricFile, LabricFileSystem
 from labric.server import ThreadedServer
-from labric.server.faults import FaultConfig
+from labric.server.core.faults import FaultConfig
 
 Upload = Callable[[str, bytes], str]
 

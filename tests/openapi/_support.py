@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema_rs
 
 from labric.server import LocalServer
-from labric.server.routing import ROUTE_SCOPES
+from labric.server.core.routing import ROUTE_SCOPES
 
 Route = tuple[str, str]  # (METHOD, path template as the document writes it)
 

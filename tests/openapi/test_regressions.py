@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from labric.server import LocalServer
-from labric.server.routes.files import MAX_FILE_SIZE, MAX_PARTS, plan_part_size
+from labric.server.files.common import MAX_FILE_SIZE, MAX_PARTS
+from labric.server.files.signed import plan_part_size
 
 
 async def _upload_url(server: LocalServer, **body: object) -> tuple[int, dict[str, object]]:

@@ -11,7 +11,7 @@ from server.test_faults import App, app, no_server_errors, session
 
 from labric import AsyncLabric
 from labric.server import LocalServer
-from labric.server.faults import FAULT_HEADER, FaultConfig, FaultConfigError, parse_faults
+from labric.server.core.faults import FAULT_HEADER, FaultConfig, FaultConfigError, parse_faults
 
 __all__ = ["app", "no_server_errors", "session"]
 

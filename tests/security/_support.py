@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from labric.server import LocalServer
-from labric.server.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES
+from labric.server.core.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES
 
 KiB = 1024
 MiB = 1024 * KiB

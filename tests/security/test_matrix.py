@@ -1,9 +1,15 @@
 """The scope x route matrix: every registered route with no key, a bad key, and keys of each scope.
 
-Routes come from the server's own registry (``ROUTE_SCOPES``), so a route added later is in the
-matrix without touching this file. Without a key every API route answers 401; with a key lacking
-the route's scope, 403 naming that scope; with the scope (or a stronger one), anything but 401,
-403 or a 5xx. Storage routes take no key at all: a key does not open them.
+Routes come from the server's own registry (``ROUTE_SCOPES``, filled from the routes'
+declarations), so a route added later is in the matrix without touching this file. Without a key
+every API route answers 401; with a key of a weaker scope than the route's, 403 naming the
+route's scope; with a key of exactly the route's scope, anything but 401 or 403 (and no 5xx).
+Storage routes take no key at all: a key does not open them.
+
+The registry is also the document's source, so a scope lowered in a declaration would pass both
+of those; :func:`test_no_route_asks_less_than_its_kind_needs` holds the floor every route's scope
+must meet, in this file's own words (reads ``read``, writes ``write``, ``/v1/admin/`` ``admin``),
+with the few deliberate exceptions named.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from labric.server import LocalServer
-from labric.server.auth import SCOPES
-from labric.server.routing import PUBLIC, ROUTE_SCOPES
+from labric.server.core.auth import SCOPES
+from labric.server.core.routing import PUBLIC, ROUTE_SCOPES
 
 from ._support import Route, api_routes, keyed_routes, routes
 
@@ -66,6 +72,65 @@ def test_every_route_declares_a_known_scope(server: LocalServer) -> None:
         assert route in registered, f"{route.method} {route.resource} has no declared scope"
     assert set(registered.values()) <= {*SCOPES, PUBLIC}
     assert keyed_routes(server), "the registry is empty"
+
+
+#: Routes whose scope is below what their method says, on purpose: reads sent as POST (a query
+#: in the body), and the public routes (the API document; a device exchanging its pairing code).
+_BELOW_THEIR_KIND = {
+    ("POST", "/api/v1/tools/read"): "read",
+    ("POST", "/api/v1/tools/query"): "read",
+    ("POST", "/api/v1/instruments/pair"): PUBLIC,
+    ("GET", "/api/v1/openapi.json"): PUBLIC,
+}
+
+
+def _floor(route: Route) -> str:
+    """The least scope a route of this kind may ask for."""
+    if route.template.startswith("/api/v1/admin/"):
+        return "admin"
+    if (route.method, route.template) in _BELOW_THEIR_KIND:
+        return _BELOW_THEIR_KIND[(route.method, route.template)]
+    return "read" if route.method in ("GET", "HEAD") else "write"
+
+
+def test_no_route_asks_less_than_its_kind_needs(server: LocalServer) -> None:
+    rank = {PUBLIC: -1, **{scope: i for i, scope in enumerate(SCOPES)}}
+    too_low = [
+        f"{route}: registered {route.scope}, needs at least {_floor(route)}"
+        for route in api_routes(server)
+        if rank[route.scope] < rank[_floor(route)]
+    ]
+    assert not too_low, too_low
+
+
+@pytest.fixture
+def scoped_keys(server: LocalServer) -> dict[str, str]:
+    """A key of each single scope (a ``write`` key also reads: scopes nest)."""
+    return {scope: server.create_key([scope]) for scope in SCOPES}
+
+
+async def test_a_key_of_a_weaker_scope_gets_403_naming_the_routes_scope(
+    server: LocalServer, session: aiohttp.ClientSession, scoped_keys: dict[str, str]
+) -> None:
+    checked = 0
+    for route in keyed_routes(server):
+        for scope in SCOPES[: SCOPES.index(route.scope)]:
+            headers = {"Authorization": f"Bearer {scoped_keys[scope]}"}
+            status, detail, _ = await _call(session, server, route, headers)
+            assert status == 403, (str(route), scope, status, detail)
+            assert f"lacks the '{route.scope}' scope" in str(detail), (str(route), detail)
+            checked += 1
+    assert checked > 20  # every write and admin route, with each weaker key
+
+
+async def test_a_key_of_exactly_the_routes_scope_gets_past_authorisation(
+    server: LocalServer, session: aiohttp.ClientSession, scoped_keys: dict[str, str]
+) -> None:
+    for route in keyed_routes(server):
+        headers = {"Authorization": f"Bearer {scoped_keys[route.scope]}"}
+        status, detail, _ = await _call(session, server, route, headers)
+        assert status not in (401, 403), (str(route), route.scope, status, detail)
+        assert status < 500, (str(route), route.scope, status, detail)
 
 
 async def test_public_api_routes_take_no_key_and_give_nothing_for_nothing(

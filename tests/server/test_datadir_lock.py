@@ -21,7 +21,7 @@ import pytest
 from labric.cli import main
 from labric.errors import LabricError
 from labric.server import LocalServer
-from labric.server.datadir import DataDirInUse, DataDirNotInitialised
+from labric.server.core.datadir import DataDirInUse, DataDirNotInitialised
 
 from .test_cli import STARTUP_TIMEOUT, _finish, _serve
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from labric import AsyncLabric, RetryPolicy
 from labric.server import LocalServer
-from labric.server.faults import (
+from labric.server.core.faults import (
     FAULT_HEADER,
     FaultConfig,
     FaultConfigError,

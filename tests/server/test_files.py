@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from labric.server import LocalServer
-from labric.server.blobs import BlobStore, UploadFile
+from labric.server.core.blobs import BlobStore, UploadFile
 
 from ._support import KiB, Wire, crc_b64
 

@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from labric.server import records
-from labric.server.auth import expand_scopes, parse_key, parse_scopes
-from labric.server.blobs import BlobStore, crc32c_b64, decode_crc32c, native_executable_kind
-from labric.server.db import MIGRATIONS, Database, DatabaseError, connect, from_iso, iso
-from labric.server.routes._common import plan_parts
-from labric.server.routes.files import safe_content_type, text_preview
-from labric.server.routes.storage import Unsatisfiable, byte_range
-from labric.server.signing import SignatureError, URLSigner
+from labric.server.core import records
+from labric.server.core.auth import expand_scopes, parse_key, parse_scopes
+from labric.server.core.blobs import BlobStore, crc32c_b64, decode_crc32c, native_executable_kind
+from labric.server.core.db import MIGRATIONS, Database, DatabaseError, connect, from_iso, iso
+from labric.server.core.signing import SignatureError, URLSigner
+from labric.server.files.common import plan_parts, safe_content_type
+from labric.server.files.routes import text_preview
+from labric.server.files.storage import Unsatisfiable, byte_range
 
 from ._support import FakeClock, crc_b64
 

@@ -12,9 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from labric.server import LocalServer, blobs
-from labric.server.blobs import BlobStore, PartSuperseded, UploadSealed
-from labric.server.routes import storage
+from labric.server import LocalServer
+from labric.server.core import uploads
+from labric.server.core.blobs import BlobStore, PartSuperseded, UploadSealed
+from labric.server.files import storage
 
 from ._support import KiB, Wire, crc_b64
 
@@ -191,17 +192,17 @@ async def test_a_newer_put_of_a_part_takes_over(
     # disk write (on a blob thread) says when.
     loop = asyncio.get_running_loop()
     landed = asyncio.Event()
-    write_all = blobs._write_all
+    write_all = uploads.write_all
 
     def noted(fd: int, buffers: Sequence[bytes], position: int | None) -> None:
         write_all(fd, buffers, position)
         loop.call_soon_threadsafe(landed.set)
 
-    monkeypatch.setattr(blobs, "_write_all", noted)
+    monkeypatch.setattr(uploads, "write_all", noted)
     older_put = asyncio.create_task(older())
     async with asyncio.timeout(30):  # bounds a hang only
         await landed.wait()
-    monkeypatch.setattr(blobs, "_write_all", write_all)
+    monkeypatch.setattr(uploads, "write_all", write_all)
     assert await _put(swire, first, _piece(first)) == 200
     release.set()
     assert await older_put in (409, 0)

@@ -203,7 +203,7 @@ async def test_confirmed_upload_is_never_sent_twice(
 async def test_interrupted_download_leaves_no_final_file(
     parts_server: LocalServer, make_file: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from labric.server.faults import FaultConfig
+    from labric.server.core.faults import FaultConfig
 
     async with make_client(parts_server, tmp_path / "state", max_retries=0) as client:
         small = await client.files.upload(make_file("s.bin", 100_000))
@@ -228,7 +228,7 @@ async def test_interrupted_download_leaves_no_final_file(
 async def test_cancelled_bulk_download_leaves_no_partial_final_files(
     parts_server: LocalServer, make_file: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from labric.server.faults import FaultConfig
+    from labric.server.core.faults import FaultConfig
 
     async with make_client(parts_server, tmp_path / "state") as client:
         ids = [

@@ -17,7 +17,7 @@ from labric import AsyncLabric, RetryPolicy, TransferConfig
 from labric._transfer.checksum import crc32c, crc32c_to_b64
 from labric.errors import IntegrityError
 from labric.server import LocalServer
-from labric.server.faults import FaultConfig
+from labric.server.core.faults import FaultConfig
 
 from .conftest import PART, make_client
 

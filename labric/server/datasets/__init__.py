@@ -8,8 +8,10 @@ Modules:
 * :mod:`.boundary`: read-only SQL over one organisation's tables (``tools/query``, dashboards).
 * :mod:`.define`: reading a table definition (``POST /v1/datasets``).
 * :mod:`.reads`: ``tools/read`` filters and pages.
-* :mod:`.write`: the ``data/write`` engine and revert.
-* :mod:`.routes`: the HTTP handlers.
+* :mod:`.validate`: ``data/write`` phase 1, validating and planning a request.
+* :mod:`.write`: ``data/write`` phase 2, the writes, and revert.
+* :mod:`.platform`: platform rows as the record routes write them.
+* :mod:`.routes`: the HTTP handlers; :mod:`.wire`: the family's component schemas.
 
 The platform API, for the routes that keep experiments, instruments and dashboards::
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labric.server._http import Fields
+from labric.server.core.http import Fields
 from labric.server.datasets.schema import (
     CATEGORIES,
     DATA_TYPES,

@@ -1,4 +1,5 @@
-"""The dataset routes: the hosted ``tools/*``, ``data/write`` and revert, plus local table routes.
+"""The dataset routes: the hosted ``tools/*``, ``data/write`` and revert, plus local table routes
+(the limits are set through :mod:`labric.server.admin.routes`).
 
 ==========================================  =====  ============================================
 route                                       scope  what
@@ -11,7 +12,6 @@ route                                       scope  what
 ``GET  /v1/datasets``                       read   local: table definitions (as the schema)
 ``GET  /v1/datasets/{name}``                read   local: one table definition
 ``POST /v1/datasets``                       write  local: create a table
-``GET|PUT /v1/admin/datasets/limits``       admin  local: query and lock limits
 ==========================================  =====  ============================================
 
 Error bodies follow the hosted shapes: ``{"detail": ...}``, 422 ``{"detail": [...]}``, and for
@@ -29,11 +29,22 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
-import attrs
 from aiohttp import web
 
-from labric.server import records
-from labric.server._http import (
+from labric.server.core import records
+from labric.server.core.auth import principal
+from labric.server.core.declare import (
+    EXECUTION_ID,
+    OBJECT,
+    PAGE,
+    Body,
+    Operation,
+    Response,
+    array,
+    path_param,
+    ref,
+)
+from labric.server.core.http import (
     Fields,
     HTTPError,
     decode_json,
@@ -41,22 +52,15 @@ from labric.server._http import (
     json_response,
     read_json_object,
 )
+from labric.server.core.routing import Router, Routes
+from labric.server.core.state import STATE, ServerState
+from labric.server.datasets import wire
 from labric.server.datasets.boundary import QueryError
 from labric.server.datasets.define import parse_definition
 from labric.server.datasets.reads import ReadError, read_page
-from labric.server.datasets.store import Busy, DatasetLimits, DatasetStore, insert_definition
-from labric.server.datasets.write import (
-    MAX_BODY_BYTES,
-    Rejected,
-    TooLarge,
-    WriteOutcome,
-    apply_write,
-    check_size,
-    revert,
-)
-from labric.server.routes._common import principal
-from labric.server.routing import Router
-from labric.server.state import STATE, ServerState
+from labric.server.datasets.store import Busy, DatasetStore, insert_definition
+from labric.server.datasets.validate import MAX_BODY_BYTES, Rejected, TooLarge, check_size
+from labric.server.datasets.write import WriteOutcome, apply_write, revert
 
 __all__ = ["DATASETS", "DEFAULT_JOB_NAME", "install", "register"]
 
@@ -67,6 +71,9 @@ DEFAULT_JOB_NAME = "Off-Platform Manual Job"
 #: Seconds a 429 asks the client to wait.
 RETRY_AFTER = 1
 _PARSE_IN_THREAD = 256 * 1024
+
+
+ROUTES = Routes(wire.DATASETS_FAMILY)
 
 
 def install(app: web.Application, state: ServerState) -> None:
@@ -92,12 +99,42 @@ def _busy() -> HTTPError:
 # -- schema and definitions ------------------------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/tools/schema",
+        scope="read",
+        summary="Every table: the organisation's own first, then platform tables",
+        responses=(Response(schema=array(ref("TableInfo"))),),
+        hosted=True,
+    )
+)
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/datasets",
+        scope="read",
+        summary="Table definitions (as tools/schema)",
+        responses=(Response(schema=array(ref("TableInfo"))),),
+    )
+)
 async def get_schema(request: web.Request) -> web.StreamResponse:
     """``GET /v1/tools/schema`` (also ``GET /v1/datasets``)."""
     org = await request.app[DATASETS].org(principal(request).org_id)
     return json_response([t.schema_json() for t in org.catalog.ordered()])
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/datasets/{name}",
+        scope="read",
+        summary="One table's definition",
+        params=(path_param("name", "The table's name"),),
+        responses=(Response(schema=ref("TableInfo")),),
+        errors={404: "No such table"},
+    )
+)
 async def get_dataset(request: web.Request) -> web.StreamResponse:
     """``GET /v1/datasets/{name}``: one table's definition."""
     org = await request.app[DATASETS].org(principal(request).org_id)
@@ -108,6 +145,17 @@ async def get_dataset(request: web.Request) -> web.StreamResponse:
     return json_response(table.schema_json())
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/datasets",
+        scope="write",
+        summary="Create a table",
+        body=Body(schema=ref("TableDefinition")),
+        responses=(Response(status=201, description="Created", schema=ref("TableInfo")),),
+        errors={409: "A table of that name exists", 429: wire.BUSY},
+    )
+)
 async def create_dataset(request: web.Request) -> web.StreamResponse:
     """``POST /v1/datasets``: create a table."""
     org = await request.app[DATASETS].org(principal(request).org_id)
@@ -149,6 +197,23 @@ def _decode_cursor(cursor: str) -> int:
     raise HTTPError(400, "Invalid cursor: pass back the one from the previous page's Link header")
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/tools/read",
+        scope="read",
+        summary="Rows by equality filters, a page at a time",
+        params=PAGE,
+        body=Body(schema=ref("ReadRequest")),
+        responses=(Response(schema=array(OBJECT)),),
+        errors={
+            400: "A filter names no column, an invalid cursor, several rows in mode single",
+            404: "No such table",
+        },
+        paginated=True,
+        hosted=True,
+    )
+)
 async def read_rows(request: web.Request) -> web.StreamResponse:
     """``POST /v1/tools/read``: rows by equality filters, a page at a time."""
     state = request.app[STATE]
@@ -201,6 +266,18 @@ async def read_rows(request: web.Request) -> web.StreamResponse:
     return json_response(rows, headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/tools/query",
+        scope="read",
+        summary="Read-only SQL on the organisation's tables (positional %s parameters)",
+        body=Body(schema=ref("QueryRequest")),
+        responses=(Response(schema=ref("QueryResult")),),
+        errors={400: "The query was refused, failed, ran too long or returned too much"},
+        hosted=True,
+    )
+)
 async def run_query(request: web.Request) -> web.StreamResponse:
     """``POST /v1/tools/query``: read-only SQL on the caller's organisation."""
     org = await request.app[DATASETS].org(principal(request).org_id)
@@ -296,6 +373,23 @@ def _record(
         )
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/data/write",
+        scope="write",
+        summary="Table writes and series in one transaction",
+        body=Body(schema=ref("WriteRequest"), checked=False),  # read by write_data (hosted wording)
+        responses=(Response(schema=ref("WriteResult")),),
+        errors={
+            400: "Problems with the request (all listed; nothing was written)",
+            413: "The body is 4.5 MB or more, or over the row or value limits",
+            429: wire.BUSY,
+        },
+        error_schemas={400: {"anyOf": [ref("WriteErrors"), ref("Error")]}},
+        hosted=True,
+    )
+)
 async def write_data(request: web.Request) -> web.StreamResponse:
     """``POST /v1/data/write``: see :mod:`labric.server.datasets.write`."""
     state = request.app[STATE]
@@ -429,6 +523,19 @@ def _warnings(summaries: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/job-executions/{execution_id}/revert",
+        scope="write",
+        summary="Delete what an execution created (files, rows and their series)",
+        params=(EXECUTION_ID,),
+        responses=(Response(schema=ref("RevertResult")),),
+        errors={404: "No such execution", 429: wire.BUSY},
+        hosted=True,
+        tag="job-executions",
+    )
+)
 async def revert_execution(request: web.Request) -> web.StreamResponse:
     """``POST /v1/job-executions/{execution_id}/revert``: delete what the execution created."""
     state = request.app[STATE]
@@ -468,34 +575,6 @@ async def revert_execution(request: web.Request) -> web.StreamResponse:
     )
 
 
-# -- admin -----------------------------------------------------------------------------------
-
-
-async def get_limits(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/admin/datasets/limits``."""
-    return json_response(attrs.asdict(request.app[DATASETS].limits))
-
-
-async def put_limits(request: web.Request) -> web.StreamResponse:
-    """``PUT /v1/admin/datasets/limits``: replace the limits (keys left out take defaults)."""
-    store = request.app[DATASETS]
-    body = await read_json_object(request, optional=True)
-    try:
-        store.limits = DatasetLimits(**body)
-    except (TypeError, ValueError) as exc:
-        raise invalid(["body"], f"Invalid limits: {exc}") from None
-    return json_response(attrs.asdict(store.limits))
-
-
 def register(router: Router) -> None:
     """Add the dataset routes."""
-    router.api("GET", "/v1/tools/schema", get_schema, scope="read")
-    router.api("POST", "/v1/tools/read", read_rows, scope="read")
-    router.api("POST", "/v1/tools/query", run_query, scope="read")
-    router.api("POST", "/v1/data/write", write_data, scope="write")
-    router.api("POST", "/v1/job-executions/{execution_id}/revert", revert_execution, scope="write")
-    router.api("GET", "/v1/datasets", get_schema, scope="read")
-    router.api("POST", "/v1/datasets", create_dataset, scope="write")
-    router.api("GET", "/v1/datasets/{name}", get_dataset, scope="read")
-    router.api("GET", "/v1/admin/datasets/limits", get_limits, scope="admin")
-    router.api("PUT", "/v1/admin/datasets/limits", put_limits, scope="admin")
+    router.add(ROUTES)

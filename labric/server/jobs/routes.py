@@ -15,16 +15,26 @@ existing trigger in place.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from labric.server import records
-from labric.server._http import (
+from labric.server.core import records
+from labric.server.core.auth import principal
+from labric.server.core.declare import (
+    JOB_ID,
+    PAGE,
+    QUERY_BOOLEAN,
+    Body,
+    Operation,
+    Param,
+    Response,
+    array,
+    ref,
+    string,
+)
+from labric.server.core.http import (
     DEFAULT_JSON_LIMIT,
     Fields,
     HTTPError,
@@ -32,17 +42,15 @@ from labric.server._http import (
     json_response,
     read_json_object,
 )
-from labric.server.jobs import store, triggers
+from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
+from labric.server.core.routing import Router, Routes
+from labric.server.core.state import STATE, ServerState
+from labric.server.jobs import store, triggers, wire
 from labric.server.jobs.params import resolve_parameters, validate_definitions
-from labric.server.routes._common import principal
-from labric.server.routing import Router
-from labric.server.state import STATE, ServerState
 
 __all__ = [
     "MAX_RUN_FILES",
     "MAX_TIMEOUT_SECONDS",
-    "decode_cursor",
-    "encode_cursor",
     "execution_json",
     "job_json",
     "register",
@@ -57,6 +65,9 @@ _TRIGGER_FIELDS = ("trigger_category", "trigger_instrument_id", "trigger_conditi
 
 
 # -- wire shapes ---------------------------------------------------------------------------
+
+
+ROUTES = Routes(wire.JOBS)
 
 
 def job_json(job: store.JobRecord, *, with_code: bool = False) -> dict[str, Any]:
@@ -109,35 +120,6 @@ def execution_json(row: store.ExecutionRecord) -> dict[str, Any]:
         "parameters": row.parameters or {},
         "trigger": row.trigger_info,
     }
-
-
-def encode_cursor(created_at: str, rowid: int) -> str:
-    """An opaque cursor for ``(created_at, rowid)`` listings."""
-    raw = json.dumps([created_at, rowid], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    """The position an :func:`encode_cursor` cursor names (400 when it is not one)."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, rowid = json.loads(raw)
-        # SQLite integers have 64 bits: a larger one would fail the query, not the cursor.
-        if isinstance(created_at, str) and isinstance(rowid, int) and -(2**63) <= rowid < 2**63:
-            return created_at, rowid
-    except (ValueError, TypeError, binascii.Error):
-        pass
-    raise HTTPError(400, "Invalid cursor: pass back the one from the previous page's Link header")
-
-
-def page_size(state: ServerState, limit: int | None) -> int:
-    """Items per page for a listing's ``limit``."""
-    return min(limit or state.settings.default_page_size, state.settings.max_page_size)
-
-
-def next_link(request: web.Request, cursor: str) -> dict[str, str]:
-    """The ``Link`` header pointing at the next page."""
-    return {"Link": f'<{request.url.update_query({"cursor": cursor})}>; rel="next"'}
 
 
 # -- request fields the shared Fields helper does not cover ---------------------------------
@@ -294,6 +276,27 @@ def _duplicate(name: str) -> HTTPError:
 # -- handlers ------------------------------------------------------------------------------
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/jobs",
+        scope="read",
+        summary="Jobs, newest first (archived ones only with archived=true)",
+        params=(
+            Param(name="name", where="query", schema=string(maxLength=255)),
+            Param(
+                name="archived",
+                where="query",
+                schema=QUERY_BOOLEAN,
+            ),
+            *PAGE,
+        ),
+        responses=(Response(schema=array(ref("Job"))),),
+        errors={400: "Invalid cursor"},
+        paginated=True,
+        hosted=True,
+    )
+)
 async def list_jobs(request: web.Request) -> web.StreamResponse:
     """``GET /v1/jobs``: jobs, newest first; archived ones only with ``archived=true``."""
     state = request.app[STATE]
@@ -323,6 +326,18 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
     return json_response([job_json(row) for row in rows], headers=headers)
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/jobs",
+        scope="write",
+        summary="Create a draft job",
+        body=Body(schema=ref("CreateJobRequest")),
+        responses=(Response(schema=ref("Job")),),
+        errors={404: "The trigger's instrument does not exist", 409: "The name is taken"},
+        hosted=True,
+    )
+)
 async def create_job(request: web.Request) -> web.StreamResponse:
     """``POST /v1/jobs``: a new draft job (409 when the name is taken)."""
     state = request.app[STATE]
@@ -385,6 +400,17 @@ async def create_job(request: web.Request) -> web.StreamResponse:
     return json_response(job_json(await state.db.run(create), with_code=True))
 
 
+@ROUTES.route(
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}",
+        scope="read",
+        summary="One job, with its current script",
+        params=(JOB_ID,),
+        responses=(Response(schema=ref("Job")),),
+        errors={404: "No such job"},
+    )
+)
 async def get_job(request: web.Request) -> web.StreamResponse:
     """``GET /v1/jobs/{job_id}``: one job, with its current script."""
     state = request.app[STATE]
@@ -397,6 +423,23 @@ async def get_job(request: web.Request) -> web.StreamResponse:
     return json_response(job_json(job, with_code=True))
 
 
+@ROUTES.route(
+    Operation(
+        method="PATCH",
+        path="/v1/jobs/{job_id}",
+        scope="write",
+        summary="Change the fields sent; new code or edits make a new script version",
+        params=(JOB_ID,),
+        body=Body(schema=ref("UpdateJobRequest")),
+        responses=(Response(schema=ref("Job")),),
+        errors={
+            400: "An edit does not match the script exactly once; nothing was saved",
+            404: "No such job (or trigger instrument)",
+            409: "The new name is taken",
+        },
+        hosted=True,
+    )
+)
 async def update_job(request: web.Request) -> web.StreamResponse:
     """``PATCH /v1/jobs/{job_id}``: change the fields sent (see the module docstring)."""
     state = request.app[STATE]
@@ -502,6 +545,21 @@ async def update_job(request: web.Request) -> web.StreamResponse:
     return json_response(job_json(await state.db.run(update), with_code=True))
 
 
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/jobs/{job_id}/runs",
+        scope="write",
+        summary="Queue a platform execution of the job's current script",
+        params=(JOB_ID,),
+        body=Body(schema=ref("RunJobRequest"), required=False),
+        responses=(Response(schema=ref("JobExecution")),),
+        errors={
+            400: "The job is archived or has no script",
+            404: "No such job, or an input file does not exist",
+        },
+    )
+)
 async def run_job(request: web.Request) -> web.StreamResponse:
     """``POST /v1/jobs/{job_id}/runs``: queue a platform execution of the job's current script."""
     state = request.app[STATE]
@@ -557,8 +615,4 @@ async def run_job(request: web.Request) -> web.StreamResponse:
 
 def register(router: Router) -> None:
     """Add the jobs routes."""
-    router.api("GET", "/v1/jobs", list_jobs, scope="read")
-    router.api("POST", "/v1/jobs", create_job, scope="write")
-    router.api("GET", "/v1/jobs/{job_id}", get_job, scope="read")
-    router.api("PATCH", "/v1/jobs/{job_id}", update_job, scope="write")
-    router.api("POST", "/v1/jobs/{job_id}/runs", run_job, scope="write")
+    router.add(ROUTES)

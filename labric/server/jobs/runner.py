@@ -72,11 +72,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import labric
-from labric.server.jobs import store
+from labric.server.jobs import firing, store
 
 if TYPE_CHECKING:
-    from labric.server.auth import Principal
-    from labric.server.state import ServerState
+    from labric.server.core.auth import Principal
+    from labric.server.core.state import ServerState
 
 __all__ = ["JobRunner", "LogBuffer", "on_file_confirmed"]
 
@@ -238,7 +238,7 @@ class JobRunner:
         """Fire ``file_uploaded`` triggers for a newly confirmed file; return the queued ids."""
         started = await self._state.db.run(
             functools.partial(
-                store.fire_file_uploaded,
+                firing.fire_file_uploaded,
                 file_id=file_id,
                 uploader_execution_id=uploader_execution_id,
                 default_timeout=self._state.settings.job_timeout,
@@ -255,7 +255,7 @@ class JobRunner:
             return []
         started = await self._state.db.run(
             functools.partial(
-                store.fire_schedules,
+                firing.fire_schedules,
                 clock=self._state.clock(),
                 default_timeout=self._state.settings.job_timeout,
             )
@@ -359,7 +359,7 @@ class JobRunner:
             try:
                 started = await self._state.db.run(
                     functools.partial(
-                        store.finish_platform,
+                        firing.finish_platform,
                         execution_id=execution_id,
                         status=status,
                         exit_code=exit_code,

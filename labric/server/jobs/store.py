@@ -1,33 +1,29 @@
 """Data access for jobs, scripts, triggers and platform executions.
 
-Like :mod:`labric.server.records`, every function takes the connection first and runs inside the
-transaction :meth:`labric.server.db.Database.run` opened, so a caller composes several into one
-atomic step. The trigger functions (``fire_*``) decide *and* enqueue in the caller's transaction:
-the upload's confirmation, or an execution's end, and the runs they start are committed together
-or not at all when composed that way.
+Like :mod:`labric.server.core.records`, every function takes the connection first and runs inside
+the transaction :meth:`labric.server.core.db.Database.run` opened, so a caller composes several
+into one atomic step. The trigger functions (``fire_*``), which decide *and* enqueue in the
+caller's transaction, are in :mod:`labric.server.jobs.firing`.
 
 Executions move ``queued`` -> ``running`` -> ``completed`` | ``failed``. Only
 :func:`claim_next` starts one (and creates its ephemeral key in the same step); only
-:func:`finish_platform` and :func:`fail_unfinished` end one. The key needs no revoking: it is
-accepted only while its execution is ``running`` (and expires anyway shortly after the
-execution's time limit).
+:func:`~labric.server.jobs.firing.finish_platform` and :func:`fail_unfinished` end one. The
+key needs no revoking: it is accepted only while its execution is ``running`` (and expires
+anyway shortly after the execution's time limit).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from labric.server import auth, records
-from labric.server.db import from_iso, iso
-from labric.server.jobs import triggers
+from labric.server.core import auth, records
+from labric.server.core.db import iso
 from labric.server.jobs.cron import CronError, CronSchedule
-from labric.server.jobs.params import resolve_parameters
 
 __all__ = [
     "Claim",
@@ -41,11 +37,8 @@ __all__ = [
     "execution_list",
     "execution_logs",
     "fail_unfinished",
-    "finish_platform",
-    "fire_file_uploaded",
-    "fire_job_completed",
-    "fire_schedules",
     "job_by_name",
+    "job_from_row",
     "job_get",
     "job_insert",
     "job_list",
@@ -54,6 +47,7 @@ __all__ = [
     "script_add",
     "script_get",
     "trigger_delete",
+    "trigger_of",
     "trigger_set",
 ]
 
@@ -102,7 +96,7 @@ class JobRecord:
     code: str | None = None
 
 
-def _trigger_of(conn: sqlite3.Connection, job_id: str) -> TriggerRecord | None:
+def trigger_of(conn: sqlite3.Connection, job_id: str) -> TriggerRecord | None:
     row = conn.execute(
         "SELECT t.*, i.name AS instrument_name FROM job_triggers t "
         "LEFT JOIN instruments i ON i.id = t.instrument_id WHERE t.job_id = ?",
@@ -121,7 +115,7 @@ def _trigger_of(conn: sqlite3.Connection, job_id: str) -> TriggerRecord | None:
     )
 
 
-def _job(conn: sqlite3.Connection, row: sqlite3.Row, with_code: bool) -> JobRecord:
+def job_from_row(conn: sqlite3.Connection, row: sqlite3.Row, with_code: bool) -> JobRecord:
     code = script_get(conn, row["id"], row["script_version"]) if with_code else None
     return JobRecord(
         id=row["id"],
@@ -135,7 +129,7 @@ def _job(conn: sqlite3.Connection, row: sqlite3.Row, with_code: bool) -> JobReco
         script_version=int(row["script_version"]),
         parameter_definitions=_loads(row["parameter_definitions"]),
         timeout_seconds=row["timeout_seconds"],
-        trigger=_trigger_of(conn, row["id"]),
+        trigger=trigger_of(conn, row["id"]),
         rowid=int(row["rowid"]),
         code=code,
     )
@@ -148,7 +142,7 @@ def job_get(
     row = conn.execute(
         "SELECT rowid, * FROM jobs WHERE id = ? AND org_id = ?", (job_id, org_id)
     ).fetchone()
-    return _job(conn, row, with_code) if row else None
+    return job_from_row(conn, row, with_code) if row else None
 
 
 def job_by_name(conn: sqlite3.Connection, org_id: str, name: str) -> str | None:
@@ -185,7 +179,7 @@ def job_list(
         "ORDER BY created_at DESC, rowid DESC LIMIT ?",
         params,
     ).fetchall()
-    return [_job(conn, row, False) for row in rows]
+    return [job_from_row(conn, row, False) for row in rows]
 
 
 def job_insert(
@@ -295,7 +289,7 @@ def trigger_set(
     now: str,
 ) -> None:
     """Create or replace a job's trigger (keeping its id when it had one)."""
-    existing = _trigger_of(conn, job_id)
+    existing = trigger_of(conn, job_id)
     trigger_id = existing.id if existing is not None else records.new_id()
     source = (conditions or {}).get("source_job_id") if category == "job_completed" else None
     due = next_fire_at(conditions or {}, clock) if category == "schedule" else None
@@ -551,36 +545,6 @@ def claim_next(
     )
 
 
-def finish_platform(
-    conn: sqlite3.Connection,
-    execution_id: str,
-    *,
-    status: str,
-    exit_code: int | None,
-    logs: str,
-    truncated: bool,
-    clock: float,
-    default_timeout: float,
-) -> list[str]:
-    """End a running platform execution and fire ``job_completed`` triggers.
-
-    Its key stops working at once: the authentication middleware refuses a job execution's key
-    unless the execution is running, with a message saying it ended.
-
-    Returns:
-        The ids of the executions the triggers queued.
-    """
-    now = iso(clock)
-    cur = conn.execute(
-        "UPDATE job_executions SET status = ?, completed_at = ?, exit_code = ?, logs = ?, "
-        "logs_truncated = ? WHERE id = ? AND status = 'running'",
-        (status, now, exit_code, logs, int(truncated), execution_id),
-    )
-    if cur.rowcount == 0:
-        return []
-    return fire_job_completed(conn, execution_id, clock=clock, default_timeout=default_timeout)
-
-
 def fail_unfinished(conn: sqlite3.Connection, *, now: str, reason: str) -> list[str]:
     """Fail every queued or running platform execution with ``reason`` as a last log line.
 
@@ -599,207 +563,3 @@ def fail_unfinished(conn: sqlite3.Connection, *, now: str, reason: str) -> list[
         [(now, line, line, i) for i in ids],
     )
     return ids
-
-
-# -- firing triggers -----------------------------------------------------------------------
-
-
-def _chain_of(conn: sqlite3.Connection, execution_id: str | None) -> list[str]:
-    """The chain of jobs behind what an execution produced: its own chain, then its job."""
-    if execution_id is None:
-        return []
-    execution = execution_get(conn, execution_id)
-    if execution is None:
-        return []
-    return [*execution.lineage, execution.job_id]
-
-
-def _runnable(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(
-        "SELECT rowid, * FROM jobs WHERE id = ? AND archived = 0 AND script_version > 0",
-        (job_id,),
-    ).fetchone()
-    return _job(conn, row, False) if row else None
-
-
-def _start_triggered(
-    conn: sqlite3.Connection,
-    job: JobRecord,
-    trigger: TriggerRecord,
-    *,
-    chain: list[str],
-    file_ids: Sequence[str],
-    extra: Mapping[str, Any],
-    default_timeout: float,
-    now: str,
-) -> str | None:
-    if job.id in chain or len(chain) >= triggers.MAX_CHAIN:
-        return None
-    parameters, _ = resolve_parameters(job.parameter_definitions, None, manual=False)
-    info = {
-        "category": trigger.category,
-        "trigger_id": trigger.id,
-        "file_id": None,
-        "source_execution_id": None,
-        "scheduled_for": None,
-        **extra,
-    }
-    return enqueue(
-        conn,
-        job,
-        file_ids=file_ids,
-        parameters=parameters,
-        trigger_info=info,
-        lineage=chain,
-        timeout_seconds=job.timeout_seconds or default_timeout,
-        now=now,
-    )
-
-
-def fire_file_uploaded(
-    conn: sqlite3.Connection,
-    file_id: str,
-    *,
-    uploader_execution_id: str | None,
-    default_timeout: float,
-    now: str,
-) -> list[str]:
-    """Queue a run of every job whose ``file_uploaded`` trigger matches a confirmed file.
-
-    Args:
-        file_id: The file just confirmed.
-        uploader_execution_id: The execution whose ephemeral key uploaded it, if any (its chain
-            counts even when the file names another execution or only an instrument).
-    """
-    row = records.file_get(conn, file_id)
-    if row is None or row.status != "confirmed":
-        return []
-    chain = _chain_of(conn, uploader_execution_id or row.job_execution_id)
-    if uploader_execution_id and row.job_execution_id not in (None, uploader_execution_id):
-        chain = [*chain, *_chain_of(conn, row.job_execution_id)]
-    facts = triggers.FileFacts(
-        original_path=row.original_path,
-        file_name=row.file_name,
-        source_type=row.source_type,
-        instrument_id=row.instrument_id,
-        size_kilobytes=math.ceil((row.size_bytes or 0) / 1024),
-    )
-    started = []
-    for trigger_row in conn.execute(
-        "SELECT job_id FROM job_triggers WHERE org_id = ? AND category = 'file_uploaded' "
-        "ORDER BY created_at, id",
-        (row.org_id,),
-    ).fetchall():
-        job = _runnable(conn, trigger_row["job_id"])
-        if job is None or job.trigger is None:
-            continue
-        if not triggers.file_matches(
-            job.trigger.conditions or {}, job.trigger.instrument_id, facts
-        ):
-            continue
-        execution_id = _start_triggered(
-            conn,
-            job,
-            job.trigger,
-            chain=chain,
-            file_ids=[row.id],
-            extra={"file_id": row.id},
-            default_timeout=default_timeout,
-            now=now,
-        )
-        if execution_id is not None:
-            started.append(execution_id)
-    return started
-
-
-def fire_job_completed(
-    conn: sqlite3.Connection, execution_id: str, *, clock: float, default_timeout: float
-) -> list[str]:
-    """Queue the runs that ``job_completed`` triggers start for an execution that just ended."""
-    source = execution_get(conn, execution_id)
-    if source is None or source.status not in ("completed", "failed"):
-        return []
-    now = iso(clock)
-    chain = [*source.lineage, source.job_id]
-    outputs = [
-        str(r["id"])
-        for r in conn.execute(
-            "SELECT id FROM files WHERE job_execution_id = ? AND status = 'confirmed' "
-            "ORDER BY created_at, seq",
-            (source.id,),
-        )
-    ]
-    started = []
-    for trigger_row in conn.execute(
-        "SELECT job_id FROM job_triggers WHERE source_job_id = ? AND category = 'job_completed' "
-        "AND org_id = ? ORDER BY created_at, id",
-        (source.job_id, source.org_id),
-    ).fetchall():
-        job = _runnable(conn, trigger_row["job_id"])
-        if job is None or job.trigger is None:
-            continue
-        if source.status not in triggers.completed_statuses(job.trigger.conditions):
-            continue
-        new_id = _start_triggered(
-            conn,
-            job,
-            job.trigger,
-            chain=chain,
-            file_ids=outputs,
-            extra={"source_execution_id": source.id},
-            default_timeout=default_timeout,
-            now=now,
-        )
-        if new_id is not None:
-            started.append(new_id)
-    return started
-
-
-def fire_schedules(conn: sqlite3.Connection, *, clock: float, default_timeout: float) -> list[str]:
-    """Queue a run of every schedule that is due at ``clock``, and move each to its next time.
-
-    A schedule that was due several times since it last fired (the server was down, or the
-    clock jumped) runs once, for its latest due time.
-    """
-    now = iso(clock)
-    started = []
-    due = conn.execute(
-        "SELECT job_id FROM job_triggers WHERE category = 'schedule' AND next_fire_at IS NOT NULL "
-        "AND next_fire_at <= ? ORDER BY next_fire_at, id",
-        (now,),
-    ).fetchall()
-    for trigger_row in due:
-        trigger = _trigger_of(conn, trigger_row["job_id"])
-        if trigger is None or trigger.next_fire_at is None:
-            continue
-        conditions = trigger.conditions or {}
-        scheduled = trigger.next_fire_at
-        try:
-            schedule = CronSchedule.parse(conditions["cron"], conditions["timezone"])
-            # The latest due time not after now (catch-up runs collapse into one).
-            latest = from_iso(scheduled)
-            following = schedule.next_after(latest)
-            while following <= clock:
-                latest, following = following, schedule.next_after(following)
-            scheduled, upcoming = iso(latest), iso(following)
-        except (CronError, KeyError):
-            upcoming = None
-        conn.execute(
-            "UPDATE job_triggers SET next_fire_at = ? WHERE id = ?", (upcoming, trigger.id)
-        )
-        job = _runnable(conn, trigger.job_id)
-        if job is None:
-            continue
-        execution_id = _start_triggered(
-            conn,
-            job,
-            trigger,
-            chain=[],
-            file_ids=[],
-            extra={"scheduled_for": scheduled},
-            default_timeout=default_timeout,
-            now=now,
-        )
-        if execution_id is not None:
-            started.append(execution_id)
-    return started

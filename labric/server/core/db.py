@@ -1,0 +1,544 @@
+"""The server's metadata store: one SQLite database, owned by one thread, migrated in order.
+
+Threading model
+    A :class:`Database` owns exactly one ``sqlite3.Connection`` and one single-worker thread pool;
+    the connection is created in that thread and only ever used there. Every operation is a plain
+    function ``fn(conn, *args)`` submitted to the thread (:meth:`Database.run` from the event loop,
+    :meth:`Database.run_sync` from any other thread). Because there is one worker, operations run
+    one at a time, in submission order, each inside its own ``BEGIN IMMEDIATE`` transaction: a
+    read-modify-write done inside one function is atomic with respect to every other request of
+    this process, and the immediate lock serialises it against other processes sharing the data
+    directory (``labric keys create`` while a server runs), with a busy timeout.
+
+Invariants
+    * ``PRAGMA foreign_keys=ON`` on every connection; WAL journal; ``synchronous=NORMAL`` (a power
+      cut may lose the last commits but never corrupts the database; blob bytes are fsynced by
+      :mod:`labric.server.core.blobs` before any row points at them). :meth:`Database.run_durable`
+      syncs its own commit, for the few steps whose loss a power cut must not allow.
+    * The schema version lives in ``schema_version``. :data:`MIGRATIONS` is append-only: a
+      release adds migrations at the end and never edits a published one. A database written by
+      a newer release (a version above the last known migration) is refused rather than guessed at.
+    * Timestamps are stored as fixed-width UTC ISO 8601 strings (``2025-01-02T03:04:05.000006Z``),
+      which sort lexicographically in time order and round-trip exactly.
+
+Failure behaviour
+    An exception raised by an operation rolls its transaction back and propagates to the awaiting
+    caller unchanged. Closing waits for the operation in progress, then closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+__all__ = [
+    "MIGRATIONS",
+    "Database",
+    "DatabaseError",
+    "Migration",
+    "from_iso",
+    "iso",
+    "migrate",
+]
+
+T = TypeVar("T")
+
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def iso(ts: float) -> str:
+    """Format a Unix timestamp as the stored (and wire) UTC ISO 8601 form."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    # strftime's %Y does not pad years before 1000 on every platform ("1-01-01"), which
+    # from_iso could not read back and which would sort wrongly as text.
+    return f"{moment.year:04d}" + moment.strftime(_ISO_FORMAT[2:])
+
+
+def from_iso(text: str) -> float:
+    """Parse a stored timestamp back into a Unix timestamp."""
+    return datetime.strptime(text, _ISO_FORMAT).replace(tzinfo=UTC).timestamp()
+
+
+class DatabaseError(Exception):
+    """The data directory's database cannot be used (e.g. written by a newer release)."""
+
+
+class Migration(NamedTuple):
+    """One schema step: ``version`` (1, 2, ...), a short ``name`` and the SQL to run."""
+
+    version: int
+    name: str
+    sql: str
+
+
+_INITIAL_SCHEMA = """
+CREATE TABLE organisations (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE server_meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+
+CREATE TABLE instruments (
+    id          TEXT PRIMARY KEY,
+    org_id      TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX instruments_org ON instruments(org_id);
+
+CREATE TABLE jobs (
+    id              TEXT PRIMARY KEY,
+    org_id          TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    description     TEXT,
+    archived        INTEGER NOT NULL DEFAULT 0,
+    publish_status  TEXT NOT NULL DEFAULT 'draft',
+    created_at      TEXT NOT NULL,
+    UNIQUE (org_id, name)
+);
+
+CREATE TABLE job_executions (
+    id            TEXT PRIMARY KEY,
+    org_id        TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    job_id        TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    status        TEXT NOT NULL,
+    off_platform  INTEGER NOT NULL,
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    completed_at  TEXT,
+    timeout_at    TEXT
+);
+CREATE INDEX job_executions_org_job ON job_executions(org_id, job_id);
+CREATE INDEX job_executions_timeout ON job_executions(status, timeout_at)
+    WHERE timeout_at IS NOT NULL;
+
+CREATE TABLE api_keys (
+    id                TEXT PRIMARY KEY,
+    prefix            TEXT NOT NULL UNIQUE,
+    secret_hash       TEXT NOT NULL,
+    org_id            TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    scopes            TEXT NOT NULL,
+    created_at        TEXT NOT NULL,
+    expires_at        TEXT,
+    revoked           INTEGER NOT NULL DEFAULT 0,
+    job_execution_id  TEXT REFERENCES job_executions(id) ON DELETE CASCADE
+);
+
+-- seq orders files that share a created_at (newest first, stable); id is the public id.
+CREATE TABLE files (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                TEXT NOT NULL UNIQUE,
+    org_id            TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    file_name         TEXT NOT NULL,
+    original_path     TEXT NOT NULL,
+    content_type      TEXT NOT NULL,
+    size_bytes        INTEGER,
+    crc32c            TEXT,
+    status            TEXT NOT NULL CHECK (status IN ('pending', 'confirmed')),
+    source_type       TEXT NOT NULL,
+    instrument_id     TEXT REFERENCES instruments(id) ON DELETE SET NULL,
+    job_execution_id  TEXT REFERENCES job_executions(id) ON DELETE SET NULL,
+    created_at        TEXT NOT NULL,
+    confirmed_at      TEXT,
+    part_size         INTEGER,
+    expected_size     INTEGER,
+    expected_crc32c   TEXT,
+    -- 0 while no object is stored; else the generation naming the object's blob.
+    generation        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX files_listing ON files(org_id, status, created_at, seq);
+CREATE INDEX files_instrument ON files(org_id, instrument_id, status);
+CREATE INDEX files_pending_path ON files(org_id, instrument_id, original_path)
+    WHERE status = 'pending';
+
+CREATE TABLE upload_parts (
+    file_id     TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    number      INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    crc32c      TEXT NOT NULL,
+    -- names the part's blob; a re-sent part gets a new generation.
+    generation  INTEGER NOT NULL,
+    PRIMARY KEY (file_id, number)
+);
+
+CREATE TABLE idempotency (
+    key_id      TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+    idem_key    TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    headers     TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (key_id, idem_key, method, path)
+);
+CREATE INDEX idempotency_age ON idempotency(created_at);
+"""
+
+_DATASETS_SCHEMA = """
+-- The ledger of committed data writes (POST /v1/data/write), one row per request, under the job
+-- execution it was recorded in. The rows themselves live in the organisation's own dataset
+-- database (datasets/<org_id>.sqlite3), which also tracks exactly which rows each execution
+-- created; this ledger keeps what revert cannot undo (updates, deletes, series replaced on
+-- parents the execution did not create), so revert can report it as warnings.
+CREATE TABLE dataset_writes (
+    id                TEXT PRIMARY KEY,
+    org_id            TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    job_execution_id  TEXT NOT NULL REFERENCES job_executions(id) ON DELETE CASCADE,
+    created_at        TEXT NOT NULL,
+    -- JSON: {"tables": [{table, mode, created, updated, deleted, cascade_deleted}],
+    --        "series": [{table, parents, parents_not_created, points_written, points_replaced}]}
+    summary           TEXT NOT NULL,
+    reverted_at       TEXT
+);
+CREATE INDEX dataset_writes_execution ON dataset_writes(job_execution_id);
+"""
+
+_JOBS_SCHEMA = """
+-- Jobs: the current script version (0: no script, e.g. a job made for off-platform runs),
+-- parameter definitions (a JSON list) and a default time limit for platform runs.
+ALTER TABLE jobs ADD COLUMN script_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN parameter_definitions TEXT;
+ALTER TABLE jobs ADD COLUMN timeout_seconds INTEGER;
+ALTER TABLE jobs ADD COLUMN updated_at TEXT;
+CREATE INDEX jobs_listing ON jobs(org_id, archived, created_at);
+
+-- Every version of every script; executions keep the version they ran.
+CREATE TABLE job_scripts (
+    job_id      TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    version     INTEGER NOT NULL,
+    code        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (job_id, version)
+);
+
+-- At most one trigger per job. instrument_id has no foreign key on purpose: a trigger restricted
+-- to an instrument that is later deleted must match nothing, not everything.
+CREATE TABLE job_triggers (
+    id             TEXT PRIMARY KEY,
+    job_id         TEXT NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,
+    org_id         TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    category       TEXT NOT NULL,
+    instrument_id  TEXT,
+    conditions     TEXT,
+    -- job_completed: the source job (copied out of conditions for the lookup)
+    source_job_id  TEXT,
+    -- schedule: when it fires next (stored UTC form)
+    next_fire_at   TEXT,
+    created_at     TEXT NOT NULL
+);
+CREATE INDEX job_triggers_category ON job_triggers(org_id, category);
+CREATE INDEX job_triggers_source ON job_triggers(source_job_id) WHERE source_job_id IS NOT NULL;
+CREATE INDEX job_triggers_due ON job_triggers(next_fire_at) WHERE next_fire_at IS NOT NULL;
+
+-- Platform executions: what they run (script version, input files, parameters), what started
+-- them (trigger_info, JSON; NULL for manual and off-platform runs), the chain of jobs that led
+-- to them (lineage, a JSON list of job ids), their time limit, exit code and captured logs.
+ALTER TABLE job_executions ADD COLUMN script_version INTEGER;
+ALTER TABLE job_executions ADD COLUMN file_ids TEXT;
+ALTER TABLE job_executions ADD COLUMN parameters TEXT;
+ALTER TABLE job_executions ADD COLUMN trigger_info TEXT;
+ALTER TABLE job_executions ADD COLUMN lineage TEXT;
+ALTER TABLE job_executions ADD COLUMN timeout_seconds REAL;
+ALTER TABLE job_executions ADD COLUMN exit_code INTEGER;
+ALTER TABLE job_executions ADD COLUMN logs TEXT;
+ALTER TABLE job_executions ADD COLUMN logs_truncated INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX job_executions_queue ON job_executions(status, created_at) WHERE off_platform = 0;
+CREATE INDEX job_executions_listing ON job_executions(org_id, created_at);
+"""
+
+_UPLOAD_FILE_SCHEMA = """
+-- A multipart upload writes every part in place into one file of the planned size,
+-- uploads/<file_id>.<upload_generation> (0: no such file yet). upload_parts.generation now holds
+-- the upload_generation its part was written into. Parts recorded under the one-file-per-part
+-- layout are forgotten: their uploads resume by sending them again.
+ALTER TABLE files ADD COLUMN upload_generation INTEGER NOT NULL DEFAULT 0;
+DELETE FROM upload_parts;
+"""
+
+_DASHBOARDS_SCHEMA = """
+-- Dashboards: a name, a description and the widgets (a JSON list, validated by
+-- labric.server.dashboards.store before it is stored).
+-- seq orders dashboards that share a created_at.
+CREATE TABLE dashboards (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    org_id       TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    widgets      TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX dashboards_listing ON dashboards(org_id, created_at, seq);
+"""
+
+_INSTRUMENTS_EXPERIMENTS_SCHEMA = """
+-- Instruments: what the platform table core_instrument mirrors, and when a device last paired.
+ALTER TABLE instruments ADD COLUMN description TEXT;
+ALTER TABLE instruments ADD COLUMN metadata TEXT;
+ALTER TABLE instruments ADD COLUMN updated_at TEXT;
+ALTER TABLE instruments ADD COLUMN paired_at TEXT;
+CREATE INDEX instruments_listing ON instruments(org_id, created_at);
+
+-- One-time pairing codes (only their hash). A code is spent once; idem_hash remembers the
+-- Idempotency-Key of the exchange that spent it, so a retried exchange can still answer.
+CREATE TABLE instrument_pairings (
+    code_hash      TEXT PRIMARY KEY,
+    instrument_id  TEXT NOT NULL REFERENCES instruments(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT NOT NULL,
+    used_at        TEXT,
+    idem_hash      TEXT,
+    key_id         TEXT
+);
+CREATE INDEX instrument_pairings_instrument ON instrument_pairings(instrument_id);
+
+-- A paired device's key belongs to its instrument (and goes with it).
+ALTER TABLE api_keys ADD COLUMN instrument_id TEXT REFERENCES instruments(id) ON DELETE CASCADE;
+
+-- Device status as periods, kept current as reports arrive (see routes/instruments.py):
+-- consecutive reports of one status extend a period; a silence longer than the offline
+-- threshold is stored as an offline period (synthetic = 1) covering the gap.
+CREATE TABLE device_periods (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    instrument_id  TEXT NOT NULL REFERENCES instruments(id) ON DELETE CASCADE,
+    status         TEXT NOT NULL,
+    app_version    TEXT,
+    is_watching    INTEGER,
+    synthetic      INTEGER NOT NULL DEFAULT 0,
+    first_seen     TEXT NOT NULL,
+    last_seen      TEXT NOT NULL
+);
+CREATE INDEX device_periods_window ON device_periods(instrument_id, last_seen);
+
+-- Experiments (mirrored into the platform table core_experiment), and their files.
+CREATE TABLE experiments (
+    id           TEXT PRIMARY KEY,
+    org_id       TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    status       TEXT NOT NULL,
+    tags         TEXT NOT NULL DEFAULT '[]',
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    started_at   TEXT,
+    ended_at     TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX experiments_listing ON experiments(org_id, created_at);
+
+CREATE TABLE experiment_files (
+    experiment_id  TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    file_id        TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (experiment_id, file_id)
+);
+CREATE INDEX experiment_files_file ON experiment_files(file_id);
+"""
+
+#: Every schema step since the first release, in order. Append only.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1, "organisations, keys, instruments, jobs, executions, files, idempotency", _INITIAL_SCHEMA
+    ),
+    Migration(2, "datasets: the write ledger", _DATASETS_SCHEMA),
+    Migration(3, "jobs: script versions, triggers, platform executions", _JOBS_SCHEMA),
+    Migration(4, "files: multipart uploads written in place", _UPLOAD_FILE_SCHEMA),
+    Migration(5, "dashboards", _DASHBOARDS_SCHEMA),
+    Migration(
+        6, "instruments: pairing, device status; experiments", _INSTRUMENTS_EXPERIMENTS_SCHEMA
+    ),
+    # Rows stored before it have no digest and match on method and path alone.
+    Migration(
+        7,
+        "idempotency: a digest of the request each key answered",
+        "ALTER TABLE idempotency ADD COLUMN digest TEXT;",
+    ),
+)
+
+
+def _casefold(value: str | None) -> str | None:
+    return value.casefold() if isinstance(value, str) else None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database at ``path`` with the server's settings and bring its schema up to date.
+
+    The connection is in autocommit mode (transactions are explicit) and belongs to the calling
+    thread.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        # Unicode-aware case folding for the files query (SQLite's lower() is ASCII only).
+        conn.create_function("casefold", 1, _casefold, deterministic=True)
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration the database has not seen yet; return the resulting version.
+
+    Raises:
+        DatabaseError: the database was written by a newer release.
+    """
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            current = 0
+        else:
+            current = int(row[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    latest = MIGRATIONS[-1].version
+    if current > latest:
+        raise DatabaseError(
+            f"The database is at schema version {current}, newer than this release knows "
+            f"({latest}); upgrade labric to use this data directory"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= current:
+            continue
+        try:
+            # executescript runs the whole step, version bump included, as one transaction.
+            conn.executescript(
+                "BEGIN IMMEDIATE;\n"
+                f"{migration.sql}\n"
+                f"UPDATE schema_version SET version = {migration.version};\n"
+                "COMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        current = migration.version
+    return current
+
+
+class Database:
+    """The metadata store, served by one dedicated thread (see the module docstring).
+
+    Args:
+        path: The SQLite file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.path}>"
+
+    def _open_in_thread(self) -> None:
+        self._conn = connect(self.path)
+
+    def _close_in_thread(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise DatabaseError("The database is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _durable_transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise DatabaseError("The database is closed")
+        conn.execute("PRAGMA synchronous=FULL")  # the WAL is synced as this transaction commits
+        try:
+            return self._transaction(fn, args)
+        finally:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+    def open_sync(self) -> None:
+        """Start the thread and open (and migrate) the database, blocking until done."""
+        with self._lock:
+            if self._executor is not None:
+                return
+            executor = ThreadPoolExecutor(1, thread_name_prefix="labric-db")
+            try:
+                executor.submit(self._open_in_thread).result()
+            except BaseException:
+                executor.shutdown(wait=True)
+                raise
+            self._executor = executor
+
+    async def open(self) -> None:
+        """Like :meth:`open_sync`, without blocking the event loop."""
+        await asyncio.to_thread(self.open_sync)
+
+    def close_sync(self) -> None:
+        """Wait for the operation in progress, close the connection and stop the thread."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            executor.submit(self._close_in_thread).result()
+        finally:
+            executor.shutdown(wait=True)
+
+    async def close(self) -> None:
+        """Like :meth:`close_sync`, without blocking the event loop."""
+        await asyncio.to_thread(self.close_sync)
+
+    def _require(self) -> ThreadPoolExecutor:
+        executor = self._executor
+        if executor is None:
+            raise DatabaseError("The database is not open")
+        return executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction on the database thread and await it."""
+        future = self._require().submit(self._transaction, fn, args)
+        return await asyncio.wrap_future(future)
+
+    async def run_durable(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run`, but the commit is on disk once this returns: a power cut cannot undo
+        it (one WAL sync; for steps that destroy or publish bytes on the strength of the row)."""
+        future = self._require().submit(self._durable_transaction, fn, args)
+        return await asyncio.wrap_future(future)
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one transaction and block until it is done.
+
+        For synchronous callers on other threads (helpers, the CLI). Never call it from the
+        database thread itself.
+        """
+        return self._require().submit(self._transaction, fn, args).result()

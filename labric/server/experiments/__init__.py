@@ -1,0 +1,3 @@
+"""Experiments on the local server: :mod:`.routes` (the HTTP handlers) over :mod:`.store`
+(their SQL);
+:mod:`.wire` holds the family's component schemas."""

@@ -1,0 +1,3 @@
+"""Instruments on the local server: :mod:`.routes` (the HTTP handlers, pairing and heartbeats)
+over :mod:`.store` (their SQL);
+:mod:`.wire` holds the family's component schemas."""

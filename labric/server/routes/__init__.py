@@ -1,1 +1,0 @@
-"""The server's route modules; each exposes ``register(router)``."""
