@@ -330,6 +330,7 @@ def _run_upload(
             "size_bytes": o.file.size_bytes if o.file else None,
             "crc32c_hash": o.file.crc32c_hash if o.file else None,
             "error": error_line(o.error) if o.error is not None else None,
+            "warnings": list(o.warnings),
         }
         for (local, name), o in zip(expanded, outcomes, strict=True)
     ]
@@ -444,6 +445,10 @@ def _finish(
         if not entries:
             summary = f"{verb}: nothing to transfer"
         sys.stderr.write(summary + "\n")
+    if not args.json:
+        # Said once each, though a warning about the call (closing its execution) is on every file.
+        for warning in dict.fromkeys(w for e in entries for w in e.get("warnings", ())):
+            sys.stderr.write(f"warning: {warning}\n")
     # Per-item messages, after the summary (the --json document carries them too).
     _report_failures(failures if not args.json else [])
     return bulk_exit_code(e for _, e in failures)
