@@ -189,6 +189,8 @@ class SinglePutUploads:
         self.objects: dict[str, bytes] = {}
         self.names: dict[str, str] = {}
         self.confirmed: list[str] = []
+        #: Statuses the next object PUTs answer (one each, in order) before storing anything.
+        self.put_failures: list[int] = []
 
     def install(self) -> SinglePutUploads:
         server = self.server
@@ -210,6 +212,9 @@ class SinglePutUploads:
         @server.route("PUT", "/put/{file_id}")
         async def put(request: web.Request) -> web.StreamResponse:
             data = await request.read()
+            if self.put_failures:
+                status = self.put_failures.pop(0)
+                return web.json_response({"detail": f"injected {status}"}, status=status)
             self.objects[request.match_info["file_id"]] = data
             return web.json_response(
                 {}, headers={"x-goog-hash": f"crc32c={crc32c_to_b64(crc32c(data))}"}
