@@ -15,9 +15,11 @@ few seconds when it is not; ``--quiet`` turns it off.
     one file object.
 ``files upload``, ``sync up``
     ``{"files": [{"source", "name", "ok", "skipped", "file_id", "size_bytes", "crc32c_hash",
-    "error"}], "summary": {"files", "ok", "skipped", "failed", "bytes_transferred",
+    "error", "warnings"}], "summary": {"files", "ok", "skipped", "failed", "bytes_transferred",
     "seconds"}}``, one entry per local file in the order walked; ``source`` is the local path,
-    ``name`` the file's path on the platform.
+    ``name`` the file's path on the platform, ``warnings`` what went wrong around a file that
+    was still uploaded (closing the run's execution, for one), also printed once each on stderr
+    without ``--json``.
 ``files download``, ``sync down``
     ``{"files": [{"file_id", "ok", "skipped", "path", "error"}], "summary": {...as above}}``.
 ``files rm``
