@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from labric import RetryPolicy, TransferConfig
@@ -33,6 +34,8 @@ class _MultipartServer:
         self.parts: dict[str, dict[int, bytes]] = {}
         self.confirmed: dict[str, bytes] = {}
         self.refuse_confirm = True
+        #: ``upload-status`` answers this part size instead of the real one.
+        self.status_part_size: object = PART
 
     def plan(self, file_id: str) -> list[dict[str, Any]]:
         return [
@@ -77,7 +80,7 @@ class _MultipartServer:
                 {
                     "file_id": file_id,
                     "status": "pending",
-                    "part_size": PART,
+                    "part_size": self.status_part_size,
                     "parts": [
                         {"number": n, "size": len(d), "crc32c": crc32c_to_b64(crc32c(d))}
                         for n, d in sorted(held.items())
@@ -144,3 +147,23 @@ async def test_parts_stored_before_a_same_mtime_rewrite_are_never_confirmed(
     assert server.confirmed == {uploaded.file_id: bytes(new)}
     assert uploaded.file_id == "f-2"  # a fresh upload, not the stored mix of f-1
     assert hostile.seen("POST", "/api/v1/files/f-1/confirm-upload") == []
+
+
+async def test_an_absurd_stored_plan_starts_a_fresh_upload_without_building_it(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    server = _MultipartServer(hostile).install()
+    source = tmp_path / "run.raw"
+    source.write_bytes(os.urandom(SIZE))
+    transfer = TransferConfig(multipart_threshold=2 * PART, state_dir=str(tmp_path / "state"))
+    retry = RetryPolicy(max_retries=0)
+    async with hostile.client(transfer=transfer, retry=retry) as client:
+        with pytest.raises(BadRequestError):
+            await client.files.upload(source, job_execution_id="ex-1")
+    # One-byte parts: a plan of SIZE ranges, over the 10,000-part limit.
+    server.status_part_size = 1
+    server.refuse_confirm = False
+    async with hostile.client(transfer=transfer, retry=retry) as client:
+        uploaded = await client.files.upload(source, job_execution_id="ex-1")
+    assert uploaded.file_id == "f-2"
+    assert server.confirmed == {"f-2": source.read_bytes()}
