@@ -29,7 +29,9 @@ Bulk (:mod:`~labric._transfer.bulk`, :mod:`~labric._transfer.progress`)
 
 Failure
     Requests are retried by the transport's policy (with the same ``Idempotency-Key`` for API
-    writes). Cancellation stops every worker promptly; nothing is renamed into place afterwards.
+    writes); a transfer's requests keep retrying transient failures until
+    ``TransferConfig.retry_deadline`` (:meth:`~labric._transfer.context.TransferContext.retrying`).
+    Cancellation stops every worker promptly; nothing is renamed into place afterwards.
 """
 
 from __future__ import annotations
