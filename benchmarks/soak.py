@@ -1,9 +1,11 @@
 """Fault soak: bulk upload and download of N files plus one multi-part file through injected faults.
 
-The local server (in this process, on 127.0.0.1) answers 10% of requests 500/503, resets 5% of
-connections mid-body, throttles in bursts of 429s with ``Retry-After`` and adds latency spikes,
-all drawn from one seed. The client uploads the whole tree with ``upload_many`` and fetches it
-back with ``download_many``; then the run is checked:
+The local server (in this process, on 127.0.0.1) answers 10% of requests 500/503, 3% 429 with
+``Retry-After``, resets 5% of connections mid-body (about one request in five fails) and adds
+latency spikes, all drawn from one seed. The client runs at its default settings (retry policy,
+transfer retry deadline, concurrency, part sizes; only its journal directory is set), so the soak
+measures what a user gets. It uploads the whole tree with ``upload_many`` and fetches it back
+with ``download_many``; then the run is checked:
 
 * every file's CRC32C matches, three ways: the source, the server's record, the downloaded copy;
 * no file record is duplicated: the server's database holds exactly one record per source path
@@ -18,6 +20,7 @@ Usage::
 
     python -m benchmarks.soak                   # 1,000 files
     python -m benchmarks.soak --files 200 --seed 3
+    python -m benchmarks.soak --error 0.1 --throttle 0.03 --reset 0.05 --throttle-burst 5
     nox -s soak -- --files 5000
 
 Results: a table on stdout and JSON in ``.bench-data/soak.json``; the exit status is 1 if a check
@@ -41,13 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 
-from labric import AsyncLabric, RetryPolicy, TransferConfig
+from labric import AsyncLabric, TransferConfig
 from labric._transfer.checksum import crc32c, crc32c_to_b64
 from labric.server import FaultConfig, LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KiB = 1024
+MiB = 1024 * KiB
 
 
 @dataclass(frozen=True)
@@ -56,33 +61,35 @@ class SoakConfig:
 
     Attributes:
         files: Small files (between ``min_size`` and ``max_size`` bytes, spread over folders).
-        big_parts: Parts of the one multi-part file (plus a few bytes, so its last part is short).
-        part_size: The server's part size, also the client's range size.
+        big_parts: Parts of the one multi-part file (plus a few bytes, so its last part is short);
+            with the default part size it is over the client's default multipart threshold
+            (64 MiB), so it goes up in parts and comes back in ranges at default settings.
+        part_size: The server's part size.
         seed: Seeds the file contents and sizes and the server's fault decisions.
         error: Fraction of requests answered 500 or 503.
         reset: Fraction of connections reset (mid-body for streamed bodies).
         throttle: Fraction of requests that start a burst of 429s.
         throttle_burst: 429s in a row per burst, each with ``Retry-After``.
-        retry_after: Seconds in ``Retry-After``; the client caps its wait at ``max_server_delay``.
+        retry_after: Seconds in ``Retry-After`` (the client waits that long, as it would).
         spike: Fraction of requests with a latency spike.
         spike_ms: Length of a spike.
-        concurrency: The client's transfer concurrency.
+        concurrency: The client's transfer concurrency (``None``: the client's default).
     """
 
     files: int = 1000
     min_size: int = 512
     max_size: int = 24 * KiB
     big_parts: int = 9
-    part_size: int = 256 * KiB
+    part_size: int = 8 * MiB
     seed: int = 7
     error: float = 0.10
     reset: float = 0.05
-    throttle: float = 0.01
-    throttle_burst: int = 5
+    throttle: float = 0.03
+    throttle_burst: int = 1
     retry_after: int = 1
     spike: float = 0.02
     spike_ms: float = 40.0
-    concurrency: int = 16
+    concurrency: int | None = None
 
     def faults(self) -> FaultConfig:
         """The server's fault settings."""
@@ -119,6 +126,9 @@ class SoakReport:
     records: int = 0
     checksums_matched: int = 0
     downloads_identical: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    partial: int = 0
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -195,20 +205,15 @@ async def run_soak(work: Path, config: SoakConfig) -> SoakReport:
     sources = make_tree(work / "src", config)
     report.files = len(sources)
     report.bytes_uploaded = report.bytes_downloaded = sum(len(d) for d in sources.values())
-    transfer = TransferConfig(
-        part_size=config.part_size,
-        multipart_threshold=2 * config.part_size,
-        chunk_size=64 * KiB,
-        concurrency=config.concurrency,
-        state_dir=str(work / "state"),
-    )
-    # Enough retries that a request survives a run of bad luck; short waits (the server's
-    # Retry-After is capped) so the soak measures the faults, not the sleeping.
-    retry = RetryPolicy(max_retries=10, initial_delay=0.002, max_delay=0.05, max_server_delay=0.05)
+    # Default client settings: the journal's directory is the only one set (so a soak leaves
+    # nothing in the user's cache), and the concurrency only when asked for.
+    transfer = TransferConfig(state_dir=str(work / "state"))
+    if config.concurrency is not None:
+        transfer = attrs.evolve(transfer, concurrency=config.concurrency)
     dest = work / "back"
     async with LocalServer(work / "server", part_size=config.part_size) as server:
         async with AsyncLabric(
-            server.admin_key, base_url=server.base_url, transfer=transfer, retry=retry
+            server.admin_key, base_url=server.base_url, transfer=transfer
         ) as client:
             server.faults.update(config.faults())
             started = time.perf_counter()
@@ -258,6 +263,15 @@ async def run_soak(work: Path, config: SoakConfig) -> SoakReport:
     identical, found = check_download_dir(dest, sources)
     report.downloads_identical = identical
     problems.extend(found)
+    confirmed = {
+        Path(str(o.source)).relative_to(work / "src").as_posix() for o in uploads if o.file
+    }
+    downloaded = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    report.lost = len(set(sources) - (confirmed & set(records) & downloaded))
+    report.duplicated = len(duplicated)
+    report.partial = sum(1 for name in downloaded if name.endswith(".part")) + sum(
+        1 for name in set(sources) & downloaded if (dest / name).read_bytes() != sources[name]
+    )
     return report
 
 
@@ -266,6 +280,12 @@ def table(report: SoakReport) -> str:
     faults = report.faults
     rows = [
         ("files (incl. 1 multi-part)", f"{report.files:,}"),
+        (
+            "fault mix (of requests)",
+            f"error={report.config['error']}, throttle={report.config['throttle']} "
+            f"(bursts of {report.config['throttle_burst']}), reset={report.config['reset']}, "
+            f"seed={report.config['seed']}; client at default settings",
+        ),
         ("bytes up / down", f"{report.bytes_uploaded:,} / {report.bytes_downloaded:,}"),
         (
             "duration (up + down)",
@@ -292,6 +312,10 @@ def table(report: SoakReport) -> str:
         ("file records (one per path)", f"{report.records:,}"),
         ("CRC32C matched (server record)", f"{report.checksums_matched:,}"),
         ("downloads identical, no partials", f"{report.downloads_identical:,}"),
+        (
+            "files lost / duplicated / partial",
+            f"{report.lost:,} / {report.duplicated:,} / {report.partial:,}",
+        ),
         ("problems", "none" if not report.problems else "; ".join(report.problems)),
     ]
     lines = ["| soak | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
@@ -301,12 +325,27 @@ def table(report: SoakReport) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.soak [--files N] [--seed S] [--work-dir DIR]``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak")
-    parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--concurrency", type=int, default=16)
+    defaults = SoakConfig()
+    parser.add_argument("--files", type=int, default=defaults.files)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--error", type=float, default=defaults.error, help="500/503 fraction")
+    parser.add_argument("--throttle", type=float, default=defaults.throttle, help="429 fraction")
+    parser.add_argument("--reset", type=float, default=defaults.reset, help="reset fraction")
+    parser.add_argument("--throttle-burst", type=int, default=defaults.throttle_burst)
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="default: the client's own default"
+    )
     parser.add_argument("--work-dir", default=None, help="kept afterwards (default: a temp dir)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    config = SoakConfig(files=args.files, seed=args.seed, concurrency=args.concurrency)
+    config = SoakConfig(
+        files=args.files,
+        seed=args.seed,
+        error=args.error,
+        throttle=args.throttle,
+        reset=args.reset,
+        throttle_burst=args.throttle_burst,
+        concurrency=args.concurrency,
+    )
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="labric-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     try:

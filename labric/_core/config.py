@@ -139,6 +139,13 @@ class TransferConfig:
         chunk_size: Size of each read or write of a streamed body.
         multipart_threshold: Downloads at least this large are fetched as concurrent ranges.
         state_dir: Where resume journals are kept (default: ``~/.cache/labric/transfers``).
+        retry_deadline: Seconds a request of a file's transfer (upload URL, part or single
+            ``PUT``, confirm, download ranges) keeps retrying transient failures (connection
+            errors, timeouts, 408, 409, 429, 5xx but 501/505), counted from its first attempt,
+            with the client's backoff. It takes over where ``RetryPolicy.max_retries`` stops, as
+            object-store SDKs do, so a flaky network slows a transfer down instead of failing
+            it; other errors fail at once. ``0`` limits transfers to ``max_retries`` like any
+            other request, and ``max_retries=0`` turns their retries off too.
     """
 
     part_size: int = attrs.field(default=16 * MiB, validator=_positive_int)
@@ -147,6 +154,7 @@ class TransferConfig:
     chunk_size: int = attrs.field(default=1 * MiB, validator=_positive_int)
     multipart_threshold: int = attrs.field(default=64 * MiB, validator=_positive_int)
     state_dir: str | None = attrs.field(default=None, validator=_optional_dir)
+    retry_deadline: float = attrs.field(default=120.0, validator=_non_negative)
 
 
 def _is_loopback(host: str) -> bool:

@@ -116,15 +116,24 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
             job_execution_id: Record the file under this execution (default: the running job's,
                 else a new off-platform execution opened and closed for this call).
             on_progress: Called with a :class:`~labric.models.TransferProgress` as bytes move.
+                An exception it raises before the file is confirmed stops the upload and is
+                raised as is; after, it is only logged (the file is uploaded).
 
         Returns:
-            The confirmed file.
+            The confirmed file. What fails around a confirmed upload (closing the execution
+            this call opened, the resume journal's disk) is logged on the ``labric`` logger,
+            never raised: the file is on the platform, and a retry would upload it twice.
 
         Raises:
             FileNotFoundError: the path does not exist.
             ValueError: bytes or a stream without ``name``.
+            TransferError: the file changed while it was being uploaded, is over 5 TiB, or the
+                server's part plan is impossible.
             IntegrityError: the server stored different bytes than were sent.
-            APIError: the upload failed after retries.
+            APIError: the upload failed after retries (transient failures are retried until
+                ``TransferConfig.retry_deadline``).
+            APIResponseValidationError: opening the execution got a malformed answer (nothing
+                was uploaded).
 
         Example::
 
@@ -172,6 +181,10 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
 
         Returns:
             An :class:`~labric.models.UploadOutcome` per file (``.ok``, ``.file``, ``.error``).
+            What failed around an uploaded file (closing the execution this call opened, the
+            resume journal, the progress callback after confirm) is in its ``.warnings`` and
+            logged, never an error. With ``raise_on_error``, a file's error is raised and such
+            warnings are added to it as notes.
         """
         return self._portal.call(
             lambda c: self._get(c).upload_many(

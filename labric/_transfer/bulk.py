@@ -12,6 +12,7 @@ skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -95,6 +96,7 @@ class BulkTransfers:
 
         async def one(item: tuple[object, Any, str | None]) -> UploadOutcome:
             original, src, name = item
+            warnings: list[str] = []
             try:
                 if skip_existing:
                     skipped = await self._skip_if_present(src, name, existing, progress)
@@ -106,14 +108,18 @@ class BulkTransfers:
                     content_type=content_type,
                     attribution=attribution,
                     progress=progress,
+                    warnings=warnings,
                 )
-                return UploadOutcome(source=original, file=upload, skipped=was_there)
+                return UploadOutcome(
+                    source=original, file=upload, skipped=was_there, warnings=tuple(warnings)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 label = name or (os.fspath(src) if isinstance(src, str | os.PathLike) else "?")
-                progress.finished_file(TransferPhase.FAILED, str(label), 0, None)
-                return UploadOutcome(source=original, error=exc)
+                with contextlib.suppress(Exception):  # the file's error is what matters here
+                    progress.finished_file(TransferPhase.FAILED, str(label), 0, None)
+                return UploadOutcome(source=original, error=exc, warnings=tuple(warnings))
 
         return await self.run_bulk(expanded, one, concurrency)
 

@@ -7,7 +7,10 @@ limiter about throttling (429/503) and success, so it adapts (AIMD).
 
 Failure
     Requests are retried by the transport's policy (with the same ``Idempotency-Key`` for API
-    writes); retries happen around the slot, so throttling is seen per attempt. aiohttp has no
+    writes); retries happen around the slot, so throttling is seen per attempt. The requests of
+    a file's transfer go through :meth:`TransferContext.retrying`, which keeps retrying transient
+    failures until ``TransferConfig.retry_deadline`` instead of stopping after ``max_retries``:
+    on a flaky network a transfer slows down instead of failing. aiohttp has no
     write timeout, so an upload body runs under :meth:`TransferContext.stall_guard`: a body that
     stops moving for the read timeout fails as a (retryable) ``APITimeoutError``.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,11 +30,18 @@ from urllib.parse import urlsplit
 
 from labric._core.config import TransferConfig
 from labric._core.converter import structure
+from labric._core.retry import should_retry_status
 from labric._core.transport import Response, Transport, path_segment
 from labric._transfer.checksum import crc32c_from_b64
 from labric._transfer.journal import Journal
 from labric._transfer.scheduling import AdaptiveLimiter, BufferPool, MemoryBudget
-from labric.errors import APIResponseValidationError, APIStatusError, APITimeoutError
+from labric.errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+)
 
 __all__ = ["TransferContext"]
 
@@ -98,10 +109,63 @@ class TransferContext:
                 f"The transfer stalled for {delay:g} s", method=method, path=urlsplit(url).path
             ) from exc
 
+    async def retrying(self, op: Callable[[], Awaitable[T]], *, method: str, url: str) -> T:
+        """Run ``op`` (one request of a file's transfer), retrying transient failures.
+
+        Transient means what the transport retries: connection errors, timeouts, and the
+        statuses of :func:`~labric._core.retry.should_retry_status` (408, 409, 429, 5xx but 501
+        and 505); anything else is raised at once. A transient failure is retried with the
+        client's backoff (or the server's ``Retry-After``) while fewer than
+        ``RetryPolicy.max_retries`` retries were made or less than
+        ``TransferConfig.retry_deadline`` seconds passed since ``op`` was first tried; then the
+        last failure is raised. ``max_retries=0`` turns retries off.
+
+        Args:
+            op: Makes the request once; called again for each attempt, so it must not hold
+                state that one attempt uses up (re-read a body, reuse an idempotency key).
+            method: The request's method, for logs.
+            url: The request's URL or API path, for logs (only its path is ever logged).
+        """
+        policy = self.transport.config.retry
+        deadline = time.monotonic() + self.config.retry_deadline
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except APIStatusError as exc:
+                if not should_retry_status(exc.status_code) or not _may_retry(
+                    attempt, policy.max_retries, deadline
+                ):
+                    raise
+                headers: Any = exc.headers
+                why = str(exc.status_code)
+            except APIConnectionError as exc:
+                if self.transport.closed:
+                    raise ClientClosedError(
+                        "The client was closed while this request was in flight."
+                    ) from exc
+                if not _may_retry(attempt, policy.max_retries, deadline):
+                    raise
+                headers, why = None, type(exc).__name__
+            await self.transport.sleep_before_retry(
+                attempt, headers, method=method, url=url, why=why
+            )
+            attempt += 1
+
     async def api(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        transfer: bool = True,
     ) -> Response:
-        """An API request under the limiter, retried here (so throttling is seen per attempt)."""
+        """An API request under the limiter, retried here (so throttling is seen per attempt).
+
+        With ``transfer`` (a request of a file's transfer) it is retried until the retry deadline
+        (see :meth:`retrying`); without, by the client's retry count like any API call.
+        """
         key = uuid.uuid4().hex if method in ("POST", "PATCH") else None
 
         async def once() -> Response:
@@ -111,7 +175,18 @@ class TransferContext:
                 )
             )
 
-        return await self.transport.retrying(once, method=method, url=self.transport.url(path))
+        url = self.transport.url(path)
+        if transfer:
+            return await self.retrying(once, method=method, url=url)
+        return await self.transport.retrying(once, method=method, url=url)
+
+
+def _may_retry(attempt: int, max_retries: int, deadline: float) -> bool:
+    """Whether retry number ``attempt`` (0-based) may be made: within the count, or else
+    before the deadline; never when retries are off."""
+    if max_retries <= 0:
+        return False
+    return attempt < max_retries or time.monotonic() < deadline
 
 
 # -- responses --------------------------------------------------------------------------------

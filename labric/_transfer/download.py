@@ -208,7 +208,7 @@ class Downloader:
 
             return await self._ctx.slot_call(fetch)
 
-        return await self._ctx.transport.retrying(once, method="GET", url=info.download_url)
+        return await self._ctx.retrying(once, method="GET", url=info.download_url)
 
     async def _download_ranges(
         self, info: FileContent, size: int, part_path: Path, key: str, progress: _Progress
@@ -284,7 +284,7 @@ class Downloader:
                             raise _ObjectChanged from exc
                         raise
 
-                tag = await self._ctx.transport.retrying(once, method="GET", url=info.download_url)
+                tag = await self._ctx.retrying(once, method="GET", url=info.download_url)
                 if etag is not None and tag is not None and tag != etag:
                     raise _ObjectChanged
                 done[0] += length
@@ -379,7 +379,7 @@ class Downloader:
 
             return await self._ctx.slot_call(fetch)
 
-        data, stored = await self._ctx.transport.retrying(once, method="GET", url=info.download_url)
+        data, stored = await self._ctx.retrying(once, method="GET", url=info.download_url)
         if size is not None and len(data) != size:
             raise TransferError(f"File {file_id} ended at {len(data)} of {size} bytes")
         crc = crc32c_extend(0, data)

@@ -29,7 +29,9 @@ Bulk (:mod:`~labric._transfer.bulk`, :mod:`~labric._transfer.progress`)
 
 Failure
     Requests are retried by the transport's policy (with the same ``Idempotency-Key`` for API
-    writes). Cancellation stops every worker promptly; nothing is renamed into place afterwards.
+    writes); a transfer's requests keep retrying transient failures until
+    ``TransferConfig.retry_deadline`` (:meth:`~labric._transfer.context.TransferContext.retrying`).
+    Cancellation stops every worker promptly; nothing is renamed into place afterwards.
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ class TransferEngine:
     async def api(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> Response:
-        """An API request under the limiter, retried here (so throttling is seen per attempt)."""
-        return await self._context.api(method, path, json=json, params=params)
+        """An API request under the limiter, retried by the client's retry count (it is not a
+        request of a file's transfer, so the transfer retry deadline does not apply)."""
+        return await self._context.api(method, path, json=json, params=params, transfer=False)
 
     # -- one file ---------------------------------------------------------------------------
 
@@ -102,8 +105,12 @@ class TransferEngine:
         attribution: dict[str, str],
         progress: _Progress,
         resume: bool = True,
+        warnings: list[str] | None = None,
     ) -> tuple[FileUpload, bool]:
-        """Upload one source; returns the confirmed file and whether it was already there."""
+        """Upload one source; returns the confirmed file and whether it was already there.
+
+        ``warnings`` receives what went wrong around an upload that still succeeded.
+        """
         return await self._uploads.upload(
             source,
             name=name,
@@ -111,6 +118,7 @@ class TransferEngine:
             attribution=attribution,
             progress=progress,
             resume=resume,
+            warnings=warnings,
         )
 
     async def content(self, file_id: str) -> FileContent:

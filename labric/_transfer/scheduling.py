@@ -7,18 +7,38 @@ under the budget whatever the mix. The limiter halves its limit when the server 
 503 and grows back by one slot per run of successes (AIMD). Part buffers are reused through one
 :class:`BufferPool`, so a long upload's resident memory stays at what the budget allows.
 
-Large objects are cut into parts by :func:`plan_parts`, and concurrent pieces of one transfer run
-together under :func:`_gather_all`, which cancels the rest on the first failure.
+Large objects are cut into parts by :func:`iter_parts` (lazily: a plan is never a list as long as
+its part count) or :func:`plan_parts`, and concurrent pieces of one transfer run together under
+:func:`_gather_all`, which cancels the rest on the first failure. :func:`check_upload_size` and
+:func:`check_part_plan` refuse what no upload can be: over :data:`MAX_UPLOAD_SIZE`, over
+:data:`MAX_PARTS` parts, or a server's part plan that does not tile the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from typing import Any, Protocol
 
-__all__ = ["AdaptiveLimiter", "BufferPool", "MemoryBudget", "plan_parts"]
+from labric.errors import TransferError
+
+__all__ = [
+    "MAX_PARTS",
+    "MAX_UPLOAD_SIZE",
+    "AdaptiveLimiter",
+    "BufferPool",
+    "MemoryBudget",
+    "check_part_plan",
+    "check_upload_size",
+    "iter_parts",
+    "plan_parts",
+]
+
+#: The largest file the platform stores (5 TiB, as object stores).
+MAX_UPLOAD_SIZE = 5 * 1024**4
+#: The most parts one multipart upload may have.
+MAX_PARTS = 10_000
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -30,11 +50,75 @@ def plan_parts(size: int, part_size: int) -> list[tuple[int, int]]:
     The ranges cover ``[0, size)`` exactly, in order, with no gap or overlap; a zero-byte object
     has no ranges.
     """
+    return list(iter_parts(size, part_size))
+
+
+def iter_parts(size: int, part_size: int) -> Iterator[tuple[int, int]]:
+    """The ranges of :func:`plan_parts`, one at a time (memory does not grow with the count)."""
     if part_size <= 0:
         raise ValueError("part_size must be positive")
     if size < 0:
         raise ValueError("size must not be negative")
-    return [(offset, min(part_size, size - offset)) for offset in range(0, size, part_size)]
+    return ((offset, min(part_size, size - offset)) for offset in range(0, size, part_size))
+
+
+def check_upload_size(name: str, size: int) -> None:
+    """Refuse a source no upload can take, before anything is asked of the server.
+
+    Raises:
+        TransferError: ``size`` is over :data:`MAX_UPLOAD_SIZE`.
+    """
+    if size > MAX_UPLOAD_SIZE:
+        raise TransferError(
+            f"{name!r} is {size:,} bytes, over the {MAX_UPLOAD_SIZE:,}-byte (5 TiB) limit of "
+            "an upload"
+        )
+
+
+class _PlannedPart(Protocol):
+    @property
+    def number(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+
+
+def check_part_plan(size: int, part_size: object, parts: Iterable[_PlannedPart]) -> int:
+    """Check a server's part plan for a ``size``-byte file; return its part size.
+
+    The parts, taken in order of their numbers, must be numbered ``1..n`` and tile
+    ``[0, size)`` in ``part_size`` steps (the last shorter): every byte sent once, none
+    missing. They are compared one by one with :func:`iter_parts`, so an absurd plan fails on
+    its first wrong part, without building anything as long as the file.
+
+    Raises:
+        TransferError: the plan is impossible (a part size that is not a positive whole number,
+            over :data:`MAX_PARTS` parts, or parts that do not tile the file).
+    """
+    if not isinstance(part_size, int) or isinstance(part_size, bool) or part_size <= 0:
+        raise TransferError(f"The server's part size {part_size!r} is not a positive number")
+    count = -(-size // part_size)
+    if count > MAX_PARTS:
+        raise TransferError(
+            f"The server's plan needs {count:,} parts of {part_size:,} bytes for {size:,} bytes; "
+            f"an upload has at most {MAX_PARTS:,}"
+        )
+    expected = iter_parts(size, part_size)
+    number = 0
+    for number, part in enumerate(sorted(parts, key=lambda p: p.number), start=1):
+        want = next(expected, None)
+        if part.number != number or want is None or (part.offset, part.size) != want:
+            raise TransferError(
+                f"The server's part plan does not tile the file: part {part.number} is "
+                f"{part.size:,} bytes at {part.offset:,}, expected "
+                + (f"{want[1]:,} bytes at {want[0]:,}" if want else "no such part")
+            )
+    if number != count:
+        raise TransferError(
+            f"The server's part plan does not cover the file: {number:,} of {count:,} parts"
+        )
+    return part_size
 
 
 # -- limits -----------------------------------------------------------------------------------

@@ -4,7 +4,11 @@
 of it, so parts are read concurrently and a retried request re-reads its bytes instead of keeping
 them. Paths are read with ``os.pread`` in a worker thread, off the event loop; a small file is read
 whole in the same trip that measures it (for thousands of small files the hops, not the bytes,
-are the cost). A path's identity (resolved path, size, mtime) keys its resume journal. Bytes are
+are the cost). A path's identity (resolved path, size, mtime) keys its resume journal; its stamp
+(size, mtime, ctime, inode) is checked again before an upload is confirmed
+(:meth:`_Source.check_unchanged`), so a file rewritten while it was being sent fails instead of
+being confirmed as a mix of two versions (ctime moves on every write and on ``os.utime``, so a
+rewrite that restores the old mtime, as ``cp -p`` does, is seen too). Bytes are
 sliced without a copy; a seekable file object is read from where it stood; a non-seekable stream
 or an async iterable is spooled to a temporary file, never to memory.
 
@@ -49,7 +53,34 @@ class _Source:
     fileobj: IO[bytes] | None = None
     base_offset: int = 0
     identity: tuple[str, int, int] | None = None
+    stamp: tuple[int, int, int, int] | None = None
     spooled: bool = False
+
+    async def check_unchanged(self) -> None:
+        """Fail when the file on disk is no longer the one measured (size, mtime, ctime, inode).
+
+        Small files were read whole when measured, so what is sent is one version whatever
+        happens to the file afterwards; they are not checked.
+
+        Raises:
+            TransferError: the file changed since it was measured, so what was read of it may
+                mix two versions.
+        """
+        if self.stamp is None or self.path is None or self.data is not None:
+            return
+        try:
+            now = _stamp(await asyncio.to_thread(os.stat, self.path))
+        except OSError as exc:
+            raise TransferError(
+                f"{self.name!r} disappeared while it was being uploaded ({exc.strerror}); "
+                "nothing was confirmed"
+            ) from exc
+        if now != self.stamp:
+            raise TransferError(
+                f"{self.name!r} changed while it was being uploaded (it was {self.stamp[0]:,} "
+                f"bytes, now {now[0]:,}, and was written or touched meanwhile); nothing was "
+                "confirmed. Upload it again once nothing writes to it."
+            )
 
     async def read_part(
         self, offset: int, length: int, buffer: bytearray | None
@@ -108,6 +139,10 @@ def _measure_path(path: Path) -> tuple[str, os.stat_result, bytes | None]:
     finally:
         os.close(fd)
     return str(path.resolve()), st, head
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _pread_path(path: Path, offset: int, length: int) -> bytes:
@@ -220,6 +255,7 @@ async def open_source(
             path=path,
             data=head,
             identity=(resolved, st.st_size, st.st_mtime_ns),
+            stamp=_stamp(st),
         )
     if isinstance(source, bytes | bytearray | memoryview):
         if not name:

@@ -15,9 +15,11 @@ few seconds when it is not; ``--quiet`` turns it off.
     one file object.
 ``files upload``, ``sync up``
     ``{"files": [{"source", "name", "ok", "skipped", "file_id", "size_bytes", "crc32c_hash",
-    "error"}], "summary": {"files", "ok", "skipped", "failed", "bytes_transferred",
+    "error", "warnings"}], "summary": {"files", "ok", "skipped", "failed", "bytes_transferred",
     "seconds"}}``, one entry per local file in the order walked; ``source`` is the local path,
-    ``name`` the file's path on the platform.
+    ``name`` the file's path on the platform, ``warnings`` what went wrong around a file that
+    was still uploaded (closing the run's execution, for one), also printed once each on stderr
+    without ``--json``.
 ``files download``, ``sync down``
     ``{"files": [{"file_id", "ok", "skipped", "path", "error"}], "summary": {...as above}}``.
 ``files rm``
@@ -331,6 +333,7 @@ def _run_upload(
             "size_bytes": o.file.size_bytes if o.file else None,
             "crc32c_hash": o.file.crc32c_hash if o.file else None,
             "error": error_line(o.error) if o.error is not None else None,
+            "warnings": list(o.warnings),
         }
         for (local, name), o in zip(expanded, outcomes, strict=True)
     ]
@@ -445,6 +448,10 @@ def _finish(
         if not entries:
             summary = f"{verb}: nothing to transfer"
         sys.stderr.write(summary + "\n")
+    if not args.json:
+        # Said once each, though a warning about the call (closing its execution) is on every file.
+        for warning in dict.fromkeys(w for e in entries for w in e.get("warnings", ())):
+            sys.stderr.write(f"warning: {warning}\n")
     # Per-item messages, after the summary (the --json document carries them too).
     _report_failures(failures if not args.json else [])
     return bulk_exit_code(e for _, e in failures)

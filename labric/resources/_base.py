@@ -46,31 +46,6 @@ class AsyncResource:
                 request_id=response.request_id,
             ) from exc
 
-    @classmethod
-    def _string_field(cls, response: Response, key: str) -> str:
-        """The non-empty string ``key`` of a JSON object body, for answers used without a model.
-
-        Raises:
-            APIResponseValidationError: the body is not an object or lacks the string; it names the
-                request and its request id.
-        """
-        data = cls._json(response)
-        value = data.get(key) if isinstance(data, dict) else None
-        if not isinstance(value, str) or not value:
-            got = (
-                "no such field"
-                if not isinstance(data, dict) or key not in data
-                else repr(value)[:80]
-            )
-            raise APIResponseValidationError(
-                f"Response from {response.method} {response.path} lacks a string {key!r} "
-                f"({'not a JSON object' if not isinstance(data, dict) else got})",
-                method=response.method,
-                path=response.path,
-                request_id=response.request_id,
-            )
-        return value
-
     @staticmethod
     def _structure(response: Response, data: Any, cls: type[T]) -> T:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -14,10 +15,11 @@ import attrs
 from labric._core.context import current_execution_id
 from labric._core.pagination import AsyncPager
 from labric._core.transport import Transport, path_segment
+from labric._transfer.context import _json_object
 from labric._transfer.engine import TransferEngine
 from labric._transfer.progress import ProgressCallback, _Progress
 from labric._transfer.sources import UploadSourceType
-from labric.errors import TransferError
+from labric.errors import APIResponseValidationError, TransferError
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.transfers import DownloadOutcome, UploadOutcome
 from labric.resources._base import AsyncResource
@@ -25,13 +27,17 @@ from labric.resources._base import AsyncResource
 
 @attrs.define
 class _Attribution:
-    """The ids an upload call records its files under, and whether the call succeeded."""
+    """The ids an upload call records its files under, whether the call succeeded, and what
+    went wrong closing the execution it opened (a warning: the files are uploaded)."""
 
     ids: dict[str, str] = attrs.field(factory=dict)
     succeeded: bool = False
+    warnings: list[str] = attrs.field(factory=list)
 
 
 __all__ = ["AsyncFiles"]
+
+logger = logging.getLogger("labric")
 
 
 def _file_path(file_id: str, suffix: str = "") -> str:
@@ -66,17 +72,50 @@ class AsyncFiles(AsyncResource):
         if given.ids:
             yield given
             return
-        opened = await self._engine.api("POST", "/v1/job-executions", json={})
-        execution_id = self._string_field(opened, "job_execution_id")
+        response = await self._engine.api("POST", "/v1/job-executions", json={})
+        execution_id = _json_object(response).get("job_execution_id")
+        if not isinstance(execution_id, str) or not execution_id:
+            raise APIResponseValidationError(
+                "POST /v1/job-executions answered without a job_execution_id string "
+                f"(got {type(execution_id).__name__}); nothing was uploaded",
+                method=response.method,
+                path=response.path,
+                request_id=response.request_id,
+            )
         own = _Attribution(ids={"job_execution_id": execution_id})
         try:
             yield own
-        finally:
+        except BaseException as exc:
+            # The upload's own failure stays the error; closing's failure only joins it.
+            problem = await self._close_execution(execution_id, own)
+            if problem is not None:
+                exc.add_note(problem)
+            raise
+        problem = await self._close_execution(execution_id, own)
+        if problem is not None:
+            own.warnings.append(problem)
+
+    async def _close_execution(self, execution_id: str, own: _Attribution) -> str | None:
+        """Close the execution an upload call opened; the failure, logged, or ``None``.
+
+        Bookkeeping: the files are uploaded whatever happens here, so a failure is never raised
+        (a caller retrying would upload them twice).
+        """
+        status = "completed" if own.succeeded else "failed"
+        try:
             await self._engine.api(
                 "PATCH",
                 f"/v1/job-executions/{path_segment(execution_id, 'execution_id')}",
-                json={"status": "completed" if own.succeeded else "failed"},
+                json={"status": status},
             )
+        except Exception as exc:
+            problem = (
+                f"Closing job execution {execution_id} as {status} failed ({exc}); the upload "
+                "itself is unaffected"
+            )
+            logger.warning("%s", problem)
+            return problem
+        return None
 
     def list(
         self,
@@ -169,15 +208,24 @@ class AsyncFiles(AsyncResource):
             job_execution_id: Record the file under this execution (default: the running job's,
                 else a new off-platform execution opened and closed for this call).
             on_progress: Called with a :class:`~labric.models.TransferProgress` as bytes move.
+                An exception it raises before the file is confirmed stops the upload and is
+                raised as is; after, it is only logged (the file is uploaded).
 
         Returns:
-            The confirmed file.
+            The confirmed file. What fails around a confirmed upload (closing the execution
+            this call opened, the resume journal's disk) is logged on the ``labric`` logger,
+            never raised: the file is on the platform, and a retry would upload it twice.
 
         Raises:
             FileNotFoundError: the path does not exist.
             ValueError: bytes or a stream without ``name``.
+            TransferError: the file changed while it was being uploaded, is over 5 TiB, or the
+                server's part plan is impossible.
             IntegrityError: the server stored different bytes than were sent.
-            APIError: the upload failed after retries.
+            APIError: the upload failed after retries (transient failures are retried until
+                ``TransferConfig.retry_deadline``).
+            APIResponseValidationError: opening the execution got a malformed answer (nothing
+                was uploaded).
 
         Example::
 
@@ -191,9 +239,10 @@ class AsyncFiles(AsyncResource):
                 content_type=content_type,
                 attribution=attribution.ids,
                 progress=progress,
+                warnings=attribution.warnings,
             )
             attribution.succeeded = True
-            return result
+        return result
 
     async def upload_many(
         self,
@@ -226,6 +275,10 @@ class AsyncFiles(AsyncResource):
 
         Returns:
             An :class:`~labric.models.UploadOutcome` per file (``.ok``, ``.file``, ``.error``).
+            What failed around an uploaded file (closing the execution this call opened, the
+            resume journal, the progress callback after confirm) is in its ``.warnings`` and
+            logged, never an error. With ``raise_on_error``, a file's error is raised and such
+            warnings are added to it as notes.
         """
         async with self._attribution(job_execution_id, instrument_id) as attribution:
             outcomes = await self._engine.upload_many(
@@ -237,8 +290,11 @@ class AsyncFiles(AsyncResource):
                 content_type=content_type,
             )
             attribution.succeeded = all(o.ok for o in outcomes)
+        if attribution.warnings:
+            extra = tuple(attribution.warnings)
+            outcomes = [attrs.evolve(o, warnings=o.warnings + extra) for o in outcomes]
         if raise_on_error:
-            _raise_first([o.error for o in outcomes], len(outcomes))
+            _raise_first([o.error for o in outcomes], len(outcomes), notes=attribution.warnings)
         return outcomes
 
     async def upload_status(self, file_id: str) -> UploadStatus:
@@ -322,13 +378,17 @@ class AsyncFiles(AsyncResource):
         return await self._engine.read_bytes(file_id)
 
 
-def _raise_first(errors: list[BaseException | None], total: int) -> None:
+def _raise_first(
+    errors: list[BaseException | None], total: int, *, notes: Sequence[str] = ()
+) -> None:
     failed = [e for e in errors if e is not None]
     if not failed:
         return
     first = failed[0]
     if len(failed) > 1:
         first.add_note(f"{len(failed)} of {total} transfers failed; this is the first.")
+    for note in notes:
+        first.add_note(note)
     if isinstance(first, Exception):
         raise first
     raise TransferError(str(first)) from first

@@ -21,6 +21,7 @@ UPLOAD_ENTRY_KEYS = {
     "size_bytes",
     "crc32c_hash",
     "error",
+    "warnings",
 }
 DOWNLOAD_ENTRY_KEYS = {"file_id", "ok", "skipped", "path", "error"}
 SUMMARY_KEYS = {"files", "ok", "skipped", "failed", "bytes_transferred", "seconds"}

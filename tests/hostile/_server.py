@@ -29,6 +29,7 @@ import attrs
 from aiohttp import web
 
 from labric import AsyncLabric, TransferConfig
+from labric._transfer.checksum import crc32c, crc32c_to_b64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -207,3 +208,65 @@ def gzip_of_zeros(size: int) -> bytes:
     parts.append(packer.compress(bytes(size % len(block))))
     parts.append(packer.flush())
     return b"".join(parts)
+
+
+class SinglePutUploads:
+    """Honest routes for the single-``PUT`` upload flow, to build a hostile test around.
+
+    ``POST upload-url`` hands out a fresh file id and a PUT URL on this server, the PUT stores
+    the body (and answers its CRC32C in ``x-goog-hash``), ``confirm-upload`` answers the stored
+    size and CRC32C. Register the routes a test means to break *before* calling
+    :meth:`install`: routes match in registration order.
+    """
+
+    def __init__(self, server: HostileServer) -> None:
+        self.server = server
+        self.objects: dict[str, bytes] = {}
+        self.names: dict[str, str] = {}
+        self.confirmed: list[str] = []
+        #: Statuses the next object PUTs answer (one each, in order) before storing anything.
+        self.put_failures: list[int] = []
+
+    def install(self) -> SinglePutUploads:
+        server = self.server
+
+        @server.route("POST", "/api/v1/files/upload-url")
+        async def upload_url(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            file_id = f"f-{len(self.names) + 1}"
+            self.names[file_id] = body["file_name"]
+            return web.json_response(
+                {
+                    "file_id": file_id,
+                    "upload_url": server.url(f"/put/{file_id}"),
+                    "headers": {},
+                    "expires_at": "2026-01-01T00:15:00Z",
+                }
+            )
+
+        @server.route("PUT", "/put/{file_id}")
+        async def put(request: web.Request) -> web.StreamResponse:
+            data = await request.read()
+            if self.put_failures:
+                status = self.put_failures.pop(0)
+                return web.json_response({"detail": f"injected {status}"}, status=status)
+            self.objects[request.match_info["file_id"]] = data
+            return web.json_response(
+                {}, headers={"x-goog-hash": f"crc32c={crc32c_to_b64(crc32c(data))}"}
+            )
+
+        @server.route("POST", "/api/v1/files/{file_id}/confirm-upload")
+        async def confirm(request: web.Request) -> web.StreamResponse:
+            file_id = request.match_info["file_id"]
+            data = self.objects[file_id]
+            self.confirmed.append(file_id)
+            return web.json_response(
+                {
+                    "file_id": file_id,
+                    "file_name": self.names[file_id],
+                    "size_bytes": len(data),
+                    "crc32c_hash": crc32c_to_b64(crc32c(data)),
+                }
+            )
+
+        return self

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 async def test_bulk_transfers_through_the_fault_soak_lose_nothing(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    config = SoakConfig(files=200, seed=7)
+    config = SoakConfig(files=200, seed=7, throttle_burst=3)  # bursts, on top of the mix
     report = await run_soak(tmp_path, config)
     print(table(report))
     request.node.user_properties.append(("soak", report.to_json()))
