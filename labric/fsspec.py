@@ -88,6 +88,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from labric._client import AsyncLabric
 from labric._core.config import ClientConfig
 from labric._transfer.checksum import crc32c_from_b64
+from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric.errors import (
     APIStatusError,
     IntegrityError,
@@ -565,7 +566,10 @@ class LabricFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships n
         client = await self._labric()
         try:
             if not start and end is None:
-                return await client.files.read_bytes(info["file_id"])  # whole: CRC32C-verified
+                # Whole, CRC32C-verified; cat asks for the whole file, so its listed size is
+                # allowed past read_bytes' default bound (the stated size still caps the read).
+                bound = max(DEFAULT_READ_LIMIT, info["size"] or 0)
+                return await client.files.read_bytes(info["file_id"], max_bytes=bound)
             content = await client.files.content(info["file_id"])
         except NotFoundError as exc:
             raise _not_found(info["name"], exc) from exc
