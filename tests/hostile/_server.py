@@ -188,7 +188,8 @@ class StoredFile:
     ``Content-Range`` is ``content_range(start, end, total)`` (default: the honest one; return
     ``None`` to leave the header out); ``etag=None`` leaves out the ``ETag``; ``chunked`` leaves
     out ``Content-Length``; ``goog_crc`` sends ``x-goog-hash`` with this CRC32C. ``before_body`` is
-    awaited once the status line is out, before the first byte of a body.
+    awaited once the status line is out, before the first byte of a body; ``refuse`` may answer a
+    storage request with an error status instead.
     """
 
     file_id: str
@@ -207,27 +208,35 @@ class StoredFile:
     content_range: Callable[[int, int, int], str | None] | None = None
     before_body: Callable[[web.Request], Awaitable[None]] | None = None
     on_chunk: Callable[[int], None] | None = None
+    refuse: Callable[[web.Request], int | None] | None = None
 
 
 def serve_file(server: HostileServer, f: StoredFile) -> StoredFile:
-    """Register ``f``'s metadata, content ticket and storage routes on ``server``."""
-    size = len(f.body) if f.size is _UNSET else f.size
-    data = f.body if f.served is None else f.served
+    """Register ``f``'s metadata, content ticket and storage routes on ``server``.
+
+    Every answer reads ``f`` when it is made, so a test may change the file between requests.
+    """
 
     @server.route("GET", f"/api/v1/files/{f.file_id}")
     async def meta(request: web.Request) -> web.StreamResponse:
+        size = len(f.body) if f.size is _UNSET else f.size
         return web.json_response(
             file_info(f.file_id, f.path or f.name, size=size, crc32c=f.meta_crc)
         )
 
     @server.route("GET", f"/api/v1/files/{f.file_id}/content")
     async def content(request: web.Request) -> web.StreamResponse:
+        size = len(f.body) if f.size is _UNSET else f.size
         url = server.url(f"/blob/{f.file_id}")
         answer = file_content(f.file_id, url, name=f.name, size=size, crc32c=f.content_crc)
         return web.json_response(answer)
 
     @server.route("GET", f"/blob/{f.file_id}")
     async def storage(request: web.Request) -> web.StreamResponse:
+        status_instead = f.refuse(request) if f.refuse is not None else None
+        if status_instead is not None:
+            return web.json_response({"detail": "refused by the test"}, status=status_instead)
+        data = f.body if f.served is None else f.served
         headers: dict[str, str] = {}
         if f.etag is not None:
             headers["ETag"] = f.etag
