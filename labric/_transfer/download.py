@@ -157,10 +157,9 @@ class Downloader:
     async def content(self, file_id: str) -> FileContent:
         return _model(await self._ctx.api("GET", _fpath(file_id, "/content")), FileContent)
 
-    async def _expected_crc(
-        self, info: FileContent, meta: dict[str, Any] | None
-    ) -> tuple[int | None, str | None]:
-        """The CRC32C the bytes must have (from ``content``, else the metadata), and its text."""
+    async def _expected_crc(self, info: FileContent, meta: dict[str, Any] | None) -> int | None:
+        """The CRC32C the bytes must have: from ``content``, else from the metadata (``meta``, or
+        fetched when not given)."""
         text = info.crc32c_hash
         if text is None:
             if meta is None:
@@ -168,9 +167,9 @@ class Downloader:
             value = meta.get("crc32c_hash")
             text = value if isinstance(value, str) and value else None
         if text is None:
-            return None, None
+            return None
         try:
-            return crc32c_from_b64(text), text
+            return crc32c_from_b64(text)
         except ValueError:
             raise IntegrityError(
                 f"File {info.file_id} has a malformed CRC32C {text!r}; its bytes cannot be checked"
@@ -202,7 +201,7 @@ class Downloader:
             original_path=original if isinstance(original, str) and original else None,
             claimed=claimed,
         )
-        expected, expected_text = await self._expected_crc(info, meta)
+        expected = await self._expected_crc(info, meta)
         total = info.size_bytes
         progress.started_file(file_id, total)
         # Opened on the loop, not in a thread: a cancellation must never lose the descriptor.
@@ -235,8 +234,8 @@ class Downloader:
                             f"File {file_id} kept changing on the server during the download"
                         ) from None
                     info = await self.content(file_id)
-                    if info.crc32c_hash is not None or expected_text is None:
-                        expected, expected_text = await self._expected_crc(info, {})
+                    # A new version: its checksum, asked for afresh (never the old metadata's).
+                    expected = await self._expected_crc(info, None)
         finally:
             os.close(dir_fd)
         progress.finished_file(TransferPhase.COMPLETED, file_id, total or 0, total)
@@ -591,7 +590,7 @@ class Downloader:
                 f"File {file_id} is {size} bytes, over the {max_bytes} read_bytes holds in "
                 "memory; download it to a file, or pass a larger max_bytes"
             )
-        expected, _ = await self._expected_crc(info, None)
+        expected = await self._expected_crc(info, None)
 
         async def once() -> tuple[bytes, int | None]:
             async def fetch() -> tuple[bytes, int | None]:
