@@ -30,7 +30,8 @@ cause is still inspectable.
     │       └── ResponseTooLargeError     an API body over ``ClientConfig.max_response_bytes``
     ├── WaitTimeoutError              jobs.wait() gave up before the execution ended
     └── TransferError                 a file transfer could not be completed safely
-        └── IntegrityError            bytes do not match their checksum or the object changed
+        ├── IntegrityError            bytes do not match their checksum or the object changed
+        └── UnsafeNameError           a server-supplied file name that could escape or deceive
 
 Every API error carries what a person needs to act on it: the HTTP method and the URL path (never a
 query string, so never a signed URL's signature), the status, the server's ``detail``, and the
@@ -64,6 +65,7 @@ __all__ = [
     "ResponseTooLargeError",
     "TransferError",
     "UnprocessableEntityError",
+    "UnsafeNameError",
     "UsageError",
     "WaitTimeoutError",
     "status_error_class",
@@ -262,6 +264,20 @@ class TransferError(LabricError):
 
 class IntegrityError(TransferError):
     """The transferred bytes do not match their checksum, or the object changed mid-transfer."""
+
+
+class UnsafeNameError(TransferError):
+    """A server-supplied file name was refused: it could leave the destination or disguise itself.
+
+    Attributes:
+        file_id: The file whose name was refused, when known.
+        name: The name as the server gave it (the message shows it escaped).
+    """
+
+    def __init__(self, message: str, *, file_id: str | None, name: str) -> None:
+        super().__init__(message)
+        self.file_id = file_id
+        self.name = name
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -13,6 +13,7 @@ from typing import Any
 from labric._blocking.pager import SyncPager
 from labric._blocking.portal import SyncResource
 from labric._client import AsyncLabric
+from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric._transfer.progress import ProgressCallback
 from labric._transfer.sources import UploadSourceType
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
@@ -213,14 +214,18 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
     ) -> Path:
         """Download a file to ``dest``, verified, atomically.
 
-        Bytes are written to ``<dest>.part`` and renamed only once complete, fsynced and matching
-        the server's CRC32C: nothing partial ever appears under the final name. Large files are
-        fetched as concurrent ranges, and an interrupted large download resumes.
+        Bytes are written to a new hidden temporary file next to ``dest``
+        (``.<name>.<random>.labric-part``, created exclusively, so no existing file is touched)
+        and moved to ``dest`` only once complete, fsynced and matching the file's CRC32C: nothing
+        partial ever appears under the final name. Large files are fetched as concurrent ranges,
+        and an interrupted large download resumes. When neither the API nor storage gives a
+        checksum, only the size is checked and a warning is logged.
 
         Args:
             file_id: The file.
             dest: A file path, or an existing directory to put it in under its own name.
-            overwrite: Replace an existing file at ``dest``.
+            overwrite: Replace an existing file at ``dest``. Without it, a file that appears at
+                ``dest`` during the download is not replaced either.
             on_progress: Called with :class:`~labric.models.TransferProgress` events.
 
         Returns:
@@ -229,6 +234,8 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
         Raises:
             FileExistsError: ``dest`` exists and ``overwrite`` is false.
             IntegrityError: the bytes did not match their checksum, or the file kept changing.
+            UnsafeNameError: ``dest`` is a directory and the file's name is unsafe.
+            TransferError: the storage server's answer contradicts the file's size or range.
             APIError: the download failed after retries.
         """
         return self._portal.call(
@@ -248,10 +255,24 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
         raise_on_error: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> builtins.list[DownloadOutcome]:
-        """Download many files concurrently into ``dest_dir``; one outcome per id, in order.
+        r"""Download many files concurrently into ``dest_dir``; one outcome per id, in order.
 
-        Each file lands at its platform path under ``dest_dir`` (a name that would leave the
-        directory, such as ``../x``, fails that file and no other).
+        Each file lands at its platform path under ``dest_dir``. Platform paths are untrusted and
+        handled deterministically: separators of either kind (``/``, ``\``) split folders; a
+        root, a drive (``C:``) or a UNC prefix, empty and ``.`` segments are dropped
+        (``C:\data\x.csv`` lands at ``data/x.csv``). A path is refused, failing that file
+        and no other with an :class:`~labric.errors.UnsafeNameError` that names the file id and
+        shows the path escaped, when it has a ``..`` segment, a NUL or other control character
+        (a newline, say), a bidi control (U+202A-U+202E, U+2066-U+2069, U+200E/F, U+061C), or a
+        segment over 255 bytes. Folders inside ``dest_dir`` are never followed through a
+        symlink, and a symlink at a final name is replaced (``overwrite``) or refused, never
+        written through. Two files that map to one path: the second fails with a
+        :class:`~labric.errors.TransferError`, the first is not overwritten.
+
+        Each download writes a hidden temporary file of its own next to its final path, so a
+        platform file named ``data.csv.part`` and one named ``data.csv`` never collide. A file
+        whose bytes nothing could verify (no checksum from the API or storage) has only its size
+        checked and is reported with ``unverified=True`` and a warning.
 
         Args:
             file_ids: The files.
@@ -274,6 +295,21 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
             )
         )
 
-    def read_bytes(self, file_id: str) -> bytes:
-        """Fetch a whole file into memory, verified against its CRC32C (for small files)."""
-        return self._portal.call(lambda c: self._get(c).read_bytes(file_id))
+    def read_bytes(self, file_id: str, *, max_bytes: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Fetch a whole file into memory, verified against its CRC32C (for small files).
+
+        Args:
+            file_id: The file.
+            max_bytes: The most bytes to hold in memory (default 256 MiB). A file stated to be
+                larger fails before any byte is read; one of unknown size fails as soon as its
+                body passes the bound.
+
+        Returns:
+            The file's bytes: no more and no less than its stated size.
+
+        Raises:
+            TransferError: the file is over ``max_bytes``, or longer or shorter than stated.
+            IntegrityError: the bytes did not match their checksum.
+            APIError: the request failed after retries.
+        """
+        return self._portal.call(lambda c: self._get(c).read_bytes(file_id, max_bytes=max_bytes))

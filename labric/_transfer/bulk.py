@@ -182,7 +182,7 @@ class BulkTransfers:
 
         async def one(file_id: str) -> DownloadOutcome:
             try:
-                path, skipped = await self._downloads.download(
+                done = await self._downloads.download(
                     file_id,
                     dest_dir,
                     overwrite=overwrite,
@@ -190,7 +190,13 @@ class BulkTransfers:
                     skip_existing=skip_existing,
                     claimed=claimed,
                 )
-                return DownloadOutcome(file_id=file_id, path=path, skipped=skipped)
+                return DownloadOutcome(
+                    file_id=file_id,
+                    path=done.path,
+                    skipped=done.skipped,
+                    unverified=done.unverified,
+                    warnings=done.warnings,
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -19,9 +19,10 @@ Uploads (:mod:`~labric._transfer.upload`)
     (:mod:`~labric._transfer.journal`), so a rerun after a crash sends only what is missing.
 
 Downloads (:mod:`~labric._transfer.download`, :mod:`~labric._transfer.naming`)
-    Bytes go to ``<dest>.part``, renamed to ``dest`` only once the CRC32C matched and the file was
-    fsynced. Large objects are fetched as concurrent ranges pinned to one ETag; an interrupted
-    ranged download resumes. Server-supplied names never leave the destination directory.
+    Bytes go to a new temporary file next to ``dest`` (random name, created exclusively), moved to
+    ``dest`` only once verified and fsynced. Large objects are fetched as concurrent ranges pinned
+    to one ETag; an interrupted ranged download resumes. Server-supplied names never leave the
+    destination directory, nor follow a symlink out of it.
 
 Bulk (:mod:`~labric._transfer.bulk`, :mod:`~labric._transfer.progress`)
     Many files in one call, with bounded parallelism and one outcome per input, in input order;
@@ -44,7 +45,7 @@ from labric._core.config import TransferConfig
 from labric._core.transport import Response, Transport
 from labric._transfer.bulk import BulkTransfers
 from labric._transfer.context import TransferContext
-from labric._transfer.download import Downloader
+from labric._transfer.download import Downloaded, Downloader
 from labric._transfer.journal import Journal
 from labric._transfer.progress import ProgressCallback, _Progress
 from labric._transfer.scheduling import AdaptiveLimiter, BufferPool, MemoryBudget
@@ -134,10 +135,11 @@ class TransferEngine:
         progress: _Progress,
         skip_existing: bool = False,
         claimed: set[Path] | None = None,
-    ) -> tuple[Path, bool]:
+    ) -> Downloaded:
         """Download one file to ``dest`` (a file path, or a directory to put it in).
 
-        Returns the final path and whether an identical file was already there.
+        Returns where it landed, whether an identical file was already there, and whether its
+        bytes could be verified.
         """
         return await self._downloads.download(
             file_id,
@@ -148,9 +150,9 @@ class TransferEngine:
             claimed=claimed,
         )
 
-    async def read_bytes(self, file_id: str) -> bytes:
-        """Fetch a whole file into memory, verified against its CRC32C."""
-        return await self._downloads.read_bytes(file_id)
+    async def read_bytes(self, file_id: str, *, max_bytes: int) -> bytes:
+        """Fetch a whole file (at most ``max_bytes``) into memory, verified against its CRC32C."""
+        return await self._downloads.read_bytes(file_id, max_bytes=max_bytes)
 
     # -- many files -------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ few seconds when it is not; ``--quiet`` turns it off.
 Interrupting (Ctrl-C) a transfer is safe: rerunning the same command resumes it. Uploads from
 paths are journalled, so files the server already confirmed are not sent again and a large file
 sends only its missing parts; downloads skip local files whose CRC32C already matches and resume
-large files from their ``.part``.
+large files from the temporary file their journal names.
 
 ``sync`` (never deletes anything, on either side)
     ``labric sync up DIR`` uploads every file under ``DIR`` as ``<name of DIR>/<relative path>``

@@ -20,6 +20,7 @@ from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.implementations.local import make_path_posix, trailing_sep
 from fsspec.utils import isfilelike
 
+from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric.errors import NotFoundError, TransferError
 from labric.fsspec import transfers
 from labric.fsspec.files import LabricAsyncFile, LabricFile
@@ -77,7 +78,10 @@ class LabricFileSystem(LabricNamespace):
         client = await self._labric()
         try:
             if not start and end is None:
-                return await client.files.read_bytes(info["file_id"])  # whole: CRC32C-verified
+                # Whole, CRC32C-verified; cat asks for the whole file, so its listed size is
+                # allowed past read_bytes' default bound (the stated size still caps the read).
+                bound = max(DEFAULT_READ_LIMIT, info["size"] or 0)
+                return await client.files.read_bytes(info["file_id"], max_bytes=bound)
             content = await client.files.content(info["file_id"])
         except NotFoundError as exc:
             raise not_found(info["name"], exc) from exc

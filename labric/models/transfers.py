@@ -101,5 +101,5 @@ class DownloadOutcome:
 
     @property
     def ok(self) -> bool:
-        """Whether the file is now on disk, verified."""
+        """Whether the file is now on disk (its bytes verified, unless ``unverified``)."""
         return self.error is None

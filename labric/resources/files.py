@@ -16,6 +16,7 @@ from labric._core.context import current_execution_id
 from labric._core.pagination import AsyncPager
 from labric._core.transport import Transport, path_segment
 from labric._transfer.context import _json_object
+from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric._transfer.engine import TransferEngine
 from labric._transfer.progress import ProgressCallback, _Progress
 from labric._transfer.sources import UploadSourceType
@@ -312,14 +313,18 @@ class AsyncFiles(AsyncResource):
     ) -> Path:
         """Download a file to ``dest``, verified, atomically.
 
-        Bytes are written to ``<dest>.part`` and renamed only once complete, fsynced and matching
-        the server's CRC32C: nothing partial ever appears under the final name. Large files are
-        fetched as concurrent ranges, and an interrupted large download resumes.
+        Bytes are written to a new hidden temporary file next to ``dest``
+        (``.<name>.<random>.labric-part``, created exclusively, so no existing file is touched)
+        and moved to ``dest`` only once complete, fsynced and matching the file's CRC32C: nothing
+        partial ever appears under the final name. Large files are fetched as concurrent ranges,
+        and an interrupted large download resumes. When neither the API nor storage gives a
+        checksum, only the size is checked and a warning is logged.
 
         Args:
             file_id: The file.
             dest: A file path, or an existing directory to put it in under its own name.
-            overwrite: Replace an existing file at ``dest``.
+            overwrite: Replace an existing file at ``dest``. Without it, a file that appears at
+                ``dest`` during the download is not replaced either.
             on_progress: Called with :class:`~labric.models.TransferProgress` events.
 
         Returns:
@@ -328,13 +333,15 @@ class AsyncFiles(AsyncResource):
         Raises:
             FileExistsError: ``dest`` exists and ``overwrite`` is false.
             IntegrityError: the bytes did not match their checksum, or the file kept changing.
+            UnsafeNameError: ``dest`` is a directory and the file's name is unsafe.
+            TransferError: the storage server's answer contradicts the file's size or range.
             APIError: the download failed after retries.
         """
         progress = _Progress("download", on_progress, 1)
-        path, _ = await self._engine.download(
+        done = await self._engine.download(
             file_id, Path(dest), overwrite=overwrite, progress=progress
         )
-        return path
+        return done.path
 
     async def download_many(
         self,
@@ -349,8 +356,22 @@ class AsyncFiles(AsyncResource):
     ) -> builtins.list[DownloadOutcome]:
         """Download many files concurrently into ``dest_dir``; one outcome per id, in order.
 
-        Each file lands at its platform path under ``dest_dir`` (a name that would leave the
-        directory, such as ``../x``, fails that file and no other).
+        Each file lands at its platform path under ``dest_dir``. Platform paths are untrusted and
+        handled deterministically: separators of either kind (``/``, ``\\``) split folders; a
+        root, a drive (``C:``) or a UNC prefix, empty and ``.`` segments are dropped
+        (``C:\\data\\x.csv`` lands at ``data/x.csv``). A path is refused, failing that file
+        and no other with an :class:`~labric.errors.UnsafeNameError` that names the file id and
+        shows the path escaped, when it has a ``..`` segment, a NUL or other control character
+        (a newline, say), a bidi control (U+202A-U+202E, U+2066-U+2069, U+200E/F, U+061C), or a
+        segment over 255 bytes. Folders inside ``dest_dir`` are never followed through a
+        symlink, and a symlink at a final name is replaced (``overwrite``) or refused, never
+        written through. Two files that map to one path: the second fails with a
+        :class:`~labric.errors.TransferError`, the first is not overwritten.
+
+        Each download writes a hidden temporary file of its own next to its final path, so a
+        platform file named ``data.csv.part`` and one named ``data.csv`` never collide. A file
+        whose bytes nothing could verify (no checksum from the API or storage) has only its size
+        checked and is reported with ``unverified=True`` and a warning.
 
         Args:
             file_ids: The files.
@@ -373,9 +394,24 @@ class AsyncFiles(AsyncResource):
             _raise_first([o.error for o in outcomes], len(outcomes))
         return outcomes
 
-    async def read_bytes(self, file_id: str) -> bytes:
-        """Fetch a whole file into memory, verified against its CRC32C (for small files)."""
-        return await self._engine.read_bytes(file_id)
+    async def read_bytes(self, file_id: str, *, max_bytes: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Fetch a whole file into memory, verified against its CRC32C (for small files).
+
+        Args:
+            file_id: The file.
+            max_bytes: The most bytes to hold in memory (default 256 MiB). A file stated to be
+                larger fails before any byte is read; one of unknown size fails as soon as its
+                body passes the bound.
+
+        Returns:
+            The file's bytes: no more and no less than its stated size.
+
+        Raises:
+            TransferError: the file is over ``max_bytes``, or longer or shorter than stated.
+            IntegrityError: the bytes did not match their checksum.
+            APIError: the request failed after retries.
+        """
+        return await self._engine.read_bytes(file_id, max_bytes=max_bytes)
 
 
 def _raise_first(

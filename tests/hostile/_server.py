@@ -270,3 +270,103 @@ class SinglePutUploads:
             )
 
         return self
+
+
+# -- a stored object, served with chosen headers ---------------------------------------------------
+
+_UNSET: Any = object()
+
+
+@attrs.define
+class StoredFile:
+    """A file the hostile server hands out: its API answers and its storage route, each adjustable.
+
+    ``size`` is what the API claims (default: the body's length); ``served`` what storage sends
+    (default: ``body``). Storage answers single ``Range`` requests with a ``206`` whose
+    ``Content-Range`` is ``content_range(start, end, total)`` (default: the honest one; return
+    ``None`` to leave the header out); ``etag=None`` leaves out the ``ETag``; ``chunked`` leaves
+    out ``Content-Length``; ``goog_crc`` sends ``x-goog-hash`` with this CRC32C. ``before_body`` is
+    awaited once the status line is out, before the first byte of a body; ``refuse`` may answer a
+    storage request with an error status instead.
+    """
+
+    file_id: str
+    body: bytes
+    name: str = "data.bin"
+    path: str | None = None
+    size: int | None = _UNSET
+    content_crc: str | None = None
+    meta_crc: str | None = None
+    served: bytes | None = None
+    etag: str | None = '"v1"'
+    goog_crc: str | None = None
+    ranges: bool = True
+    chunked: bool = False
+    chunk: int = 64 * 1024
+    content_range: Callable[[int, int, int], str | None] | None = None
+    before_body: Callable[[web.Request], Awaitable[None]] | None = None
+    on_chunk: Callable[[int], None] | None = None
+    refuse: Callable[[web.Request], int | None] | None = None
+
+
+def serve_file(server: HostileServer, f: StoredFile) -> StoredFile:
+    """Register ``f``'s metadata, content ticket and storage routes on ``server``.
+
+    Every answer reads ``f`` when it is made, so a test may change the file between requests.
+    """
+
+    @server.route("GET", f"/api/v1/files/{f.file_id}")
+    async def meta(request: web.Request) -> web.StreamResponse:
+        size = len(f.body) if f.size is _UNSET else f.size
+        return web.json_response(
+            file_info(f.file_id, f.path or f.name, size=size, crc32c=f.meta_crc)
+        )
+
+    @server.route("GET", f"/api/v1/files/{f.file_id}/content")
+    async def content(request: web.Request) -> web.StreamResponse:
+        size = len(f.body) if f.size is _UNSET else f.size
+        url = server.url(f"/blob/{f.file_id}")
+        answer = file_content(f.file_id, url, name=f.name, size=size, crc32c=f.content_crc)
+        return web.json_response(answer)
+
+    @server.route("GET", f"/blob/{f.file_id}")
+    async def storage(request: web.Request) -> web.StreamResponse:
+        status_instead = f.refuse(request) if f.refuse is not None else None
+        if status_instead is not None:
+            return web.json_response({"detail": "refused by the test"}, status=status_instead)
+        data = f.body if f.served is None else f.served
+        headers: dict[str, str] = {}
+        if f.etag is not None:
+            headers["ETag"] = f.etag
+        if f.goog_crc is not None:
+            headers["x-goog-hash"] = f"crc32c={f.goog_crc}"
+        status, piece = 200, data
+        asked = request.headers.get("Range")
+        if asked and f.ranges:
+            first, _, last = asked.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last), len(data) - 1)
+            piece = data[start : end + 1]
+            status = 206
+            make = f.content_range or (lambda a, b, total: f"bytes {a}-{b}/{total}")
+            value = make(start, end, len(data))
+            if value is not None:
+                headers["Content-Range"] = value
+        response = web.StreamResponse(status=status, headers=headers)
+        if f.chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(piece)
+        await response.prepare(request)
+        if f.before_body is not None:
+            await f.before_body(request)
+        try:
+            for offset in range(0, len(piece), f.chunk):
+                await response.write(piece[offset : offset + f.chunk])
+                if f.on_chunk is not None:
+                    f.on_chunk(offset + f.chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading, as it should when the body is too long
+        return response
+
+    return f

@@ -245,10 +245,10 @@ async def test_killed_ranged_download_resumes_from_its_journal(
         concurrency=2,
     )
     parts_server.faults.update(FaultConfig())
-    # Nothing under the final name; the .part and the journal of the ranges it holds remain.
+    # Nothing under the final name; the temporary file and the journal of its ranges remain.
     assert not dest.exists()
-    assert dest.with_name("big.raw.part").stat().st_size == size
     (entry,) = _journal(state, "download")
+    assert (dest.parent / entry["temp"]).stat().st_size == size
     kept = _range_bytes(size, list(entry["ranges"]))
     assert 0 < kept < size
 
@@ -281,8 +281,8 @@ async def test_killed_bulk_download_reruns_fetching_only_what_was_missing(
     )
     parts_server.faults.update(FaultConfig())
     files = [p for p in dest.rglob("*") if p.is_file()]
-    finals = {p.relative_to(dest).as_posix(): p for p in files if p.suffix != ".part"}
-    # Whatever is under a final name is whole; the rest is missing or a .part.
+    finals = {p.relative_to(dest).as_posix(): p for p in files if p.suffix != ".labric-part"}
+    # Whatever is under a final name is whole; the rest is missing or a temporary file.
     assert 0 < len(finals) < len(sources)
     for name, path in finals.items():
         assert path.read_bytes() == sources[name], name
@@ -296,7 +296,7 @@ async def test_killed_bulk_download_reruns_fetching_only_what_was_missing(
     missing = sum(len(data) for name, data in sources.items() if name not in finals)
     assert parts_server.stats["storage"]["bytes_sent"] == missing
     now = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
-    assert now == sources  # every file whole, no .part left
+    assert now == sources  # every file whole, no temporary file left
 
 
 # -- SIGKILL of the server --------------------------------------------------------------------
@@ -473,11 +473,11 @@ def test_closing_the_sync_client_stops_a_bulk_download_without_partial_files(
         srv.faults.update(FaultConfig())
         _poll(lambda: _settled(srv))
         files = [p for p in dest.rglob("*") if p.is_file()]
-        finals = {p.relative_to(dest).as_posix(): p for p in files if p.suffix != ".part"}
+        finals = {p.relative_to(dest).as_posix(): p for p in files if p.suffix != ".labric-part"}
         for name, path in finals.items():
             assert path.read_bytes() == sources[name], name
         assert BIG not in finals
-        # The ranged download keeps its .part and journal, so it resumes.
+        # The ranged download keeps its temporary file and journal, so it resumes.
         (entry,) = _journal(state, "download")
         size = len(sources[BIG])
         kept = _range_bytes(size, list(entry["ranges"]))

@@ -494,20 +494,25 @@ async def test_hostile_file_names_are_names_only(
             assert outcome.path.resolve().is_relative_to(dest.resolve()), name
             assert outcome.path.read_bytes() == b"hello"
         else:
-            # Only names that climb out of the directory, that two files share, or that no file
-            # system takes may fail, and each says so.
+            # Only names that climb out of the directory, that two files share, that no file
+            # system takes, or that disguise themselves (control and bidi characters) may fail,
+            # and each says so.
             assert isinstance(outcome.error, TransferError), (name, outcome)
             climbs = ".." in re.split(r"[\\/]", name)
             too_long = max(len(p.encode()) for p in re.split(r"[\\/]", name)) > 250
+            disguised = re.search(
+                "[\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069]", name
+            )
             reason = str(outcome.error)
             assert (
                 (climbs and "leaves its directory" in reason)
                 or (too_long and "bytes" in reason)
+                or (disguised and ("control character" in reason or "disguises" in reason))
                 or "also maps to" in reason
             ), (name, reason)
     written = [p for p in tmp_path.rglob("*") if MARK in p.name and p.is_file()]
     assert all(p.resolve().is_relative_to(dest.resolve()) for p in written)
-    assert not [p for p in dest.rglob("*.part")]
+    assert not [p for p in dest.rglob("*.labric-part")]
     assert not [p for p in Path("/tmp").glob(f"*{MARK}*")]
 
 

@@ -139,7 +139,7 @@ async def test_multipart_upload_and_ranged_download(
     got = await tclient.files.download(upload.file_id, dest)
     assert got == dest
     assert dest.read_bytes() == path.read_bytes()
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["run.raw"]  # no .part left
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["run.raw"]  # no temporary file left
     # A directory destination keeps the file's own name; an existing file is not replaced.
     with pytest.raises(FileExistsError):
         await tclient.files.download(upload.file_id, dest.parent)
@@ -217,7 +217,7 @@ async def test_interrupted_download_leaves_no_final_file(
             assert type(caught.value).__name__ in ("APIConnectionError", "TransferError")
             assert not dest.exists()
         parts_server.faults.update(FaultConfig())
-        # The large one kept its .part and journal and resumes; the small one starts over.
+        # The large one kept its temporary file and journal and resumes; the small one starts over.
         for upload in (small, big):
             dest = tmp_path / "dl" / upload.file_name
             await client.files.download(upload.file_id, dest)
@@ -249,5 +249,5 @@ async def test_cancelled_bulk_download_leaves_no_partial_final_files(
         with pytest.raises(asyncio.CancelledError):
             await task
         parts_server.faults.update(FaultConfig())
-    finals = [p for p in (tmp_path / "dl").rglob("*") if p.is_file() and p.suffix != ".part"]
+    finals = [p for p in (tmp_path / "dl").rglob("*") if p.is_file() and p.suffix != ".labric-part"]
     assert finals == []
