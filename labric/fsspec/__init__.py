@@ -27,13 +27,20 @@ Requests
     ``ls``, ``info`` and ``find`` (hence ``glob``) are listings of ``GET /v1/files``, narrowed on
     the server by the path (its ``query`` filter) and matched exactly here; complete listings are
     kept in ``dircache`` until this filesystem writes under them, ``refresh=True`` is passed, or
-    ``invalidate_cache()`` is called. Whole-file ``cat_file`` is verified against the file's
-    CRC32C; a byte range (``start``/``end``) and every read of an ``open()``ed file is one
-    ``Range`` request to the signed storage URL, pinned with ``If-Match`` to the version first
-    read, so a file replaced underneath an open handle fails instead of mixing versions. ``get``
-    and ``put`` go through the transfer engine's ``download_many`` and ``upload_many``:
-    concurrent, checksummed, atomic on disk, and resumable. ``ukey`` and ``checksum`` come from
-    the CRC32C the platform records.
+    ``invalidate_cache()`` is called, so ``ls`` and ``find`` are fast but may miss what another
+    client did meanwhile. Reads are never stale: ``open``, ``cat``, ``info`` and ``exists`` of a
+    file ask the platform for the newest file at its path (one small newest-first listing of
+    that path, usually one request) whatever the cache holds, because a platform file never
+    changes in place: a replaced file is a new file with a new id, and a cached entry would go
+    on reading the old one. A file replaced or deleted elsewhere drops the cached listings that
+    showed it. Bulk ``get`` resolves its files from one fresh listing.
+
+    Whole-file ``cat_file`` is verified against the file's CRC32C; a byte range
+    (``start``/``end``) and every read of an ``open()``ed file is one ``Range`` request to the
+    signed storage URL, pinned with ``If-Match`` to the version first read, so a file replaced
+    underneath an open handle fails instead of mixing versions. ``get`` and ``put`` go through
+    the transfer engine's ``download_many`` and ``upload_many``: concurrent, checksummed, atomic
+    on disk, and resumable. ``ukey`` and ``checksum`` come from the CRC32C the platform records.
 
 Event loops and lifecycle
     fsspec runs a blocking filesystem's coroutines on its own IO-loop thread, and an
