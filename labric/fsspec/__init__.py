@@ -13,15 +13,33 @@ The class is registered for the ``labric`` protocol through the ``fsspec.specs``
 optional dependency (``pip install 'labric[fsspec]'``); ``import labric`` never imports it.
 
 Paths
-    A file's path is its platform ``original_path`` (a leading ``/`` dropped). Directories are
-    implied by ``/`` in paths, as in object stores: one exists while a file lies under it, and
-    none needs creating. Several files may share a path (an instrument uploads ``plate1.csv`` on
-    every run): the **newest wins**, as in the listing's order (newest first), so ``ls``,
-    ``info``, ``open`` and ``get`` see the latest upload, and ``put`` to an existing path adds a
-    newer file rather than changing the old one. The older files stay reachable by id as
-    ``labric://.id/<file_id>``. ``rm`` of a path deletes every file at that path, so the path is
-    gone afterwards; ``rm`` of an ``.id/`` path deletes that one file. ``.id`` is a virtual
-    directory: never listed, and a platform path under ``.id/`` is reachable only by its id.
+    A file's path is its platform ``original_path`` (a leading ``/`` dropped). Several files may
+    share a path (an instrument uploads ``plate1.csv`` on every run): the **newest wins**, as in
+    the listing's order (newest first), so ``ls``, ``info``, ``open`` and ``get`` see the latest
+    upload. The older files stay reachable by id as ``labric://.id/<file_id>``. ``rm`` of a path
+    deletes every file at that path, so the path is gone afterwards; ``rm`` of an ``.id/`` path
+    deletes that one file. ``.id`` is a virtual directory: never listed, and a platform path
+    under ``.id/`` is reachable only by its id.
+
+Writing
+    Writing to an existing path through this filesystem (``put``, ``pipe``, ``open('wb')``,
+    ``cp``/``mv`` onto it) replaces it, as in an object store: once the new file is confirmed,
+    the files at that path listed after it (older) are deleted, and a newer one another client
+    wrote meanwhile is left alone. ``keep_versions=True`` keeps the older files instead.
+    ``touch(path, truncate=False)`` leaves an existing file as it is (there is no timestamp to
+    update). ``cp``/``copy`` and ``mv``/``rename`` (files, or trees with ``recursive=True``)
+    copy on the server with ``files.copy``, which shares the stored bytes (a server without the
+    route gets a download and upload); a move deletes its sources only once every copy exists.
+
+Directories
+    As in s3fs and gcsfs, directories are implied by ``/`` in paths: one exists exactly while a
+    file lies under it, and none needs creating. ``mkdir`` and ``makedirs`` of a new path do
+    nothing and do not make it appear (it appears with its first file; nothing is remembered);
+    of an existing directory they raise ``FileExistsError`` unless ``exist_ok=True``, and of an
+    existing file always. ``rmdir`` of an existing directory raises ``OSError`` (``ENOTEMPTY``:
+    it is never empty; ``rm(path, recursive=True)`` deletes it), of a file
+    ``NotADirectoryError``, and of a missing path does nothing. A path may be both a file and a
+    directory (``a`` and ``a/b``); ``info`` then answers the file.
 
 Requests
     ``ls``, ``info`` and ``find`` (hence ``glob``) are listings of ``GET /v1/files``, narrowed on

@@ -66,6 +66,7 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         use_listings_cache: bool = True,
         listings_expiry_time: float | None = None,
         max_paths: int | None = None,
+        keep_versions: bool = False,
         **client_options: Any,
     ) -> None:
         super().__init__(
@@ -79,6 +80,8 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         # Resolved once, now: a missing or malformed key fails here, naming the variable, and
         # every client this filesystem opens later talks to the same place with the same key.
         self._config = ClientConfig.resolve(api_key, base_url=base_url, **client_options)
+        #: Writes to an existing path add a file and keep the older ones (else they replace).
+        self.keep_versions = keep_versions
         self._pool = ClientPool(self._config, client_options)
 
     def __repr__(self) -> str:
