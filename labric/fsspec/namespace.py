@@ -212,15 +212,12 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
                 under = True
         return under
 
-    async def _info(
-        self, path: str, refresh: bool = False, fresh: bool = True, **kwargs: Any
-    ) -> dict[str, Any]:
+    async def _info(self, path: str, refresh: bool = False, **kwargs: Any) -> dict[str, Any]:
         """The entry at ``path``; a file is always the one the platform holds now.
 
-        A directory may come from a cached listing. A file entry never does unless ``fresh`` is
-        false (a caller that has just listed): whatever a listing says about a file, the newest
-        file at its path is looked up again, since another client may have replaced or deleted
-        it, and reading a stale entry would read the old file by its id.
+        A directory may come from a cached listing; a file entry never does: whatever a listing
+        says about a file, the newest file at its path is looked up again, since another client
+        may have replaced or deleted it, and a stale entry would read the old file by its id.
         """
         path = self._strip_protocol(path)
         if not path:
@@ -231,7 +228,7 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         if path == ID_DIR:
             raise not_found(path)
         cached = None if refresh else listings.cached_entry(self.dircache, path, self._parent(path))
-        if cached is not None and (cached["type"] == "directory" or not fresh):
+        if cached is not None and cached["type"] == "directory":
             return cached
         found = await self._lookup(path)
         if isinstance(found, FileInfo):
