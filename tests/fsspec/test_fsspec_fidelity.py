@@ -11,6 +11,7 @@ import pytest
 
 from labric import Labric
 from labric.fsspec import LabricFileSystem
+from labric.server import LocalServer
 
 Upload = Callable[[str, bytes], str]
 
@@ -238,3 +239,23 @@ def test_directories_are_implied_as_in_object_stores(
         fs.rmdir(f"{root}/run/a.csv")
     fs.rmdir(f"{root}/new")  # never created, so nothing to remove
     assert fs.cat(f"{root}/run/a.csv") == b"a"
+
+
+async def test_copy_move_and_directories_on_an_asynchronous_filesystem(
+    server: LocalServer,
+) -> None:
+    fs = LabricFileSystem(
+        server.admin_key, base_url=server.base_url, asynchronous=True, skip_instance_cache=True
+    )
+    async with fs:
+        await fs._pipe_file("async/a.csv", b"x\n")
+        await fs._pipe_file("async/a.csv", b"y\n")  # replaces
+        await fs._copy("async/a.csv", "async/b.csv")
+        await fs._mv("async/b.csv", "async/sub/c.csv")
+        assert await fs._find("async") == ["async/a.csv", "async/sub/c.csv"]
+        assert await fs._cat_file("async/sub/c.csv") == b"y\n"
+        assert len([f async for f in (await fs._labric()).files.list(query="async/")]) == 2
+        with pytest.raises(FileExistsError):
+            await fs._makedirs("async/sub")
+        with pytest.raises(OSError, match="not empty"):
+            await fs._rmdir("async/sub")
