@@ -93,6 +93,38 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
         """
         self._portal.call(lambda c: self._get(c).delete(file_id))
 
+    def copy(
+        self, file_id: str, *, original_path: str, job_execution_id: str | None = None
+    ) -> FileInfo:
+        """Copy a file to a new path: a new file with the same bytes, its own id and attribution.
+
+        The server copies without moving the bytes (``POST /v1/files/{id}/copy``). A server
+        without that route (the hosted API) gets a streamed copy instead: the file is downloaded
+        to a temporary file, verified, and uploaded under the new path.
+
+        Args:
+            file_id: The file to copy.
+            original_path: The copy's path, e.g. ``"run42/plate1.csv"``.
+            job_execution_id: Record the copy under this execution (default: the running job's,
+                else a new off-platform execution opened and closed for this call).
+
+        Returns:
+            The new file.
+
+        Raises:
+            NotFoundError: no such file in your organisation.
+            APIError: the copy failed after retries.
+
+        Example::
+
+            copy = client.files.copy(f.file_id, original_path="archive/plate1.csv")
+        """
+        return self._portal.call(
+            lambda c: self._get(c).copy(
+                file_id, original_path=original_path, job_execution_id=job_execution_id
+            )
+        )
+
     def upload(
         self,
         source: UploadSourceType,

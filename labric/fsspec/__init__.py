@@ -13,27 +13,52 @@ The class is registered for the ``labric`` protocol through the ``fsspec.specs``
 optional dependency (``pip install 'labric[fsspec]'``); ``import labric`` never imports it.
 
 Paths
-    A file's path is its platform ``original_path`` (a leading ``/`` dropped). Directories are
-    implied by ``/`` in paths, as in object stores: one exists while a file lies under it, and
-    none needs creating. Several files may share a path (an instrument uploads ``plate1.csv`` on
-    every run): the **newest wins**, as in the listing's order (newest first), so ``ls``,
-    ``info``, ``open`` and ``get`` see the latest upload, and ``put`` to an existing path adds a
-    newer file rather than changing the old one. The older files stay reachable by id as
-    ``labric://.id/<file_id>``. ``rm`` of a path deletes every file at that path, so the path is
-    gone afterwards; ``rm`` of an ``.id/`` path deletes that one file. ``.id`` is a virtual
-    directory: never listed, and a platform path under ``.id/`` is reachable only by its id.
+    A file's path is its platform ``original_path`` (a leading ``/`` dropped). Several files may
+    share a path (an instrument uploads ``plate1.csv`` on every run): the **newest wins**, as in
+    the listing's order (newest first), so ``ls``, ``info``, ``open`` and ``get`` see the latest
+    upload. The older files stay reachable by id as ``labric://.id/<file_id>``. ``rm`` of a path
+    deletes every file at that path, so the path is gone afterwards; ``rm`` of an ``.id/`` path
+    deletes that one file. ``.id`` is a virtual directory: never listed, and a platform path
+    under ``.id/`` is reachable only by its id.
+
+Writing
+    Writing to an existing path through this filesystem (``put``, ``pipe``, ``open('wb')``,
+    ``cp``/``mv`` onto it) replaces it, as in an object store: once the new file is confirmed,
+    the files at that path listed after it (older) are deleted, and a newer one another client
+    wrote meanwhile is left alone. ``keep_versions=True`` keeps the older files instead.
+    ``touch(path, truncate=False)`` leaves an existing file as it is (there is no timestamp to
+    update). ``cp``/``copy`` and ``mv``/``rename`` (files, or trees with ``recursive=True``)
+    copy on the server with ``files.copy``, which shares the stored bytes (a server without the
+    route gets a download and upload); a move deletes its sources only once every copy exists.
+
+Directories
+    As in s3fs and gcsfs, directories are implied by ``/`` in paths: one exists exactly while a
+    file lies under it, and none needs creating. ``mkdir`` and ``makedirs`` of a new path do
+    nothing and do not make it appear (it appears with its first file; nothing is remembered);
+    of an existing directory they raise ``FileExistsError`` unless ``exist_ok=True``, and of an
+    existing file always. ``rmdir`` of an existing directory raises ``OSError`` (``ENOTEMPTY``:
+    it is never empty; ``rm(path, recursive=True)`` deletes it), of a file
+    ``NotADirectoryError``, and of a missing path does nothing. A path may be both a file and a
+    directory (``a`` and ``a/b``); ``info`` then answers the file.
 
 Requests
     ``ls``, ``info`` and ``find`` (hence ``glob``) are listings of ``GET /v1/files``, narrowed on
     the server by the path (its ``query`` filter) and matched exactly here; complete listings are
     kept in ``dircache`` until this filesystem writes under them, ``refresh=True`` is passed, or
-    ``invalidate_cache()`` is called. Whole-file ``cat_file`` is verified against the file's
-    CRC32C; a byte range (``start``/``end``) and every read of an ``open()``ed file is one
-    ``Range`` request to the signed storage URL, pinned with ``If-Match`` to the version first
-    read, so a file replaced underneath an open handle fails instead of mixing versions. ``get``
-    and ``put`` go through the transfer engine's ``download_many`` and ``upload_many``:
-    concurrent, checksummed, atomic on disk, and resumable. ``ukey`` and ``checksum`` come from
-    the CRC32C the platform records.
+    ``invalidate_cache()`` is called, so ``ls`` and ``find`` are fast but may miss what another
+    client did meanwhile. Reads are never stale: ``open``, ``cat``, ``info`` and ``exists`` of a
+    file ask the platform for the newest file at its path (one small newest-first listing of
+    that path, usually one request) whatever the cache holds, because a platform file never
+    changes in place: a replaced file is a new file with a new id, and a cached entry would go
+    on reading the old one. A file replaced or deleted elsewhere drops the cached listings that
+    showed it. Bulk ``get`` resolves its files from one fresh listing.
+
+    Whole-file ``cat_file`` is verified against the file's CRC32C; a byte range
+    (``start``/``end``) and every read of an ``open()``ed file is one ``Range`` request to the
+    signed storage URL, pinned with ``If-Match`` to the version first read, so a file replaced
+    underneath an open handle fails instead of mixing versions. ``get`` and ``put`` go through
+    the transfer engine's ``download_many`` and ``upload_many``: concurrent, checksummed, atomic
+    on disk, and resumable. ``ukey`` and ``checksum`` come from the CRC32C the platform records.
 
 Event loops and lifecycle
     fsspec runs a blocking filesystem's coroutines on its own IO-loop thread, and an

@@ -9,10 +9,11 @@ for the requests, on fsspec's IO loop for the blocking class.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import shutil
 import tempfile
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from fsspec.asyn import AbstractAsyncStreamedFile, sync
 from fsspec.spec import AbstractBufferedFile
@@ -20,10 +21,27 @@ from fsspec.spec import AbstractBufferedFile
 from labric.fsspec.paths import writable
 from labric.models.files import FileContent
 
-if TYPE_CHECKING:
-    from labric.fsspec.filesystem import LabricFileSystem
+__all__ = ["FileHost", "LabricAsyncFile", "LabricFile"]
 
-__all__ = ["LabricAsyncFile", "LabricFile"]
+
+class FileHost(Protocol):
+    """What the open files call back into: :class:`~labric.fsspec.LabricFileSystem`.
+
+    A protocol rather than the class, which imports this module: naming it here would tie the
+    two into an import cycle.
+    """
+
+    def _io_loop(self) -> asyncio.AbstractEventLoop: ...
+
+    async def _info(self, path: str, refresh: bool = False, **kwargs: Any) -> dict[str, Any]: ...
+
+    async def _exists(self, path: str, refresh: bool = False, **kwargs: Any) -> bool: ...
+
+    async def _content_of(self, info: dict[str, Any]) -> FileContent: ...
+
+    async def _read_open(self, file: Any, start: int, end: int) -> bytes: ...
+
+    async def _upload(self, source: Any, path: str, **options: Any) -> None: ...
 
 
 class LabricFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec ships no type hints
@@ -35,7 +53,7 @@ class LabricFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec ships no
     inside a transaction): the file appears on the platform whole or not at all.
     """
 
-    def __init__(self, fs: LabricFileSystem, path: str, mode: str = "rb", **kwargs: Any) -> None:
+    def __init__(self, fs: FileHost, path: str, mode: str = "rb", **kwargs: Any) -> None:
         self._content: FileContent | None = None
         self._etag: str | None = None
         self._spool: IO[bytes] | None = None
@@ -103,7 +121,7 @@ class LabricAsyncFile(AbstractAsyncStreamedFile):  # type: ignore[misc]  # no fs
 
     def __init__(
         self,
-        fs: LabricFileSystem,
+        fs: FileHost,
         info: dict[str, Any],
         content: FileContent | None,
         **kwargs: Any,

@@ -4,7 +4,10 @@
 paths, listings, metadata) and maps fsspec's content calls onto the client: whole reads through
 ``files.read_bytes`` (CRC32C-verified), ranged and open-file reads through
 :mod:`~labric.fsspec.reading`, bulk ``get``/``put``/``rm`` through
-:mod:`~labric.fsspec.transfers`, open files from :mod:`~labric.fsspec.files`.
+:mod:`~labric.fsspec.transfers`, copies through ``files.copy`` (a move is a copy, then a
+delete), open files from :mod:`~labric.fsspec.files`. Writes replace what was at their path
+unless ``keep_versions``; directories are implied (``mkdir`` refuses existing paths and
+creates nothing).
 :mod:`labric.fsspec` describes the design.
 """
 
@@ -16,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fsspec.asyn import sync
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.implementations.local import make_path_posix, trailing_sep
 from fsspec.utils import isfilelike
@@ -45,6 +49,9 @@ class LabricFileSystem(LabricNamespace):
         loop: The loop of an asynchronous filesystem (default: the running one).
         batch_size: Most files a bulk call (``get``, ``put``, ``rm``) moves at once (default:
             the client's transfer concurrency).
+        keep_versions: Writing to an existing path adds a newer file and keeps the older
+            ones (reachable as ``.id/<file_id>``); by default the older ones are deleted once
+            the new file is confirmed, so a path holds one file, as in an object store.
         use_listings_cache: Keep complete directory listings until a write or refresh.
         listings_expiry_time: Seconds a cached listing stays valid (default: until invalidated).
         max_paths: Most directory listings kept.
@@ -208,8 +215,34 @@ class LabricFileSystem(LabricNamespace):
 
     async def _upload(self, source: Any, path: str, **options: Any) -> None:
         client = await self._labric()
-        await client.files.upload(source, name=path, **options)
-        self.invalidate_cache(path)
+        try:
+            uploaded = await client.files.upload(source, name=path, **options)
+            await self._replace_older({path: uploaded.file_id})
+        finally:
+            self.invalidate_cache(path)
+
+    async def _replace_older(self, written: dict[str, str]) -> None:
+        """Delete the files older than those just written at the same paths (path -> new id),
+        unless this filesystem keeps versions.
+
+        Only files listed after the new one (newest first) go: a newer file another client
+        wrote meanwhile stays, and a new file the listing does not show yet deletes nothing.
+        """
+        if self.keep_versions or not written:
+            return
+        # A string prefix, not a path one: the server matches substrings of paths.
+        shared = os.path.commonprefix(list(written))  # noqa: RUF071
+        seen: set[str] = set()
+        older: list[str] = []
+        for f in await self._listing(shared):
+            at = fs_path(f)
+            if at is None or at not in written:
+                continue
+            if f.file_id == written[at]:
+                seen.add(at)
+            elif at in seen:
+                older.append(f.file_id)
+        await transfers.delete_files(await self._labric(), older, self._width(None))
 
     async def _pipe_file(
         self,
@@ -303,10 +336,199 @@ class LabricFileSystem(LabricNamespace):
                 job_execution_id=job_execution_id,
                 on_progress=lambda event: callback.absolute_update(event.files_done),
             )
+            written = {
+                rp: o.file.file_id
+                for (_, rp), o in zip(pairs, outcomes, strict=True)
+                if o.ok and o.file is not None
+            }
+            await self._replace_older(written)
         finally:
             for _, rp in pairs:
                 self.invalidate_cache(rp)
         transfers.raise_first([o.error for o in outcomes if o.error is not None], len(pairs))
+
+    def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
+        """Create an empty file; with ``truncate=False`` an existing file is left as it is.
+
+        Platform files never change in place and record no modification time to update, so
+        touching an existing file without truncating changes nothing.
+        """
+        if not truncate and self.exists(path):
+            return
+        with self.open(path, "wb", **kwargs):
+            pass
+
+    # -- copying and moving ---------------------------------------------------------------------
+
+    async def _cp_file(
+        self,
+        path1: str,
+        path2: str,
+        job_execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        await self._copy_entry(await self._info(path1), path2, job_execution_id)
+
+    async def _copy_entry(
+        self, info: dict[str, Any], path2: str, job_execution_id: str | None
+    ) -> None:
+        """Copy one listed file to ``path2`` on the server (no bytes through this machine where
+        the server can copy); directories are implied, so copying one is nothing to do."""
+        if info["type"] != "file":
+            return
+        dest = writable(self._strip_protocol(path2))
+        client = await self._labric()
+        try:
+            copied = await client.files.copy(
+                info["file_id"], original_path=dest, job_execution_id=job_execution_id
+            )
+            await self._replace_older({dest: copied.file_id})
+        except NotFoundError as exc:
+            raise not_found(info["name"], exc) from exc
+        finally:
+            self.invalidate_cache(dest)
+
+    async def _copy(
+        self,
+        path1: Any,
+        path2: Any,
+        recursive: bool = False,
+        on_error: str | None = None,
+        maxdepth: int | None = None,
+        batch_size: int | None = None,
+        job_execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Copy files (and, with ``recursive=True``, trees) on the server, concurrently.
+
+        Paths are expanded and mapped exactly as fsspec's own ``copy`` does; the sources are
+        resolved from one fresh listing, then each file is copied by ``files.copy``. A copy to
+        an existing path replaces it (unless ``keep_versions``).
+        """
+        if on_error is None:
+            on_error = "ignore" if recursive else "raise"
+        if isinstance(path1, list) and isinstance(path2, list):
+            paths1 = [self._strip_protocol(p) for p in path1]
+            paths2 = [self._strip_protocol(p) for p in path2]
+            infos = await self._infos(paths1, batch_size)
+        else:
+            source_is_str = isinstance(path1, str)
+            paths1 = await self._expand_path(path1, maxdepth=maxdepth, recursive=recursive)
+            infos = await self._infos(paths1, batch_size)
+            if source_is_str and (not recursive or maxdepth is not None):
+                # A non-recursive copy does not copy directories.
+                kept = [
+                    (p, i)
+                    for p, i in zip(paths1, infos, strict=True)
+                    if not trailing_sep(p) and i["type"] == "file"
+                ]
+                paths1, infos = [p for p, _ in kept], [i for _, i in kept]
+                if not paths1:
+                    return
+            dest_is_dir = isinstance(path2, str) and (
+                trailing_sep(path2) or await self._isdir(path2)
+            )
+            paths2 = transfers.copy_destinations(
+                path1, paths1, self._strip_protocol(path2), dest_is_dir=dest_is_dir
+            )
+        limit = asyncio.Semaphore(self._width(batch_size))
+
+        async def one(info: dict[str, Any], dest: str) -> None:
+            async with limit:
+                await self._copy_entry(info, dest, job_execution_id)
+
+        results = await asyncio.gather(
+            *(one(i, p) for i, p in zip(infos, paths2, strict=True)), return_exceptions=True
+        )
+        errors = [
+            r
+            for r in results
+            if isinstance(r, BaseException)
+            and not (on_error == "ignore" and isinstance(r, FileNotFoundError))
+        ]
+        transfers.raise_first(errors, len(paths2))
+
+    async def _mv(
+        self,
+        path1: Any,
+        path2: Any,
+        recursive: bool = False,
+        maxdepth: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Move (rename) files or, with ``recursive=True``, trees: copy on the server, then
+        delete the sources. Nothing is deleted unless every copy succeeded."""
+        if path1 == path2:
+            return
+        await self._copy(
+            path1, path2, recursive=recursive, maxdepth=maxdepth, on_error="raise", **kwargs
+        )
+        await self._rm(path1, recursive=recursive)
+
+    def mv(
+        self,
+        path1: Any,
+        path2: Any,
+        recursive: bool = False,
+        maxdepth: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Move (rename) files or, with ``recursive=True``, trees: copy on the server, then
+        delete the sources. Nothing is deleted unless every copy succeeded."""
+        sync(self._io_loop(), self._mv, path1, path2, recursive, maxdepth, **kwargs)
+
+    # -- directories -------------------------------------------------------------------------------
+
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """Refuse an existing path; else nothing to do (see :mod:`labric.fsspec`).
+
+        Directories are implied by the files under them, as in object stores: a new one needs
+        no creating and appears with its first file.
+
+        Raises:
+            FileExistsError: a file or a directory is already at ``path`` (unless
+                ``exist_ok=True`` is passed and it is a directory).
+        """
+        await self._makedirs(path, exist_ok=bool(kwargs.get("exist_ok", False)))
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """Refuse an existing path (a file always, a directory unless ``exist_ok``); else
+        nothing to do, as directories are implied by the files under them."""
+        path = self._strip_protocol(path)
+        if not path:
+            if exist_ok:
+                return
+            raise FileExistsError(errno.EEXIST, "The root always exists", path)
+        try:
+            info = await self._info(path, refresh=True)
+        except FileNotFoundError:
+            return
+        if info["type"] == "file" or not exist_ok:
+            raise FileExistsError(errno.EEXIST, f"A {info['type']} already exists here", path)
+
+    async def _rmdir(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        try:
+            info = await self._info(path, refresh=True)
+        except FileNotFoundError:
+            return  # never created (mkdir makes nothing) or already gone: nothing to remove
+        if info["type"] == "file":
+            raise NotADirectoryError(errno.ENOTDIR, "A file, not a directory", path)
+        # A directory exists only while a file lies under it, so it is never empty.
+        raise OSError(
+            errno.ENOTEMPTY, "Directory not empty: rm(path, recursive=True) deletes it", path
+        )
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory: since directories exist only while files lie under them,
+        an existing one is never empty, and this refuses it (a missing one is nothing to do).
+
+        Raises:
+            OSError: ``path`` is a directory (``errno.ENOTEMPTY``); delete what it holds with
+                ``rm(path, recursive=True)``.
+            NotADirectoryError: ``path`` is a file.
+        """
+        sync(self._io_loop(), self._rmdir, path)
 
     # -- deleting ----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from typing import Any, Self
 
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
@@ -38,6 +39,9 @@ from labric.models.files import FileInfo
 
 __all__ = ["LabricNamespace"]
 
+#: Files per page when looking up one path: the newest file at a path usually comes first.
+_LOOKUP_PAGE = 10
+
 #: Constructor arguments a pickle leaves out: they belong to the process that made it.
 _UNPICKLED = ("loop", "asynchronous")
 
@@ -62,6 +66,7 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         use_listings_cache: bool = True,
         listings_expiry_time: float | None = None,
         max_paths: int | None = None,
+        keep_versions: bool = False,
         **client_options: Any,
     ) -> None:
         super().__init__(
@@ -75,6 +80,8 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         # Resolved once, now: a missing or malformed key fails here, naming the variable, and
         # every client this filesystem opens later talks to the same place with the same key.
         self._config = ClientConfig.resolve(api_key, base_url=base_url, **client_options)
+        #: Writes to an existing path add a file and keep the older ones (else they replace).
+        self.keep_versions = keep_versions
         self._pool = ClientPool(self._config, client_options)
 
     def __repr__(self) -> str:
@@ -184,7 +191,34 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         except NotFoundError as exc:
             raise not_found(path, exc) from exc
 
+    async def _lookup(self, path: str) -> FileInfo | bool:
+        """What is at ``path`` now: its newest file, else whether a file lies under it.
+
+        Newest first, a page at a time, stopping at the first file at exactly ``path``: a file
+        is usually on the first small page, so this is the cheap question asked before every
+        read. A directory is only known once no file at ``path`` itself turned up.
+        """
+        client = await self._labric()
+        newest = client.files.list(query=path, limit=_LOOKUP_PAGE, page_size=_LOOKUP_PAGE)
+        files: list[FileInfo] = [f async for f in newest]
+        if len(files) == _LOOKUP_PAGE and not any(fs_path(f) == path for f in files):
+            files = await self._listing(path)  # a directory, or many similar paths: all of them
+        under = False
+        for f in files:
+            candidate = fs_path(f)
+            if candidate == path:
+                return f
+            if candidate is not None and candidate.startswith(path + "/"):
+                under = True
+        return under
+
     async def _info(self, path: str, refresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """The entry at ``path``; a file is always the one the platform holds now.
+
+        A directory may come from a cached listing; a file entry never does: whatever a listing
+        says about a file, the newest file at its path is looked up again, since another client
+        may have replaced or deleted it, and a stale entry would read the old file by its id.
+        """
         path = self._strip_protocol(path)
         if not path:
             return dir_entry("")
@@ -193,18 +227,18 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
             return file_entry(path, await self._by_id(path, file_id))
         if path == ID_DIR:
             raise not_found(path)
-        if not refresh:
-            cached = listings.cached_entry(self.dircache, path, self._parent(path))
-            if cached is not None:
-                return cached
-        is_dir = False
-        for f in await self._listing(path):
-            candidate = fs_path(f)
-            if candidate == path:
-                return file_entry(path, f)  # the newest file at this path
-            if candidate is not None and candidate.startswith(path + "/"):
-                is_dir = True
-        if is_dir:
+        cached = None if refresh else listings.cached_entry(self.dircache, path, self._parent(path))
+        if cached is not None and cached["type"] == "directory":
+            return cached
+        found = await self._lookup(path)
+        if isinstance(found, FileInfo):
+            entry = file_entry(path, found)
+            if cached is not None and cached.get("file_id") != found.file_id:
+                self.invalidate_cache(path)  # replaced: the listings that show it are stale
+            return entry
+        if cached is not None:
+            self.invalidate_cache(path)  # deleted by someone else
+        if found:
             return dir_entry(path)
         raise not_found(path)
 
@@ -266,10 +300,22 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         return {name: out[name] for name in names} if detail else names
 
     async def _infos(self, paths: list[str], batch_size: int | None) -> list[dict[str, Any]]:
-        """``_info`` of many paths, a bounded number at a time (most come from the dircache)."""
+        """``_info`` of many paths: files from one fresh listing of what they share, the rest
+        (directories, ``.id/`` paths) one by one, a bounded number at a time."""
+        known: dict[str, dict[str, Any]] = {}
+        plain = [p for p in paths if p and p != ID_DIR and not p.startswith(ID_DIR + "/")]
+        if len(plain) > 1:
+            wanted = set(plain)
+            # A string prefix, not a path one: the server matches substrings of paths.
+            for f in await self._listing(os.path.commonprefix(plain)):  # noqa: RUF071
+                at = fs_path(f)
+                if at in wanted and at not in known:
+                    known[at] = file_entry(at, f)  # newest first: the first one wins
         limit = asyncio.Semaphore(self._width(batch_size))
 
         async def one(path: str) -> dict[str, Any]:
+            if path in known:
+                return known[path]
             async with limit:
                 return await self._info(path)
 

@@ -10,16 +10,26 @@ signed URL that expired while the file was open (403) is renewed once.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from labric._client import AsyncLabric
 from labric.errors import APIStatusError, IntegrityError, PermissionDeniedError, TransferError
 from labric.models.files import FileContent
 
-if TYPE_CHECKING:
-    from labric.fsspec.files import LabricAsyncFile, LabricFile
+__all__ = ["PinnedFile", "read_open", "read_range"]
 
-__all__ = ["read_open", "read_range"]
+
+class PinnedFile(Protocol):
+    """What :func:`read_open` needs of an open file (the classes of :mod:`.files`): its signed
+    URL (``None`` until asked for, or once expired), the ETag it is pinned to, and its size.
+
+    A protocol rather than the classes themselves, which call back into the filesystem that
+    calls this module: naming them here would tie the three modules into an import cycle.
+    """
+
+    _content: FileContent | None
+    _etag: str | None
+    size: Any
 
 
 async def read_range(
@@ -68,7 +78,7 @@ async def read_range(
 
 async def read_open(
     client: AsyncLabric,
-    file: LabricFile | LabricAsyncFile,
+    file: PinnedFile,
     start: int,
     end: int,
     content_of: Callable[[], Awaitable[FileContent]],

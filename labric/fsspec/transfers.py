@@ -29,6 +29,7 @@ from labric.models.transfers import TransferProgress
 
 __all__ = [
     "bytes_to",
+    "copy_destinations",
     "delete_files",
     "download_into_place",
     "download_targets",
@@ -184,6 +185,21 @@ def remote_paths(lpath: Any, lpaths: list[str], rpath: str, *, dest_is_dir: bool
     )
     rpaths: list[str] = other_paths(lpaths, rpath, exists=exists, flatten=not source_is_str)
     return rpaths
+
+
+# -- copy ---------------------------------------------------------------------------------------
+
+
+def copy_destinations(path1: Any, paths1: list[str], path2: str, *, dest_is_dir: bool) -> list[str]:
+    """The platform paths ``paths1`` (expanded from ``path1``) are copied to under ``path2``,
+    mapped as fsspec's own ``copy`` maps them."""
+    source_is_str = isinstance(path1, str)
+    exists = source_is_str and (
+        (has_magic(path1) and len(paths1) == 1)
+        or (not has_magic(path1) and dest_is_dir and not trailing_sep(path1))
+    )
+    dests: list[str] = other_paths(paths1, path2, exists=exists, flatten=not source_is_str)
+    return dests
 
 
 # -- rm and errors ------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +23,7 @@ from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric._transfer.engine import TransferEngine
 from labric._transfer.progress import ProgressCallback, _Progress
 from labric._transfer.sources import UploadSourceType
-from labric.errors import APIResponseValidationError, TransferError
+from labric.errors import APIResponseValidationError, APIStatusError, TransferError
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.transfers import DownloadOutcome, UploadOutcome
 from labric.resources._base import AsyncResource
@@ -184,6 +187,84 @@ class AsyncFiles(AsyncResource):
                 attempt).
         """
         await self._transport.request("DELETE", _file_path(file_id))
+
+    async def copy(
+        self,
+        file_id: str,
+        *,
+        original_path: str,
+        job_execution_id: str | None = None,
+    ) -> FileInfo:
+        """Copy a file to a new path: a new file with the same bytes, its own id and attribution.
+
+        The server copies without moving the bytes (``POST /v1/files/{id}/copy``). A server
+        without that route (the hosted API) gets a streamed copy instead: the file is downloaded
+        to a temporary file, verified, and uploaded under the new path.
+
+        Args:
+            file_id: The file to copy.
+            original_path: The copy's path, e.g. ``"run42/plate1.csv"``.
+            job_execution_id: Record the copy under this execution (default: the running job's,
+                else a new off-platform execution opened and closed for this call).
+
+        Returns:
+            The new file.
+
+        Raises:
+            NotFoundError: no such file in your organisation.
+            APIError: the copy failed after retries.
+
+        Example::
+
+            copy = await client.files.copy(f.file_id, original_path="archive/plate1.csv")
+        """
+        async with self._attribution(job_execution_id, None) as attribution:
+            body = {"original_path": original_path, **attribution.ids}
+            try:
+                response = await self._transport.request(
+                    "POST", _file_path(file_id, "/copy"), json=body
+                )
+            except APIStatusError as exc:
+                if not await self._lacks_copy_route(file_id, exc):
+                    raise
+                copied = await self._copy_by_transfer(file_id, original_path, attribution.ids)
+            else:
+                copied = self._parse(response, FileInfo)
+            attribution.succeeded = True
+            return copied
+
+    async def _lacks_copy_route(self, file_id: str, exc: APIStatusError) -> bool:
+        """Whether a failed copy request means the server has no copy route (not: no file).
+
+        A 405, or a 404 while the file itself is there (asked directly, since a missing route
+        and a missing file both answer 404 and their wording is the server's own).
+        """
+        if exc.status_code == 405:
+            return True
+        if exc.status_code != 404:
+            return False
+        await self.get(file_id)  # NotFoundError when it was the file that was missing
+        return True
+
+    async def _copy_by_transfer(
+        self, file_id: str, original_path: str, attribution: dict[str, str]
+    ) -> FileInfo:
+        """Copy through this machine: download to a temporary file, upload it (streamed both
+        ways, checksummed both ways)."""
+        source = await self.get(file_id)
+        tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="labric-copy-")
+        try:
+            local = await self.download(file_id, Path(tmp) / "copy")
+            uploaded, _ = await self._engine.upload(
+                local,
+                name=original_path,
+                content_type=source.content_type,
+                attribution=attribution,
+                progress=_Progress("upload", None, 1),
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+        return await self.get(uploaded.file_id)
 
     async def upload(
         self,

@@ -309,6 +309,13 @@ async def _files(api: Checked, instrument: str) -> str:
         expect=416,
         headers={"Range": "bytes=9999-"},
     )
+    run = await api.call("POST", "/api/v1/job-executions", json={})
+    await api.call(
+        "POST",
+        "/api/v1/files/{file_id}/copy",
+        path=ids,
+        json={"original_path": "copies/big.bin", "job_execution_id": run["job_execution_id"]},
+    )
     await api.call(
         "DELETE", "/api/v1/files/{file_id}", path={"file_id": small["file_id"]}, expect=204
     )

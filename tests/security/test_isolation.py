@@ -141,6 +141,7 @@ async def _populate(org: Org, label: str) -> Holdings:
 #: lookup (then the answer must be 404). ``{b_file}`` and the like are B's own ids.
 BODIES: dict[str, Any] = {
     "POST /api/v1/files/{file_id}/confirm-upload": {},
+    "POST /api/v1/files/{file_id}/copy": {"original_path": "copied/by-b.csv"},
     "PATCH /api/v1/job-executions/{execution_id}": {"status": "failed"},
     "POST /api/v1/job-executions/{execution_id}/revert": {},
     "PATCH /api/v1/jobs/{job_id}": {"description": "changed by B"},

@@ -63,6 +63,13 @@ def _delete(ctx: Ctx) -> None:
         ctx.client.files.get(ctx.file.file_id)
 
 
+def _copy(ctx: Ctx) -> None:
+    copy = ctx.client.files.copy(ctx.file.file_id, original_path=f"copies/{ctx.tmp.name}.csv")
+    assert isinstance(copy, FileInfo)
+    assert copy.file_id != ctx.file.file_id
+    assert ctx.client.files.read_bytes(copy.file_id) == DATA
+
+
 def _upload(ctx: Ctx) -> None:
     assert isinstance(ctx.file, FileUpload)
     assert ctx.file.size_bytes == len(DATA)
@@ -432,6 +439,7 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "files.get": _get,
     "files.content": _content,
     "files.delete": _delete,
+    "files.copy": _copy,
     "files.upload": _upload,
     "files.upload_many": _upload_many,
     "files.upload_status": _upload_status,

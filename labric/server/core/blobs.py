@@ -15,6 +15,14 @@ Objects
     that opened it keeps reading consistent bytes, and the ``ETag``, derived from the generation,
     changes). A row points at a name only after the rename.
 
+Copies (:meth:`BlobStore.share_object`)
+    A copied file gets its own object name, a hard link to the source's object: no byte is
+    copied, and since objects are immutable the two names always hold the same bytes. The file
+    system counts the links, so deleting either file unlinks only its own name and the bytes stay
+    while the other still names them; start-up's sweep, which keeps every name a row names, needs
+    nothing more. Where the file system has no hard links, the bytes are copied instead (to
+    ``tmp/``, fsynced, renamed into place, as a single PUT is).
+
 Multipart uploads (:class:`UploadFile`)
     The first part PUT of an upload creates ``uploads/<file_id>.<generation>``, preallocated to the
     planned size and fsynced (with its directory) before the file row names it. Each part is
@@ -438,6 +446,34 @@ class BlobStore:
             self.discard_upload(file_id, upload_generation)
             paths.append(self.upload_path(file_id, upload_generation))
         await self.remove(paths)
+
+    async def share_object(self, src: Path, dest: Path) -> None:
+        """Give the object at ``src`` a second name, ``dest``, durably: a hard link where the file
+        system has them, else a full copy (see the module docstring).
+
+        Raises:
+            FileNotFoundError: ``src`` is gone (its file was deleted meanwhile).
+        """
+
+        def share() -> None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dest)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                # No hard links here (or too many to one object): copy, as a single PUT lands.
+                tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
+                try:
+                    shutil.copyfile(src, tmp)
+                    with open(tmp, "rb+") as f:
+                        os.fsync(f.fileno())
+                    os.replace(tmp, dest)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            fsync_dir(dest.parent)
+
+        await self.run(share)
 
     async def copy_into(
         self, upload: UploadFile, claim: PartClaim, src: Path, offset: int, size: int

@@ -1,4 +1,4 @@
-"""The files API: list, get, delete, multipart upload, content; signed uploads (single or
+"""The files API: list, get, delete, copy, multipart upload, content; signed uploads (single or
 parts) are in :mod:`.signed`.
 
 Upload flows (the record is invisible to listings until confirmed):
@@ -19,6 +19,10 @@ Upload flows (the record is invisible to listings until confirmed):
 
 Confirming is serialised per file and idempotent: confirming a confirmed file returns its record.
 Its commit is durable (synced), so a confirmed file stays confirmed after a power cut.
+
+Copying (``POST /v1/files/{file_id}/copy``, a local route) makes a new confirmed file whose
+object is a hard link to the source's: no bytes are copied, and either file can be deleted
+without touching the other's bytes (:meth:`~labric.server.core.blobs.BlobStore.share_object`).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from labric.server.core.declare import (
     string,
 )
 from labric.server.core.faults import pace
-from labric.server.core.http import Fields, HTTPError, invalid, json_response
+from labric.server.core.http import Fields, HTTPError, invalid, json_response, read_json_object
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.files import wire
@@ -231,6 +235,85 @@ async def delete_file(request: web.Request) -> web.StreamResponse:
         raise not_found(file_id)
     await state.blobs.remove_file(file_id, row.generation, row.upload_generation)
     return web.Response(status=204)
+
+
+@ROUTES.route(
+    Operation(
+        method="POST",
+        path="/v1/files/{file_id}/copy",
+        scope="write",
+        summary="Copy a file to a new path: a new confirmed file sharing the stored bytes",
+        params=(FILE_ID,),
+        body=Body(schema=ref("CopyFileRequest")),
+        responses=(Response(schema=ref("FileInfo")),),
+        errors={
+            400: f"No attribution: {wire.ATTRIBUTION}",
+            404: "No such confirmed file, or the job execution does not exist",
+        },
+    )
+)
+async def copy_file(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/files/{file_id}/copy``: a new confirmed file with the source's bytes.
+
+    The copy has its own id, path and attribution (the execution given, else the key's own, as
+    for an upload); its object is a second name of the source's (see
+    :meth:`~labric.server.core.blobs.BlobStore.share_object`), so nothing is read or written
+    but a link, and deleting either file leaves the other's bytes alone.
+    """
+    state = request.app[STATE]
+    who = principal(request)
+    file_id = request.match_info["file_id"]
+    body = await read_json_object(request)
+    f = Fields(body)
+    raw_path = f.string("original_path", required=True, max_length=4096)
+    job_execution_id = f.string("job_execution_id", max_length=128)
+    original_path, file_name = split_name(raw_path, f, "original_path") if raw_path else ("", "")
+    f.check()
+    source = await state.db.run(records.file_get, file_id, who.org_id)
+    if (
+        source is None
+        or source.status != "confirmed"
+        or not source.generation
+        or source.size_bytes is None
+        or source.crc32c is None
+    ):
+        raise not_found(file_id)
+    size, crc = source.size_bytes, source.crc32c
+    copy_id = records.new_id()
+    generation = state.blobs.new_generation()
+    dest = state.blobs.object_path(copy_id, generation)
+    try:
+        await state.blobs.share_object(state.blobs.object_path(source.id, source.generation), dest)
+    except FileNotFoundError:
+        raise not_found(file_id) from None  # deleted since it was looked up
+    now = state.now()
+
+    def create(conn: Any) -> records.FileRow:
+        inst, execution = resolve_attribution(conn, who, None, job_execution_id, now)
+        records.insert_file(
+            conn,
+            file_id=copy_id,
+            org_id=who.org_id,
+            file_name=file_name,
+            original_path=original_path,
+            content_type=source.content_type,
+            source_type=source_type(inst),
+            instrument_id=inst,
+            job_execution_id=execution,
+            now=now,
+        )
+        records.confirm_file(conn, copy_id, now=now, generation=generation, size=size, crc32c=crc)
+        row = records.file_get(conn, copy_id)
+        assert row is not None
+        return row
+
+    try:
+        row = await state.db.run(create)
+    except BaseException:
+        await state.blobs.remove([dest])  # only the copy's own name; the source keeps its bytes
+        raise
+    await on_file_confirmed(state, row.id, who)  # job triggers, as for an upload
+    return json_response(file_info(row))
 
 
 # -- multipart upload ----------------------------------------------------------------------

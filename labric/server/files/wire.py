@@ -121,6 +121,15 @@ SCHEMAS = {
         },
         required=["file_name"],
     ),
+    "CopyFileRequest": request(
+        {
+            "original_path": string(minLength=1, maxLength=4096),
+            "job_execution_id": string(maxLength=128),
+        },
+        required=["original_path"],
+        description="The copy's path, and the execution it is recorded under (default: the "
+        "key's own attribution)",
+    ),
     "ConfirmUploadRequest": request(
         {
             "parts": array(
