@@ -57,17 +57,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
+import json
+import os
 import re
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labric._version import __version__
 from labric.cli._common import (
+    CLIENT_OPTIONS,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CLIError,
@@ -150,6 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
             "empty directory, or pass --init to make this one a data directory",
             code=EXIT_USAGE,
         )
+    # Only a directory made here gets a .gitignore: one given with --init is the user's.
+    created = data_dir.is_empty()
     server = LocalServer(
         args.data_dir,
         args.host,
@@ -159,10 +166,18 @@ def _serve(args: argparse.Namespace) -> int:
         max_single_put=args.max_single_put or MAX_SINGLE_PUT,
         faults=faults,
     )
-    return asyncio.run(_serve_until_signalled(server, f"{args.host}:{args.port}"))
+    return asyncio.run(_serve_until_signalled(server, f"{args.host}:{args.port}", created=created))
 
 
-async def _serve_until_signalled(server: LocalServer, address: str) -> int:
+def _ignore_in_git(root: Path) -> None:
+    """Keep a data directory this command created out of git (it holds keys and blobs)."""
+    with contextlib.suppress(OSError):
+        (root / ".gitignore").write_text(
+            "# made by labric serve: keys and blobs, never commit\n*\n"
+        )
+
+
+async def _serve_until_signalled(server: LocalServer, address: str, *, created: bool) -> int:
     from labric.server.core.datadir import DataDirError
     from labric.server.core.db import DatabaseError
 
@@ -183,6 +198,8 @@ async def _serve_until_signalled(server: LocalServer, address: str) -> int:
             ) from None
         except (DatabaseError, DataDirError) as exc:
             raise CLIError(str(exc)) from None
+        if created:
+            _ignore_in_git(server.data_dir.root)
         try:
             print(f"LABRIC_API_BASE_URL={server.base_url}", flush=True)
             print(f"LABRIC_API_KEY={server.admin_key}", flush=True)
@@ -197,6 +214,47 @@ async def _serve_until_signalled(server: LocalServer, address: str) -> int:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+    return 0
+
+
+# -- env --------------------------------------------------------------------------------------
+
+
+def _add_env(commands: Any) -> None:
+    parser = commands.add_parser(
+        "env",
+        help="print export lines for a running local server",
+        description="Print `export LABRIC_API_BASE_URL=...` and `export LABRIC_API_KEY=...` for "
+        'the server running on a data directory, for eval "$(labric env --data-dir DIR)". The '
+        "address comes from the server's lock file, the key is the directory's admin key.",
+    )
+    parser.add_argument("--data-dir", required=True, help="the running server's data directory")
+    parser.set_defaults(func=_env)
+
+
+def _env(args: argparse.Namespace) -> int:
+    import shlex
+
+    root = Path(args.data_dir).expanduser().resolve()
+    try:
+        holder = json.loads((root / "server.lock").read_bytes() or b"null")
+    except FileNotFoundError:
+        holder = None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read the server lock file in {root}: {exc}") from None
+    address = holder.get("address") if isinstance(holder, dict) else None
+    if not isinstance(address, str) or not address:
+        raise CLIError(
+            f"no labric server is running on {root} (start one with "
+            f"`labric serve --data-dir {shlex.quote(os.fspath(root))}`)"
+        )
+    try:
+        key = (root / "admin.key").read_text().strip()
+    except OSError as exc:
+        raise CLIError(f"cannot read the admin key in {root}: {exc.strerror or exc}") from None
+    base_url = f"http://{address}/api"
+    print(f"export LABRIC_API_BASE_URL={shlex.quote(base_url)}")
+    print(f"export LABRIC_API_KEY={shlex.quote(key)}", flush=True)
     return 0
 
 
@@ -308,6 +366,7 @@ COMMANDS: list[Callable[[Any], None]] = [
     add_datasets,
     add_jobs,
     _add_serve,
+    _add_env,
     _add_keys,
 ]
 
@@ -334,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments (default: ``sys.argv[1:]``).
     """
     args = build_parser().parse_args(argv)
+    CLIENT_OPTIONS["allow_insecure"] = bool(getattr(args, "allow_insecure", False))
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:

@@ -19,9 +19,8 @@ parse (``3``, ``2.5``, ``true``, ``null``, ``"007"``) and as text otherwise.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labric._client import AsyncLabric
 from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_USAGE,
@@ -35,6 +34,9 @@ from labric.cli._common import (
     to_json,
 )
 from labric.models.datasets import QueryResult, TableInfo
+
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
 
 __all__ = ["add_datasets"]
 

@@ -46,10 +46,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labric._client import AsyncLabric
-from labric._transfer.bulk import expand_sources
 from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_NOT_FOUND,
@@ -69,6 +67,9 @@ from labric.cli._common import (
 from labric.cli.progress import format_bytes
 from labric.models.files import FileInfo
 from labric.models.transfers import DownloadOutcome, UploadOutcome
+
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
 
 __all__ = ["add_files", "add_sync"]
 
@@ -298,6 +299,8 @@ def _upload(args: argparse.Namespace) -> int:
 def _run_upload(
     args: argparse.Namespace, sources: list[str], *, skip_existing: bool, verb: str
 ) -> int:
+    from labric._transfer.bulk import expand_sources
+
     # Expanded here (as upload_many would) so each outcome is known by its platform name.
     expanded = [
         (os.fspath(local), name or Path(local).name) for _, local, name in expand_sources(sources)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labric._client import AsyncLabric
 from labric.cli._common import (
     CREDENTIALS_HELP,
     EXIT_FAILURE,
@@ -41,6 +40,9 @@ from labric.cli._common import (
     to_json,
 )
 from labric.models.jobs import ExecutionLogs, ExecutionStatus, Job, JobExecution
+
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
 
 __all__ = ["add_jobs"]
 

@@ -1,0 +1,228 @@
+"""A new user's first hour: .env files, ``labric env``, fast start-up, clear errors, short reprs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labric import AsyncLabric, Labric
+from labric._core.config import ClientConfig, read_env_file
+from labric.errors import ConfigurationError
+from labric.server import ThreadedServer
+from tests.cli._support import call
+from tests.server.test_cli import _finish, _serve
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- 1. .env files, opt-in ----------------------------------------------------------------------
+
+
+def _write_env(path: Path, server: ThreadedServer) -> Path:
+    path.write_text(
+        "# printed by labric serve\n"
+        f"LABRIC_API_BASE_URL={server.base_url}\n"
+        f"export LABRIC_API_KEY='{server.admin_key}'\n\n"
+    )
+    return path
+
+
+def test_env_file_is_read_when_named(
+    server: ThreadedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LABRIC_API_KEY", raising=False)
+    monkeypatch.delenv("LABRIC_API_BASE_URL", raising=False)
+    env_file = _write_env(tmp_path / ".env", server)
+    with Labric(env_file=env_file) as client:
+        assert client.base_url == server.base_url
+        assert list(client.files.list(limit=1)) == []
+    monkeypatch.setenv("LABRIC_ENV_FILE", str(env_file))
+    assert AsyncLabric().base_url == server.base_url
+
+
+def test_env_file_never_overrides_the_environment(
+    server: ThreadedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = _write_env(tmp_path / ".env", server)
+    monkeypatch.setenv("LABRIC_API_BASE_URL", "http://127.0.0.1:1/api")
+    config = ClientConfig.resolve(env_file=env_file)
+    assert config.base_url == "http://127.0.0.1:1/api"
+    assert config.api_key == server.admin_key
+
+
+def test_dot_env_is_not_read_unless_named(
+    server: ThreadedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_env(tmp_path / ".env", server)
+    with pytest.raises(ConfigurationError) as caught:
+        ClientConfig.resolve(env={})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "LABRIC_API_KEY" in message
+    assert "LABRIC_ENV_FILE" in message
+    assert "./.env holds LABRIC_API_KEY but is not read unless named" in message
+
+
+def test_env_file_reader_is_strict_and_never_echoes_a_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.env"
+    bad.write_text("A=1\nlbk_secret_value\n")
+    with pytest.raises(ConfigurationError, match="line 2 is not KEY=value") as caught:
+        read_env_file(bad)
+    assert "lbk_secret_value" not in str(caught.value)
+    (tmp_path / "q.env").write_text("A=\"x y\"\nB='z'\nC=\n")
+    assert read_env_file(tmp_path / "q.env") == {"A": "x y", "B": "z", "C": ""}
+    (tmp_path / "open.env").write_text('A="x\n')
+    with pytest.raises(ConfigurationError, match="unclosed quote"):
+        read_env_file(tmp_path / "open.env")
+    with pytest.raises(ConfigurationError, match="Cannot read the env file"):
+        ClientConfig.resolve(env={"LABRIC_ENV_FILE": str(tmp_path / "missing.env")})
+
+
+def test_the_cli_reads_the_env_file_named_in_the_environment(
+    server: ThreadedServer, tmp_path: Path
+) -> None:
+    env_file = _write_env(tmp_path / "labric.env", server)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LABRIC_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "labric.cli", "files", "ls", "--json"],
+        env={**clean, "LABRIC_ENV_FILE": str(env_file), "PYTHONWARNINGS": "error"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_cli_names_what_to_set_without_a_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LABRIC_API_KEY", raising=False)
+    monkeypatch.delenv("LABRIC_ENV_FILE", raising=False)
+    done = call(capsys, "files", "ls")
+    assert done.code == 3
+    assert len(done.err_lines) == 1
+    assert "set the LABRIC_API_KEY environment variable" in done.err
+    assert "labric env --data-dir DIR" in done.err
+
+
+async def test_labric_env_prints_export_lines_for_a_running_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "labric-data"
+    served = await _serve(data_dir)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "labric.cli",
+            "env",
+            "--data-dir",
+            str(data_dir),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        assert out.decode().splitlines() == [
+            f"export LABRIC_API_BASE_URL={served.base_url}",
+            f"export LABRIC_API_KEY={served.key}",
+        ]
+        # eval "$(labric env ...)" in a real shell gives the same values.
+        shell = await asyncio.create_subprocess_exec(
+            "sh",
+            "-c",
+            'eval "$1"; printf "%s\\n" "$LABRIC_API_BASE_URL"',
+            "sh",
+            out.decode(),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        echoed, _ = await asyncio.wait_for(shell.communicate(), 60)
+        assert echoed.decode().strip() == served.base_url
+    finally:
+        code, _, stderr = await _finish(served, signal.SIGINT)
+    assert code == 0, stderr
+
+
+def test_labric_env_without_a_server_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    done = call(capsys, "env", "--data-dir", str(tmp_path))
+    assert done.code == 1
+    assert "no labric server is running on" in done.err
+    assert done.out == ""
+
+
+# -- 8. a data directory made by serve is ignored by git ----------------------------------------
+
+
+async def test_serve_writes_a_gitignore_into_a_directory_it_creates(tmp_path: Path) -> None:
+    made = tmp_path / "labric-data"
+    served = await _serve(made)
+    code, _, stderr = await _finish(served, signal.SIGINT)
+    assert code == 0, stderr
+    assert (made / ".gitignore").read_text().splitlines()[-1] == "*"
+    # A directory the user hands over with --init is theirs: no .gitignore appears in it.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    served = await _serve(theirs, "--init")
+    code, _, stderr = await _finish(served, signal.SIGINT)
+    assert code == 0, stderr
+    assert not (theirs / ".gitignore").exists()
+
+
+def test_the_repository_ignores_the_readme_data_directory() -> None:
+    assert "labric-data/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+# -- 9. start-up cost ---------------------------------------------------------------------------
+
+
+def _modules_after(code: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    return set(proc.stdout.split())
+
+
+def test_import_labric_does_not_import_aiohttp() -> None:
+    loaded = _modules_after("import labric")
+    assert "aiohttp" not in loaded
+    assert "labric._transfer" not in loaded
+    assert "labric.server" not in loaded
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_the_command_answers_version_and_help_without_aiohttp(flag: str) -> None:
+    code = (
+        "import contextlib, io, sys\n"
+        "from labric.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    main([{flag!r}])"
+    )
+    loaded = _modules_after(code)
+    assert "labric.cli" in loaded
+    assert "aiohttp" not in loaded
+    assert "labric.server" not in loaded
+
+
+def test_lazy_names_resolve_and_all_is_complete() -> None:
+    import labric
+
+    for name in labric.__all__:
+        assert getattr(labric, name) is not None
+    assert set(labric.__all__) <= set(dir(labric))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        labric.no_such_name  # noqa: B018
