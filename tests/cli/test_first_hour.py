@@ -226,3 +226,42 @@ def test_lazy_names_resolve_and_all_is_complete() -> None:
     assert set(labric.__all__) <= set(dir(labric))
     with pytest.raises(AttributeError, match="no_such_name"):
         labric.no_such_name  # noqa: B018
+
+
+# -- 3. a base URL without /api, and plain http from the command line ---------------------------
+
+
+def test_a_404_from_a_base_url_without_api_says_what_was_meant(server: ThreadedServer) -> None:
+    from labric.errors import NotFoundError
+
+    origin = server.base_url.removesuffix("/api")
+    with (
+        Labric(server.admin_key, base_url=origin) as client,
+        pytest.raises(NotFoundError) as caught,
+    ):
+        list(client.files.list(limit=1))
+    assert f"did you mean {origin}/api?" in str(caught.value)
+    # A real missing object under the right base URL gets no such hint.
+    with (
+        Labric(server.admin_key, base_url=server.base_url) as client,
+        pytest.raises(NotFoundError) as caught,
+    ):
+        client.files.get("f_missing")
+    assert "did you mean" not in str(caught.value)
+
+
+def test_the_cli_offers_allow_insecure_for_plain_http(
+    server: ThreadedServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 0.0.0.0 is not a loopback address to the check, yet Linux connects it to this machine.
+    insecure = server.base_url.replace("127.0.0.1", "0.0.0.0")
+    monkeypatch.setenv("LABRIC_API_KEY", server.admin_key)
+    monkeypatch.setenv("LABRIC_API_BASE_URL", insecure)
+    monkeypatch.delenv("LABRIC_ALLOW_INSECURE", raising=False)
+    done = call(capsys, "files", "ls")
+    assert done.code == 3
+    assert "--allow-insecure" in done.err
+    assert "allow_insecure=True" not in done.err
+    assert call(capsys, "files", "ls", "--allow-insecure").code == 0
+    monkeypatch.setenv("LABRIC_ALLOW_INSECURE", "1")
+    assert call(capsys, "files", "ls").code == 0
