@@ -79,11 +79,13 @@ EXIT_NOT_FOUND = 4
 EXIT_NETWORK = 5
 EXIT_INTERRUPTED = 130
 
-#: Said in every API subcommand's ``--help``: why there is no ``--api-key`` option.
+#: Said once, at the end of ``labric --help``: where the API subcommands get their credentials.
 CREDENTIALS_HELP = (
-    "Reads LABRIC_API_KEY and LABRIC_API_BASE_URL (default https://platform.labric.co/api) "
-    "from the environment, like the SDK. There is deliberately no --api-key option: a key "
-    "typed on the command line is kept in shell history and shown in process listings."
+    "The API subcommands (files, sync, datasets, jobs) read LABRIC_API_KEY and "
+    "LABRIC_API_BASE_URL (default https://platform.labric.co/api) from the environment, or from "
+    "a KEY=value file named by LABRIC_ENV_FILE, like the SDK; `labric env --data-dir DIR` prints "
+    "them for a local server. There is deliberately no --api-key option: a key typed on the "
+    "command line is kept in shell history and shown in process listings."
 )
 
 

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labric.cli._common import (
-    CREDENTIALS_HELP,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     CLIError,
@@ -98,11 +97,13 @@ def add_files(commands: Any) -> None:
     parser = commands.add_parser(
         "files",
         help="list, upload, download, delete and inspect files",
-        description="Files on the platform. " + CREDENTIALS_HELP,
+        description="Files on the platform.",
     )
     sub = parser.add_subparsers(dest="files_command", metavar="SUBCOMMAND", required=True)
 
-    ls = sub.add_parser("ls", help="list files, newest first", description=CREDENTIALS_HELP)
+    ls = sub.add_parser(
+        "ls", help="list files, newest first", description="List files, newest first."
+    )
     ls.add_argument("--instrument", metavar="ID", help="only files from this instrument")
     ls.add_argument("--ext", metavar="EXTS", help="only these extensions, e.g. csv,txt")
     ls.add_argument("--query", metavar="TEXT", help="terms that must all appear in the path")
@@ -115,8 +116,7 @@ def add_files(commands: Any) -> None:
         help="upload files, directories and globs",
         description="Upload files. A directory is walked (its files keep their path relative to "
         "the directory's parent as their name, run42/plate1.csv); a quoted glob such as "
-        "'runs/**/*.csv' is expanded here. Interrupted? Rerun the same command to resume. "
-        + CREDENTIALS_HELP,
+        "'runs/**/*.csv' is expanded here. Interrupted? Rerun the same command to resume. ",
     )
     up.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or globs")
     up.add_argument("--instrument", metavar="ID", help="attach the files to this instrument")
@@ -133,8 +133,7 @@ def add_files(commands: Any) -> None:
         "download",
         help="download files by id into a directory",
         description="Download files into a directory, each at its platform path. Local files "
-        "whose CRC32C already matches are skipped, so rerunning after an interruption resumes. "
-        + CREDENTIALS_HELP,
+        "whose CRC32C already matches are skipped, so rerunning after an interruption resumes. ",
     )
     down.add_argument("file_ids", nargs="+", metavar="FILE_ID")
     down.add_argument(
@@ -145,12 +144,14 @@ def add_files(commands: Any) -> None:
     add_common(down, json_help='print {"files": [...], "summary": {...}}')
     down.set_defaults(func=_download, interrupt_hint=_DOWNLOAD_RESUME)
 
-    rm = sub.add_parser("rm", help="delete files by id", description=CREDENTIALS_HELP)
+    rm = sub.add_parser("rm", help="delete files by id", description="Delete files by id.")
     rm.add_argument("file_ids", nargs="+", metavar="FILE_ID")
     add_common(rm, json_help='print {"deleted": [...], "failed": [...]}')
     rm.set_defaults(func=_rm)
 
-    info = sub.add_parser("info", help="show one file's metadata", description=CREDENTIALS_HELP)
+    info = sub.add_parser(
+        "info", help="show one file's metadata", description="Show one file's metadata."
+    )
     info.add_argument("file_id", metavar="FILE_ID")
     add_common(info, json_help="print the file object")
     info.set_defaults(func=_info)
@@ -164,7 +165,7 @@ def add_sync(commands: Any) -> None:
         description="Sync a local directory with the platform files under its name, skipping "
         "files whose CRC32C already matches. 'up' uploads DIR as <name of DIR>/...; 'down' "
         "downloads the newest file of every path under <name of DIR>/ into DIR. Nothing is "
-        "ever deleted. " + CREDENTIALS_HELP,
+        "ever deleted. ",
     )
     sub = parser.add_subparsers(dest="sync_direction", metavar="DIRECTION", required=True)
     for direction, text, description, instrument_help in (
@@ -184,7 +185,7 @@ def add_sync(commands: Any) -> None:
             "only this instrument's files",
         ),
     ):
-        p = sub.add_parser(direction, help=text, description=description + " " + CREDENTIALS_HELP)
+        p = sub.add_parser(direction, help=text, description=description)
         p.add_argument("local_dir", metavar="LOCAL_DIR")
         p.add_argument("--instrument", metavar="ID", help=instrument_help)
         _add_transfer_options(p)

@@ -265,3 +265,144 @@ def test_the_cli_offers_allow_insecure_for_plain_http(
     assert call(capsys, "files", "ls", "--allow-insecure").code == 0
     monkeypatch.setenv("LABRIC_ALLOW_INSECURE", "1")
     assert call(capsys, "files", "ls").code == 0
+
+
+# -- 6. help, and keys as on the platform --------------------------------------------------------
+
+
+def _help(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    from labric.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("files", "ls"),
+        ("files", "rm"),
+        ("files", "info"),
+        ("files", "upload"),
+        ("datasets", "rows"),
+        ("datasets", "query"),
+        ("jobs", "ls"),
+        ("jobs", "logs"),
+        ("jobs", "runs"),
+        ("sync", "up"),
+    ],
+)
+def test_each_subcommand_has_its_own_description(
+    capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    text = _help(capsys, *command)
+    assert "--api-key" not in text
+    assert "shell history" not in text
+    description = text.split("\n\n")[1]
+    assert description.strip()
+    assert not description.startswith("options")
+
+
+def test_the_api_key_paragraph_is_said_once_at_the_top(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys)
+    assert text.count("no --api-key option") == 1
+    assert "LABRIC_ENV_FILE" in text
+
+
+def test_query_help_shows_the_placeholder_and_demo_its_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    query = _help(capsys, "datasets", "query")
+    assert "%%s" not in query
+    assert "%s placeholders" in query
+    demo = _help(capsys, "demo")
+    for default in ("(default 24)", "(default 12)", "(default 256)"):
+        assert default in demo
+
+
+async def _http_status(base_url: str, key: str) -> int:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base_url}/v1/files", headers={"Authorization": f"Bearer {key}"}) as resp,
+    ):
+        return resp.status
+
+
+async def test_keys_are_named_listed_without_secrets_and_revoked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from labric.cli import main
+    from labric.server import LocalServer
+
+    data_dir = tmp_path / "d"
+    async with LocalServer(data_dir):
+        pass
+    argv = ["keys", "create", "--data-dir", str(data_dir), "--scopes", "read"]
+    capsys.readouterr()
+    assert main([*argv, "--name", "plate reader 3"]) == 0
+    key = capsys.readouterr().out.strip()
+    prefix = key.split("_")[1]
+    async with LocalServer(data_dir) as srv:
+        assert await _http_status(srv.base_url, key) == 200
+        assert main(["keys", "list", "--data-dir", str(data_dir)]) == 0
+        table = capsys.readouterr().out
+        assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
+        listed = {k["name"]: k for k in json.loads(capsys.readouterr().out)}
+        assert key.split("_")[2] not in table
+        assert f"lbk_{prefix}_…" in table
+        assert "plate reader 3" in table
+        mine = listed["plate reader 3"]
+        assert mine["prefix"] == f"lbk_{prefix}_…"
+        assert mine["scopes"] == ["read"]
+        assert mine["state"] == "active"
+        assert mine["last_used_at"] is not None
+        assert main(["keys", "revoke", "--data-dir", str(data_dir), f"lbk_{prefix}_…"]) == 0
+        assert capsys.readouterr().out.strip() == f"revoked lbk_{prefix}_…"
+        assert await _http_status(srv.base_url, key) == 401
+    assert main(["keys", "revoke", "--data-dir", str(data_dir), "nosuchprefix"]) == 4
+    assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
+    states = {k["name"]: k["state"] for k in json.loads(capsys.readouterr().out)}
+    assert states["plate reader 3"] == "revoked"
+
+
+def test_keys_create_needs_a_name_and_known_scopes_as_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labric.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["keys", "create", "--data-dir", str(tmp_path), "--scopes", "read"])
+    assert done.value.code == 2
+    argv = ["keys", "create", "--data-dir", str(tmp_path), "--name", "x"]
+    assert main([*argv, "--scopes", "superuser"]) == 2
+    assert "unknown scope 'superuser'" in capsys.readouterr().err
+
+
+# -- 7. exit codes and messages -----------------------------------------------------------------
+
+
+def test_jobs_runs_lists_a_jobs_executions(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Labric() as client:
+        job = client.jobs.create(name="tick", code="print('tick')\n")
+        other = client.jobs.create(name="other", code="print('other')\n")
+    ran = [call(capsys, "jobs", "run", "tick", "--wait").out.split()[0] for _ in range(2)]
+    call(capsys, "jobs", "run", other.id, "--wait")
+    done = call(capsys, "jobs", "runs", "tick", "--json")
+    assert done.code == 0, done.err
+    listed = done.json()
+    assert [e["job_execution_id"] for e in listed] == ran[::-1]
+    assert {e["job_id"] for e in listed} == {job.id}
+    human = call(capsys, "jobs", "runs", job.id, "--limit", "1")
+    header, *rows = human.out.splitlines()
+    assert header.split() == ["EXECUTION", "STATUS", "EXIT", "STARTED", "COMPLETED"]
+    assert [row.split()[:3] for row in rows] == [[ran[1], "completed", "0"]]
+    assert call(capsys, "jobs", "runs", "no-such-job").code == 4
