@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -406,3 +407,48 @@ def test_jobs_runs_lists_a_jobs_executions(
     assert header.split() == ["EXECUTION", "STATUS", "EXIT", "STARTED", "COMPLETED"]
     assert [row.split()[:3] for row in rows] == [[ran[1], "completed", "0"]]
     assert call(capsys, "jobs", "runs", "no-such-job").code == 4
+
+
+def test_a_read_only_key_upload_names_the_files_and_the_missing_scope(
+    server: ThreadedServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LABRIC_API_KEY", server.create_key(["read"]))
+    monkeypatch.setenv("LABRIC_API_BASE_URL", server.base_url)
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    done = call(capsys, "files", "upload", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"))
+    assert done.code == 3
+    assert done.err_lines == [
+        "labric: error: could not upload 2 files (a.txt, b.txt): the key in LABRIC_API_KEY "
+        "lacks the write scope (it may be a read-only key)"
+    ]
+    assert "job-executions" not in done.err
+
+
+def test_upload_name_and_no_rate_for_unchanged_files(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labric.cli.progress import ProgressBar
+
+    (tmp_path / "a.txt").write_text("a" * 1000)
+    done = call(capsys, "files", "upload", str(tmp_path / "a.txt"), "--name", "runs/7/a.txt")
+    assert done.code == 0, done.err
+    assert done.out.split("\t")[1].strip() == "runs/7/a.txt"
+    two = call(capsys, "files", "upload", str(tmp_path / "a.txt"), "a.txt", "--name", "x")
+    assert two.code == 2
+    assert "--name names one file" in two.err
+    # Unchanged: skipped, and the progress lines show no rate for bytes that were never sent.
+    out = io.StringIO()
+    with Labric() as client:
+        [outcome] = client.files.upload_many(
+            [("runs/7/a.txt", tmp_path / "a.txt")],
+            skip_existing=True,
+            on_progress=ProgressBar(out, tty=False),
+        )
+    assert outcome.skipped
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("upload    1/1 files  1000 B")
+    assert "/s" not in last
