@@ -63,7 +63,6 @@ else 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import errno
 import json
@@ -148,6 +147,8 @@ def _add_serve(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from labric.server import LocalServer, parse_faults
     from labric.server.core.datadir import DataDir
     from labric.server.core.state import DEFAULT_PART_SIZE, MAX_SINGLE_PUT
@@ -186,6 +187,8 @@ def _ignore_in_git(root: Path) -> None:
 
 
 async def _serve_until_signalled(server: LocalServer, address: str, *, created: bool) -> int:
+    import asyncio
+
     from labric.server.core.datadir import DataDirError
     from labric.server.core.db import DatabaseError
 

@@ -22,7 +22,6 @@ around it. Every such string is passed through :func:`printable` before it reach
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -214,6 +213,9 @@ def run_with_client(
     Ctrl-C cancels ``work`` (asyncio.run's handler), so transfers stop promptly and the
     ``KeyboardInterrupt`` reaches :func:`labric.cli.main`.
     """
+
+    # Imported here, not at the top: `labric --version` and `--help` never need a client.
+    import asyncio
 
     from labric._client import AsyncLabric
     from labric._core.config import ENV_FILE, InsecureURLError, read_env_file

@@ -216,6 +216,8 @@ def test_the_command_answers_version_and_help_without_aiohttp(flag: str) -> None
     loaded = _modules_after(code)
     assert "labric.cli" in loaded
     assert "aiohttp" not in loaded
+    assert "asyncio" not in loaded
+    assert "labric._client" not in loaded
     assert "labric.server" not in loaded
 
 
