@@ -30,6 +30,7 @@ CASES: dict[str, list[str]] = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "import aiohttp": [sys.executable, "-c", "import aiohttp"],
     "import labric": [sys.executable, "-c", "import labric"],
+    "from labric import Labric": [sys.executable, "-c", "from labric import Labric"],
     "labric --version": [sys.executable, "-m", "labric.cli", "--version"],
     "labric --help": [sys.executable, "-m", "labric.cli", "--help"],
 }

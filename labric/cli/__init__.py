@@ -25,11 +25,18 @@ Subcommands::
     labric keys revoke --data-dir DIR PREFIX
 
 The API subcommands (``files``, ``sync``, ``datasets``, ``jobs``) read ``LABRIC_API_KEY`` and
-``LABRIC_API_BASE_URL`` like the SDK; there is no ``--api-key`` option, because a key typed on
-the command line ends up in shell history. Each takes ``--json`` (one documented shape per
-subcommand, see :mod:`labric.cli.files`, :mod:`labric.cli.datasets`, :mod:`labric.cli.jobs`)
-and ``--debug``; transfers take ``--quiet``. Progress goes to stderr: a bar on a terminal, plain
-lines when piped.
+``LABRIC_API_BASE_URL`` like the SDK (or from the ``KEY=value`` file ``LABRIC_ENV_FILE`` names);
+there is no ``--api-key`` option, because a key typed on the command line ends up in shell
+history. That is said once, in the epilog of ``labric --help``; each subcommand's help describes
+the subcommand. Each takes ``--json`` (one documented shape per subcommand, see
+:mod:`labric.cli.files`, :mod:`labric.cli.datasets`, :mod:`labric.cli.jobs`), ``--debug`` and
+``--allow-insecure`` (plain ``http://`` to a host that is not loopback, the SDK's
+``allow_insecure=True``; or ``LABRIC_ALLOW_INSECURE=1``); transfers take ``--quiet``.
+
+Nothing heavy is imported to build the parser: ``labric --version`` and ``--help`` load neither
+asyncio nor aiohttp; a subcommand imports the client (or the server) when it runs.
+
+Progress goes to stderr: a bar on a terminal, plain lines when piped.
 
 ``serve`` prints exactly two shell-ready lines on stdout once it is listening
 (``LABRIC_API_BASE_URL=...`` and ``LABRIC_API_KEY=...``, so ``eval "$(labric serve ...)"``-style
