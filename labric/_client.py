@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 
 from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
@@ -41,6 +42,9 @@ class AsyncLabric:
         max_response_bytes: The largest API (JSON) response body read, counted as received and
             after decompression; default 64 MiB. A bigger answer raises
             :class:`~labric.errors.ResponseTooLargeError`. File downloads are not limited by it.
+        env_file: A file of ``KEY=value`` lines (such as ``.env``) to read ``LABRIC_API_KEY`` and
+            ``LABRIC_API_BASE_URL`` from where the environment does not set them; default:
+            ``LABRIC_ENV_FILE``, else none (a ``.env`` is never read unless named).
 
     Raises:
         ConfigurationError: the key is missing or malformed, or the URL is refused.
@@ -62,6 +66,7 @@ class AsyncLabric:
         max_connections: int = 64,
         allow_insecure: bool = False,
         max_response_bytes: int | None = None,
+        env_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._config = ClientConfig.resolve(
             api_key,
@@ -73,6 +78,7 @@ class AsyncLabric:
             max_connections=max_connections,
             allow_insecure=allow_insecure,
             max_response_bytes=max_response_bytes,
+            env_file=env_file,
         )
         self._transport = Transport(self._config)
         self._engine = TransferEngine(self._transport, self._config.transfer)

@@ -63,7 +63,7 @@ class SyncPager(Generic[T]):
         self._pager = portal.call_sync(make)
 
     def __repr__(self) -> str:
-        return f"<SyncPager of {self._pager!r}>"
+        return f"<SyncPager {self._pager._state()}>"
 
     def first_page(self) -> Page[T]:
         """Fetch the first page only (the sync form of ``await pager``)."""

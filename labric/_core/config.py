@@ -1,6 +1,8 @@
 """Client configuration: frozen, validated attrs classes.
 
-Precedence for every setting is: constructor argument, then environment variable, then default.
+Precedence for every setting is: constructor argument, then environment variable, then a
+``KEY=value`` line of an env file (only when one is named, with ``env_file=`` or
+``LABRIC_ENV_FILE``; real environment variables always win), then default.
 The API key is read when a client is constructed (never at import time) and is never shown in a
 ``repr``: :func:`redact_key` keeps at most ``lbk_<prefix>_…``.
 """
@@ -24,16 +26,19 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "ENV_FILE",
     "ClientConfig",
     "RetryPolicy",
     "Timeout",
     "TransferConfig",
+    "read_env_file",
     "redact_key",
 ]
 
 DEFAULT_BASE_URL = "https://platform.labric.co/api"
 ENV_API_KEY = "LABRIC_API_KEY"
 ENV_BASE_URL = "LABRIC_API_BASE_URL"
+ENV_FILE = "LABRIC_ENV_FILE"
 
 # The prefix is alphanumeric; the secret may also hold ``-`` and ``_`` (URL-safe base64).
 _KEY_RE = re.compile(r"^lbk_([A-Za-z0-9]+)_([A-Za-z0-9_-]+)$")
@@ -49,6 +54,102 @@ def redact_key(key: str) -> str:
     if match:
         return f"lbk_{match.group(1)}_…"
     return "lbk_…"
+
+
+_ENV_LINE_RE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read ``KEY=value`` lines from an env file (such as ``.env``).
+
+    A small, strict reader: blank lines and ``#`` comments are skipped, ``export`` before a name
+    is allowed, and a value may be wrapped whole in single or double quotes (taken literally: no
+    escapes, no ``$VAR`` expansion). Any other line is an error naming its line number, never its
+    text, which may hold a key.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The names and values, in file order (a later line wins).
+
+    Raises:
+        ConfigurationError: the file cannot be read or a line is not ``KEY=value``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(
+            f"Cannot read the env file {os.fspath(path)!r}: {reason}"
+        ) from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ENV_LINE_RE.match(line)
+        if match is None:
+            raise ConfigurationError(
+                f"The env file {os.fspath(path)!r} line {number} is not KEY=value"
+            )
+        name, value = match.group(1), match.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif value[:1] in ("'", '"'):
+            raise ConfigurationError(
+                f"The env file {os.fspath(path)!r} line {number} has an unclosed quote"
+            )
+        values[name] = value
+    return values
+
+
+def _with_env_file(
+    environ: Mapping[str, str], env_file: str | os.PathLike[str] | None
+) -> tuple[Mapping[str, str], str | None]:
+    """The environment, completed (never overridden) by the named env file's values."""
+    if env_file is not None and not isinstance(env_file, str | os.PathLike):
+        raise ConfigurationError(
+            f"env_file must be a path (str or os.PathLike), got {type(env_file).__name__}"
+        )
+    named = os.fspath(env_file) if env_file is not None else environ.get(ENV_FILE) or None
+    if named is None:
+        return environ, None
+    return {**read_env_file(named), **environ}, named
+
+
+def _missing_key_message(env_file: str | None) -> str:
+    if env_file is not None:
+        return (
+            f"No API key: set {ENV_API_KEY} in the environment or in the env file {env_file!r}, "
+            "or pass api_key=..."
+        )
+    message = (
+        f"No API key: set the {ENV_API_KEY} environment variable (or name a .env file holding "
+        f"it with env_file=... or {ENV_FILE}), or pass api_key=..."
+    )
+    # The commonest first-hour slip: the key is in ./.env, which is read only when asked.
+    try:
+        if ENV_API_KEY in read_env_file(".env"):
+            message += f"; ./.env holds {ENV_API_KEY} but is not read unless named"
+    except ConfigurationError:
+        pass
+    return message
+
+
+class InsecureURLError(ConfigurationError):
+    """Plain ``http://`` to a host that is not loopback, without the caller allowing it.
+
+    Attributes:
+        host: The host the URL names.
+        source: Where the URL came from (``base_url`` or the environment variable).
+    """
+
+    def __init__(self, message: str, *, host: str, source: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.source = source
 
 
 def _is_number(value: Any) -> bool:
@@ -185,9 +286,12 @@ def _check_base_url(url: str, *, source: str, insecure: bool) -> str:
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{source} must not carry a query or a fragment, got {url!r}.")
     if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
+        raise InsecureURLError(
             f"Refusing plain http:// to {parts.hostname} (from {source}): the API key would "
-            "travel in clear text. Use https://, or pass allow_insecure=True if you really mean it."
+            "travel in clear text. Use https://, or pass allow_insecure=True if you really "
+            "mean it.",
+            host=parts.hostname,
+            source=source,
         )
     return url
 
@@ -244,15 +348,21 @@ class ClientConfig:
         allow_insecure: bool = False,
         env: Mapping[str, str] | None = None,
         max_response_bytes: int | None = None,
+        env_file: str | os.PathLike[str] | None = None,
     ) -> ClientConfig:
-        """Apply argument > environment variable > default, and validate the result.
+        """Apply argument > environment variable > env file > default, and validate the result.
+
+        ``env_file`` (default: ``LABRIC_ENV_FILE``, else none) names a file of ``KEY=value``
+        lines (see :func:`read_env_file`) whose ``LABRIC_*`` settings apply where the
+        environment has none.
 
         Raises:
-            ConfigurationError: the key is missing or malformed, the URL is invalid, or it is plain
+            ConfigurationError: the key is missing or malformed, the URL is invalid, the env file
+                cannot be read or has a line that is not ``KEY=value``, or the URL is plain
                 ``http://`` to a non-loopback host without ``allow_insecure=True``, or another
                 setting has the wrong type or an impossible value.
         """
-        environ = os.environ if env is None else env
+        environ, named_file = _with_env_file(os.environ if env is None else env, env_file)
         if api_key is not None and not isinstance(api_key, str):
             raise ConfigurationError(
                 f"api_key must be a str, got {type(api_key).__name__}; "
@@ -260,9 +370,7 @@ class ClientConfig:
             )
         key = api_key if api_key is not None else environ.get(ENV_API_KEY)
         if not key or not key.strip():
-            raise ConfigurationError(
-                f"No API key: pass api_key=... or set the {ENV_API_KEY} environment variable."
-            )
+            raise ConfigurationError(_missing_key_message(named_file))
         key = key.strip()
         if not _KEY_RE.match(key):
             source = "api_key" if api_key is not None else f"the {ENV_API_KEY} environment variable"

@@ -93,8 +93,14 @@ class PageIterator(AsyncIterator[Page[T]]):
     :data:`MAX_EMPTY_PAGES` in a row.
     """
 
-    def __init__(self, fetch: PageFetcher[T], limit: int | None) -> None:
+    def __init__(
+        self,
+        fetch: PageFetcher[T],
+        limit: int | None,
+        on_page: Callable[[Page[T]], None] | None = None,
+    ) -> None:
         self._fetch = fetch
+        self._on_page = on_page
         self._remaining = limit
         self._started = False
         self._finished = False
@@ -126,7 +132,7 @@ class PageIterator(AsyncIterator[Page[T]]):
             if self._remaining is not None and len(page.items) >= self._remaining:
                 # The limit is reached within this page: no further request.
                 self._finished = True
-                return Page(page.items[: self._remaining], None)
+                return self._returned(Page(page.items[: self._remaining], None))
             if self._remaining is not None:
                 self._remaining -= len(page.items)
             self._empty_run = 0 if page.items else self._empty_run + 1
@@ -139,7 +145,12 @@ class PageIterator(AsyncIterator[Page[T]]):
                     )
                 self._pending = self._prefetch(page.next_url)
             if page.items or self._pending is None:
-                return page
+                return self._returned(page)
+
+    def _returned(self, page: Page[T]) -> Page[T]:
+        if self._on_page is not None:
+            self._on_page(page)
+        return page
 
     def _prefetch(self, url: str) -> asyncio.Task[Page[T]]:
         if url in self._followed:
@@ -221,12 +232,45 @@ class AsyncPager(Generic[T]):
         limit: The most items to yield in total (``None``: all).
     """
 
-    def __init__(self, fetch: PageFetcher[T], *, limit: int | None = None) -> None:
-        self._fetch = fetch
+    def __init__(
+        self, fetch: PageFetcher[T], *, limit: int | None = None, route: str | None = None
+    ) -> None:
         self._limit = limit
+        self._route = route
+        # What the repr reports, over every iteration of this pager.
+        self._pages_fetched = 0
+        self._items_yielded = 0
+        self._exhausted = False
+
+        async def counted(next_url: str | None) -> Page[T]:
+            page = await fetch(next_url)
+            self._pages_fetched += 1
+            return page
+
+        self._fetch: PageFetcher[T] = counted
+
+    def _yielded(self, page: Page[T]) -> None:
+        self._items_yielded += len(page.items)
+        if page.next_url is None:
+            self._exhausted = True
+
+    def _state(self) -> str:
+        """What the pager lists and how far it has gone, for the reprs."""
+        what = self._route or "a listing"
+        if not self._pages_fetched:
+            progress = "not fetched yet"
+        else:
+            end = "exhausted" if self._exhausted else "more to fetch"
+            pages = "page" if self._pages_fetched == 1 else "pages"
+            items = "item" if self._items_yielded == 1 else "items"
+            progress = (
+                f"{self._pages_fetched} {pages} fetched, {self._items_yielded} {items} "
+                f"yielded, {end}"
+            )
+        return f"{what} limit={self._limit}: {progress}"
 
     def __repr__(self) -> str:
-        return f"<AsyncPager limit={self._limit}>"
+        return f"<AsyncPager {self._state()}>"
 
     def __await__(self) -> Generator[Any, None, Page[T]]:
         return self._first_page().__await__()
@@ -234,12 +278,13 @@ class AsyncPager(Generic[T]):
     async def _first_page(self) -> Page[T]:
         page = await self._fetch(None)
         if self._limit is not None and len(page.items) >= self._limit:
-            return Page(page.items[: self._limit], None)
+            page = Page(page.items[: self._limit], None)
+        self._yielded(page)
         return page
 
     def pages(self) -> PageIterator[T]:
         """Iterate page by page (``async for page in pager.pages()``), one page prefetched."""
-        return PageIterator(self._fetch, self._limit)
+        return PageIterator(self._fetch, self._limit, self._yielded)
 
     def __aiter__(self) -> ItemIterator[T]:
         return ItemIterator(self.pages())

@@ -78,6 +78,7 @@ __all__ = [
     "Response",
     "Transport",
     "TransportStats",
+    "base_url_hint",
     "check_storage_url",
     "map_exception",
     "path_segment",
@@ -369,6 +370,25 @@ def make_status_error(
         path=_safe_path(url),
         request_id=copied.get("X-Request-ID"),
     )
+
+
+#: How the local server (and the hosted API) starts the detail of a 404 for a path it has no
+#: route for, as opposed to a missing object.
+_NO_ROUTE = "Not found: no route for"
+
+
+def base_url_hint(base_url: str, detail: Any) -> str | None:
+    """A hint for a 404 that may come from a wrong base URL, else ``None``.
+
+    The API lives under ``/api``; a base URL without it (``http://127.0.0.1:8765``, as some other
+    clients take it) sends every request to a path with no route.
+    """
+    path = urlsplit(base_url).path.rstrip("/")
+    if not path.endswith("/api"):
+        return f"did you mean {base_url.rstrip('/')}/api? (the base URL includes /api)"
+    if isinstance(detail, str) and detail.startswith(_NO_ROUTE):
+        return f"the server at {base_url} has no such route; is that the Labric API's base URL?"
+    return None
 
 
 def raise_for_status(response: Response) -> Response:
@@ -912,7 +932,24 @@ class Transport:
                 )
                 attempt += 1
                 continue
+            if response.status == 404:
+                self._raise_not_found(response)
             raise_for_status(response)
+
+    def _raise_not_found(self, response: Response) -> None:
+        """Raise a 404's error, with a hint when the base URL looks like the cause."""
+        error = make_status_error(
+            status=response.status,
+            headers=response.headers,
+            content=response.content,
+            method=response.method,
+            url=response.url,
+            reason=response.reason,
+        )
+        hint = base_url_hint(self._config.base_url, error.detail)
+        if hint:
+            error.message = f"{error.message}; {hint}"
+        raise error
 
     async def _send_once(
         self,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 
 from labric._blocking.portal import Portal
@@ -48,6 +49,9 @@ class Labric:
         max_response_bytes: The largest API (JSON) response body read, counted as received and
             after decompression; default 64 MiB. A bigger answer raises
             :class:`~labric.errors.ResponseTooLargeError`. File downloads are not limited by it.
+        env_file: A file of ``KEY=value`` lines (such as ``.env``) to read ``LABRIC_API_KEY`` and
+            ``LABRIC_API_BASE_URL`` from where the environment does not set them; default:
+            ``LABRIC_ENV_FILE``, else none (a ``.env`` is never read unless named).
 
     Raises:
         ConfigurationError: the key is missing or malformed, or the URL is refused.
@@ -67,6 +71,7 @@ class Labric:
         max_connections: int = 64,
         allow_insecure: bool = False,
         max_response_bytes: int | None = None,
+        env_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._portal: Portal[AsyncLabric] = Portal(
             lambda: AsyncLabric(
@@ -79,6 +84,7 @@ class Labric:
                 max_connections=max_connections,
                 allow_insecure=allow_insecure,
                 max_response_bytes=max_response_bytes,
+                env_file=env_file,
             ),
             name="labric-portal",
         )

@@ -22,17 +22,14 @@ around it. Every such string is passed through :func:`printable` before it reach
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from labric._client import AsyncLabric
 from labric._core.config import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL
-from labric._core.converter import unstructure
 from labric.cli.progress import ProgressBar
 from labric.errors import (
     APIConnectionError,
@@ -43,7 +40,12 @@ from labric.errors import (
     PermissionDeniedError,
 )
 
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
+
 __all__ = [
+    "CLIENT_OPTIONS",
+    "ENV_ALLOW_INSECURE",
     "EXIT_CONFIG",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -76,11 +78,13 @@ EXIT_NOT_FOUND = 4
 EXIT_NETWORK = 5
 EXIT_INTERRUPTED = 130
 
-#: Said in every API subcommand's ``--help``: why there is no ``--api-key`` option.
+#: Said once, at the end of ``labric --help``: where the API subcommands get their credentials.
 CREDENTIALS_HELP = (
-    "Reads LABRIC_API_KEY and LABRIC_API_BASE_URL (default https://platform.labric.co/api) "
-    "from the environment, like the SDK. There is deliberately no --api-key option: a key "
-    "typed on the command line is kept in shell history and shown in process listings."
+    "The API subcommands (files, sync, datasets, jobs) read LABRIC_API_KEY and "
+    "LABRIC_API_BASE_URL (default https://platform.labric.co/api) from the environment, or from "
+    "a KEY=value file named by LABRIC_ENV_FILE, like the SDK; `labric env --data-dir DIR` prints "
+    "them for a local server. There is deliberately no --api-key option: a key typed on the "
+    "command line is kept in shell history and shown in process listings."
 )
 
 
@@ -180,28 +184,74 @@ def add_common(parser: argparse.ArgumentParser, *, json_help: str) -> None:
         default=argparse.SUPPRESS,
         help="show the traceback of a failure",
     )
+    parser.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"allow plain http:// to a host that is not loopback (or set {ENV_ALLOW_INSECURE}=1)",
+    )
 
 
-def run_with_client(work: Callable[[AsyncLabric], Awaitable[T]]) -> T:
+#: The command-line twin of the SDK's ``allow_insecure=True``.
+ENV_ALLOW_INSECURE = "LABRIC_ALLOW_INSECURE"
+
+
+def _allow_insecure(flag: bool) -> bool:
+    return flag or os.environ.get(ENV_ALLOW_INSECURE, "").strip().lower() in ("1", "true", "yes")
+
+
+def run_with_client(
+    work: Callable[[AsyncLabric], Awaitable[T]], *, allow_insecure: bool | None = None
+) -> T:
     """Build a client from the environment, run ``work`` with it on a new event loop, close it.
+
+    The environment may name an env file (``LABRIC_ENV_FILE``) holding the key and URL. Plain
+    ``http://`` to a host that is not loopback needs ``--allow-insecure`` (which
+    :func:`labric.cli.main` passes on through :data:`CLIENT_OPTIONS`) or
+    ``LABRIC_ALLOW_INSECURE=1``.
 
     Ctrl-C cancels ``work`` (asyncio.run's handler), so transfers stop promptly and the
     ``KeyboardInterrupt`` reaches :func:`labric.cli.main`.
     """
 
-    if not os.environ.get(ENV_API_KEY, "").strip():
+    # Imported here, not at the top: `labric --version` and `--help` never need a client.
+    import asyncio
+
+    from labric._client import AsyncLabric
+    from labric._core.config import ENV_FILE, InsecureURLError, read_env_file
+
+    env_file = os.environ.get(ENV_FILE) or None
+    settings = {**(read_env_file(env_file) if env_file else {}), **os.environ}
+    if not settings.get(ENV_API_KEY, "").strip():
         # The SDK's own message speaks of its api_key argument, which the command does not have.
+        where = f" or in {env_file}" if env_file else f" (or in a file named by {ENV_FILE})"
         raise CLIError(
-            f"No API key: set the {ENV_API_KEY} environment variable (for a local server, "
-            "`labric serve` prints one)",
+            f"No API key: set the {ENV_API_KEY} environment variable{where}; for a local "
+            "server, `labric serve` prints one and `labric env --data-dir DIR` prints it again",
             code=EXIT_CONFIG,
         )
+    insecure = _allow_insecure(
+        CLIENT_OPTIONS.get("allow_insecure", False) if allow_insecure is None else allow_insecure
+    )
+    try:
+        client = AsyncLabric(allow_insecure=insecure)
+    except InsecureURLError as exc:
+        raise CLIError(
+            f"refusing plain http:// to {exc.host} (from {exc.source}): the API key would travel "
+            f"in clear text; use https://, or pass --allow-insecure (or set "
+            f"{ENV_ALLOW_INSECURE}=1) if you really mean it",
+            code=EXIT_CONFIG,
+        ) from None
 
     async def go() -> T:
-        async with AsyncLabric() as client:
+        async with client:
             return await work(client)
 
     return asyncio.run(go())
+
+
+#: Options of the whole command that shape the client, set by :func:`labric.cli.main`.
+CLIENT_OPTIONS: dict[str, bool] = {}
 
 
 def progress_bar(quiet: bool) -> ProgressBar | None:
@@ -211,6 +261,8 @@ def progress_bar(quiet: bool) -> ProgressBar | None:
 
 def to_json(value: Any) -> Any:
     """A model (or list of models) as JSON-ready data, with the API's field names."""
+    from labric._core.converter import unstructure
+
     return unstructure(value)
 
 

@@ -19,11 +19,9 @@ parse (``3``, ``2.5``, ``true``, ``null``, ``"007"``) and as text otherwise.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labric._client import AsyncLabric
 from labric.cli._common import (
-    CREDENTIALS_HELP,
     EXIT_USAGE,
     CLIError,
     add_common,
@@ -36,6 +34,9 @@ from labric.cli._common import (
 )
 from labric.models.datasets import QueryResult, TableInfo
 
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
+
 __all__ = ["add_datasets"]
 
 
@@ -44,19 +45,19 @@ def add_datasets(commands: Any) -> None:
     parser = commands.add_parser(
         "datasets",
         help="list tables, query them with SQL, read their rows",
-        description="Datasets: the organisation's tables. " + CREDENTIALS_HELP,
+        description="Datasets: the organisation's tables.",
     )
     sub = parser.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND", required=True)
 
-    ls = sub.add_parser("ls", help="list tables", description=CREDENTIALS_HELP)
+    ls = sub.add_parser("ls", help="list tables", description="List tables.")
     add_common(ls, json_help="print an array of table objects")
     ls.set_defaults(func=_ls)
 
     query = sub.add_parser(
         "query",
         help="run one read-only SQL statement",
-        description="Run one SELECT over the organisation's tables; use %%s placeholders and "
-        "--param for values. " + CREDENTIALS_HELP,
+        description="Run one SELECT over the organisation's tables; use %s placeholders and "
+        "--param for values. ",
     )
     query.add_argument("sql", metavar="SQL")
     query.add_argument(
@@ -69,7 +70,7 @@ def add_datasets(commands: Any) -> None:
     add_common(query, json_help='print {"columns": [...], "data": [[...], ...]}')
     query.set_defaults(func=_query)
 
-    rows = sub.add_parser("rows", help="read a table's rows", description=CREDENTIALS_HELP)
+    rows = sub.add_parser("rows", help="read a table's rows", description="Read a table's rows.")
     rows.add_argument("table", metavar="TABLE")
     rows.add_argument(
         "--where",

@@ -35,8 +35,9 @@ large files from the temporary file their journal names.
     (as ``files upload DIR`` does), skipping files whose path and CRC32C already match a file on
     the platform. ``labric sync down DIR`` downloads the newest platform file of every path under
     ``<name of DIR>/`` into ``DIR``, skipping local files whose CRC32C matches and replacing those
-    that differ. So ``sync up runs/run42`` on one machine and ``sync down runs/run42`` on another
-    make the second a copy of the first.
+    that differ; when no platform file is under ``<name of DIR>/`` it says so and exits 4 (not
+    found), downloading nothing. So ``sync up runs/run42`` on one machine and ``sync down
+    runs/run42`` on another make the second a copy of the first.
 """
 
 from __future__ import annotations
@@ -48,12 +49,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labric._client import AsyncLabric
-from labric._transfer.bulk import expand_sources
 from labric.cli._common import (
-    CREDENTIALS_HELP,
+    EXIT_CONFIG,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     CLIError,
@@ -71,6 +70,9 @@ from labric.cli._common import (
 from labric.cli.progress import format_bytes
 from labric.models.files import FileInfo
 from labric.models.transfers import DownloadOutcome, UploadOutcome
+
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
 
 __all__ = ["add_files", "add_sync"]
 
@@ -99,11 +101,13 @@ def add_files(commands: Any) -> None:
     parser = commands.add_parser(
         "files",
         help="list, upload, download, delete and inspect files",
-        description="Files on the platform. " + CREDENTIALS_HELP,
+        description="Files on the platform.",
     )
     sub = parser.add_subparsers(dest="files_command", metavar="SUBCOMMAND", required=True)
 
-    ls = sub.add_parser("ls", help="list files, newest first", description=CREDENTIALS_HELP)
+    ls = sub.add_parser(
+        "ls", help="list files, newest first", description="List files, newest first."
+    )
     ls.add_argument("--instrument", metavar="ID", help="only files from this instrument")
     ls.add_argument("--ext", metavar="EXTS", help="only these extensions, e.g. csv,txt")
     ls.add_argument("--query", metavar="TEXT", help="terms that must all appear in the path")
@@ -116,10 +120,15 @@ def add_files(commands: Any) -> None:
         help="upload files, directories and globs",
         description="Upload files. A directory is walked (its files keep their path relative to "
         "the directory's parent as their name, run42/plate1.csv); a quoted glob such as "
-        "'runs/**/*.csv' is expanded here. Interrupted? Rerun the same command to resume. "
-        + CREDENTIALS_HELP,
+        "'runs/**/*.csv' is expanded here. Interrupted? Rerun the same command to resume. A "
+        "path that names nothing is reported as that file's failure; the others are uploaded.",
     )
     up.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or globs")
+    up.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the platform path of the one file uploaded (default: its file name)",
+    )
     up.add_argument("--instrument", metavar="ID", help="attach the files to this instrument")
     up.add_argument(
         "--skip-existing",
@@ -134,8 +143,7 @@ def add_files(commands: Any) -> None:
         "download",
         help="download files by id into a directory",
         description="Download files into a directory, each at its platform path. Local files "
-        "whose CRC32C already matches are skipped, so rerunning after an interruption resumes. "
-        + CREDENTIALS_HELP,
+        "whose CRC32C already matches are skipped, so rerunning after an interruption resumes. ",
     )
     down.add_argument("file_ids", nargs="+", metavar="FILE_ID")
     down.add_argument(
@@ -146,12 +154,14 @@ def add_files(commands: Any) -> None:
     add_common(down, json_help='print {"files": [...], "summary": {...}}')
     down.set_defaults(func=_download, interrupt_hint=_DOWNLOAD_RESUME)
 
-    rm = sub.add_parser("rm", help="delete files by id", description=CREDENTIALS_HELP)
+    rm = sub.add_parser("rm", help="delete files by id", description="Delete files by id.")
     rm.add_argument("file_ids", nargs="+", metavar="FILE_ID")
     add_common(rm, json_help='print {"deleted": [...], "failed": [...]}')
     rm.set_defaults(func=_rm)
 
-    info = sub.add_parser("info", help="show one file's metadata", description=CREDENTIALS_HELP)
+    info = sub.add_parser(
+        "info", help="show one file's metadata", description="Show one file's metadata."
+    )
     info.add_argument("file_id", metavar="FILE_ID")
     add_common(info, json_help="print the file object")
     info.set_defaults(func=_info)
@@ -165,7 +175,7 @@ def add_sync(commands: Any) -> None:
         description="Sync a local directory with the platform files under its name, skipping "
         "files whose CRC32C already matches. 'up' uploads DIR as <name of DIR>/...; 'down' "
         "downloads the newest file of every path under <name of DIR>/ into DIR. Nothing is "
-        "ever deleted. " + CREDENTIALS_HELP,
+        "ever deleted. ",
     )
     sub = parser.add_subparsers(dest="sync_direction", metavar="DIRECTION", required=True)
     for direction, text, description, instrument_help in (
@@ -185,7 +195,7 @@ def add_sync(commands: Any) -> None:
             "only this instrument's files",
         ),
     ):
-        p = sub.add_parser(direction, help=text, description=description + " " + CREDENTIALS_HELP)
+        p = sub.add_parser(direction, help=text, description=description)
         p.add_argument("local_dir", metavar="LOCAL_DIR")
         p.add_argument("--instrument", metavar="ID", help=instrument_help)
         _add_transfer_options(p)
@@ -280,29 +290,53 @@ def _rm(args: argparse.Namespace) -> int:
 # -- transfers ------------------------------------------------------------------------------
 
 
-def _check_sources(paths: Sequence[str]) -> None:
-    """Refuse the whole upload before sending anything when a path or glob names nothing."""
-    for path in paths:
-        if glob.has_magic(path):
-            if not any(os.path.isfile(m) for m in glob.iglob(path, recursive=True)):
-                raise CLIError(f"no files match {path!r}", code=EXIT_NOT_FOUND)
-        elif not os.path.exists(path):
-            raise CLIError(f"no such file or directory: {path}", code=EXIT_NOT_FOUND)
-        elif not (os.path.isfile(path) or os.path.isdir(path)):
-            raise CLIError(f"not a regular file or directory: {path}", code=EXIT_USAGE)
+def _source_problem(path: str) -> CLIError | None:
+    """Why a path or glob cannot be uploaded (it names nothing, say), or ``None``."""
+    if glob.has_magic(path):
+        if not any(os.path.isfile(m) for m in glob.iglob(path, recursive=True)):
+            return CLIError("no files match", code=EXIT_NOT_FOUND)
+    elif not os.path.exists(path):
+        return CLIError("no such file or directory", code=EXIT_NOT_FOUND)
+    elif not (os.path.isfile(path) or os.path.isdir(path)):
+        return CLIError("not a regular file or directory", code=EXIT_USAGE)
+    return None
 
 
 def _upload(args: argparse.Namespace) -> int:
-    _check_sources(args.paths)
-    return _run_upload(args, list(args.paths), skip_existing=args.skip_existing, verb="upload")
+    if args.name is not None and (
+        len(args.paths) != 1 or glob.has_magic(args.paths[0]) or os.path.isdir(args.paths[0])
+    ):
+        raise CLIError("--name names one file: give exactly one file path", code=EXIT_USAGE)
+    # As upload_many does for its items, a path that names nothing fails alone: the rest go.
+    problems = {path: _source_problem(path) for path in args.paths}
+    sources = [path for path, problem in problems.items() if problem is None]
+    missing = [(path, problem) for path, problem in problems.items() if problem is not None]
+    return _run_upload(
+        args,
+        sources,
+        skip_existing=args.skip_existing,
+        verb="upload",
+        name=args.name,
+        missing=missing,
+    )
 
 
 def _run_upload(
-    args: argparse.Namespace, sources: list[str], *, skip_existing: bool, verb: str
+    args: argparse.Namespace,
+    sources: list[str],
+    *,
+    skip_existing: bool,
+    verb: str,
+    name: str | None = None,
+    missing: Sequence[tuple[str, BaseException]] = (),
 ) -> int:
+    from labric._transfer.bulk import expand_sources
+    from labric.errors import PermissionDeniedError
+
     # Expanded here (as upload_many would) so each outcome is known by its platform name.
     expanded = [
-        (os.fspath(local), name or Path(local).name) for _, local, name in expand_sources(sources)
+        (os.fspath(local), name or given or Path(local).name)
+        for _, local, given in expand_sources(sources)
     ]
     bar = progress_bar(args.quiet)
     started = time.perf_counter()
@@ -318,6 +352,14 @@ def _run_upload(
 
     try:
         outcomes = run_with_client(work) if expanded else []
+    except PermissionDeniedError:
+        # Raised before any file is sent (the upload's job execution is refused): say what
+        # could not be done and why, not which internal request failed.
+        raise CLIError(
+            f"could not {verb} {_count(len(expanded), 'file')} ({_some(n for _, n in expanded)}): "
+            "the key in LABRIC_API_KEY lacks the write scope (it may be a read-only key)",
+            code=EXIT_CONFIG,
+        ) from None
     finally:
         if bar is not None:
             bar.close()
@@ -337,15 +379,40 @@ def _run_upload(
         }
         for (local, name), o in zip(expanded, outcomes, strict=True)
     ]
+    entries[:0] = [
+        {
+            "source": path,
+            "name": None,
+            "ok": False,
+            "skipped": False,
+            "file_id": None,
+            "size_bytes": None,
+            "crc32c_hash": None,
+            "error": error_line(problem),
+        }
+        for path, problem in missing
+    ]
     return _finish(
         args,
         entries,
-        [(local, o.error) for (local, _), o in zip(expanded, outcomes, strict=True) if o.error],
+        [*missing]
+        + [(local, o.error) for (local, _), o in zip(expanded, outcomes, strict=True) if o.error],
         seconds=seconds,
         moved=moved,
         verb=verb,
         lines=[f"{printable(e['file_id'])}\t{printable(e['name'])}" for e in entries if e["ok"]],
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _some(names: Any, shown: int = 3) -> str:
+    """The first few names, and how many more."""
+    names = list(names)
+    text = ", ".join(printable(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -501,6 +568,12 @@ def _sync_down(args: argparse.Namespace) -> int:
             path = f.original_path or f.file_name or ""
             if path.startswith(prefix) and path not in newest:
                 newest[path] = f.file_id
+        if not newest:
+            raise CLIError(
+                f"nothing on the platform matches {prefix}* (sync down takes the files that "
+                f"sync up {root.name} stored); nothing was downloaded",
+                code=EXIT_NOT_FOUND,
+            )
         # Files land at <dest>/<platform path>, so the parent of the directory is the dest.
         return await client.files.download_many(
             list(newest.values()),

@@ -1,4 +1,4 @@
-"""``labric jobs ls|run|logs``: the organisation's jobs, running one, reading a run's output.
+"""``labric jobs ls|run|runs|logs``: the organisation's jobs, running one, its runs, their output.
 
 ``--json`` shapes (new keys may be added):
 
@@ -11,6 +11,8 @@
     the execution object: ``job_execution_id``, ``job_id``, ``job_name``, ``status``,
     ``started_at``, ``completed_at``, ``created_at``, ``off_platform``, ``script_version``,
     ``exit_code``, ``file_ids``, ``parameters``, ``trigger``; with ``--wait``, as it ended.
+``jobs runs``
+    an array of execution objects (as for ``jobs run``), newest first.
 ``jobs logs``
     ``{"job_execution_id", "text", "truncated", "status"}``.
 
@@ -22,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labric._client import AsyncLabric
 from labric.cli._common import (
-    CREDENTIALS_HELP,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -42,6 +42,9 @@ from labric.cli._common import (
 )
 from labric.models.jobs import ExecutionLogs, ExecutionStatus, Job, JobExecution
 
+if TYPE_CHECKING:
+    from labric._client import AsyncLabric
+
 __all__ = ["add_jobs"]
 
 
@@ -49,12 +52,14 @@ def add_jobs(commands: Any) -> None:
     """Register ``labric jobs`` and its subcommands."""
     parser = commands.add_parser(
         "jobs",
-        help="list jobs, run one, read a run's logs",
-        description="Jobs: scripts the platform runs. " + CREDENTIALS_HELP,
+        help="list jobs, run one, list its runs, read a run's logs",
+        description="Jobs: scripts the platform runs.",
     )
     sub = parser.add_subparsers(dest="jobs_command", metavar="SUBCOMMAND", required=True)
 
-    ls = sub.add_parser("ls", help="list jobs, newest first", description=CREDENTIALS_HELP)
+    ls = sub.add_parser(
+        "ls", help="list jobs, newest first", description="List jobs, newest first."
+    )
     ls.add_argument("--archived", action="store_true", help="include archived jobs")
     add_common(ls, json_help="print an array of job objects")
     ls.set_defaults(func=_ls)
@@ -63,7 +68,7 @@ def add_jobs(commands: Any) -> None:
         "run",
         help="run a job now",
         description="Run a job's current script on the platform. With --wait, wait for it to "
-        "end, print its final status and exit 1 if it failed. " + CREDENTIALS_HELP,
+        "end, print its final status and exit 1 if it failed. ",
     )
     run.add_argument("job", metavar="JOB", help="the job's name or id")
     run.add_argument(
@@ -88,8 +93,22 @@ def add_jobs(commands: Any) -> None:
     add_common(run, json_help="print the execution object")
     run.set_defaults(func=_run)
 
+    runs = sub.add_parser(
+        "runs",
+        help="list a job's runs, newest first",
+        description="List the runs (executions) of one job, newest first: id, status, exit "
+        "code, start and end.",
+    )
+    runs.add_argument("job", metavar="JOB", help="the job's name or id")
+    runs.add_argument(
+        "--status", metavar="STATUS", help="only runs in this state: queued, running, ..."
+    )
+    runs.add_argument("--limit", type=positive_int, metavar="N", help="list at most N runs")
+    add_common(runs, json_help="print an array of execution objects")
+    runs.set_defaults(func=_runs)
+
     logs = sub.add_parser(
-        "logs", help="print a run's captured output", description=CREDENTIALS_HELP
+        "logs", help="print a run's captured output", description="Print a run's captured output."
     )
     logs.add_argument("execution_id", metavar="EXECUTION_ID")
     logs.add_argument(
@@ -145,9 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     parameters = _parameters(args.param)
 
     async def work(client: AsyncLabric) -> JobExecution:
-        # Names are unique in an organisation; anything that names no job is taken as an id.
-        named = [j async for j in client.jobs.list(name=args.job, archived=True)]
-        job_id = named[0].id if named else args.job
+        job_id = await _job_id(client, args.job)
         execution = await client.jobs.run(
             job_id, file_ids=args.file_ids, parameters=parameters, timeout_seconds=args.timeout
         )
@@ -175,6 +192,44 @@ def _run(args: argparse.Namespace) -> int:
             f"{printable(execution.job_execution_id)}\n"
         )
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _job_id(client: AsyncLabric, job: str) -> str:
+    # Names are unique in an organisation; anything that names no job is taken as an id.
+    named = [j async for j in client.jobs.list(name=job, archived=True)]
+    return named[0].id if named else job
+
+
+def _runs(args: argparse.Namespace) -> int:
+    async def work(client: AsyncLabric) -> list[JobExecution]:
+        job_id = await _job_id(client, args.job)
+        # An unknown job is a 404 here, rather than an empty list that looks like "no runs yet".
+        await client.jobs.get(job_id)
+        pager = client.jobs.executions.list(job_id=job_id, status=args.status, limit=args.limit)
+        return [e async for e in pager]
+
+    executions = run_with_client(work)
+    if args.json:
+        emit_json(to_json(executions))
+        return EXIT_OK
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+    print_table(
+        ["EXECUTION", "STATUS", "EXIT", "STARTED", "COMPLETED"],
+        (
+            [
+                e.job_execution_id,
+                _text(e.status) if e.status is not None else "",
+                "" if e.exit_code is None else e.exit_code,
+                when(e.started_at or e.created_at),
+                when(e.completed_at),
+            ]
+            for e in executions
+        ),
+    )
     return EXIT_OK
 
 

@@ -70,8 +70,12 @@ class ProgressBar:
         self._clock = clock
         self._last: float | None = None
         self._open_line = False  # a redrawn line without its newline yet
+        # Bytes of files skipped as unchanged: counted as done, but never sent, so no rate.
+        self._skipped_bytes = 0
 
     def __call__(self, event: TransferProgress) -> None:
+        if event.phase == TransferPhase.SKIPPED:
+            self._skipped_bytes += event.bytes_total or event.bytes_done
         now = self._clock()
         final = event.files_done == event.files_total and event.phase != TransferPhase.PROGRESS
         interval = _TTY_INTERVAL if self.tty else _PLAIN_INTERVAL
@@ -96,16 +100,23 @@ class ProgressBar:
         files = f"{event.files_done}/{event.files_total} files"
         done = format_bytes(event.total_bytes_done)
         size = f"{done} of {format_bytes(total)}" if total else done
-        rate = f"{format_bytes(event.rate)}/s"
+        moved = event.total_bytes_done - self._skipped_bytes
+        if not self._skipped_bytes:
+            rate = f"  {format_bytes(event.rate)}/s"
+        elif moved > 0:
+            # The call's rate counts skipped files' bytes as done: scale it to the bytes sent.
+            rate = f"  {format_bytes(event.rate * moved / event.total_bytes_done)}/s"
+        else:
+            rate = ""  # nothing sent (every file so far unchanged): there is no rate to show
         if not self.tty:
-            return f"{label} {files}  {size}  {rate}"
+            return f"{label} {files}  {size}{rate}"
         if total:
             fraction = min(event.total_bytes_done / total, 1.0)
         else:
             fraction = event.files_done / event.files_total if event.files_total else 1.0
         filled = round(fraction * _BAR_WIDTH)
         bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-        return f"{label} [{bar}] {fraction * 100:3.0f}%  {files}  {size}  {rate}"
+        return f"{label} [{bar}] {fraction * 100:3.0f}%  {files}  {size}{rate}"
 
     def close(self) -> None:
         """End a half-drawn line (after an interruption), so the next output starts clean."""

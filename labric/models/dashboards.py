@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from labric.models._base import OpenEnum
+from labric.models._base import OpenEnum, bounded_repr
 
 __all__ = [
     "ChartKind",
@@ -86,6 +86,8 @@ class SQLSource:
         params: One value per placeholder.
     """
 
+    __repr__ = bounded_repr
+
     type: ClassVar[str] = "sql"
     query: str
     params: list[Any] = attrs.field(factory=list)
@@ -104,6 +106,8 @@ class DatasetSource:
         descending: Sort in descending order.
         limit: The most rows.
     """
+
+    __repr__ = bounded_repr
 
     type: ClassVar[str] = "dataset"
     table: str
@@ -133,6 +137,8 @@ class ChartWidget:
         column: The column a histogram bins (default: the first).
         bins: How many equal-width bins a histogram has (default 10).
     """
+
+    __repr__ = bounded_repr
 
     type: ClassVar[str] = "chart"
     kind: ChartKind | str
@@ -193,6 +199,8 @@ class UnknownWidget:
     It goes back to the server unchanged when it is part of an update.
     """
 
+    __repr__ = bounded_repr
+
     type: str
     data: dict[str, Any]
     id: str | None = None
@@ -207,6 +215,8 @@ Widget = ChartWidget | TableWidget | MetricWidget | TextWidget | UnknownWidget
 @attrs.frozen(kw_only=True)
 class Dashboard:
     """A dashboard: widgets laid out on a grid."""
+
+    __repr__ = bounded_repr
 
     id: str
     name: str
@@ -247,6 +257,8 @@ class WidgetData:
         unit: A metric's unit.
         markdown: A text widget's text.
     """
+
+    __repr__ = bounded_repr
 
     widget_id: str
     type: str

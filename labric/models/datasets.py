@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from labric.models._base import OpenEnum
+from labric.models._base import OpenEnum, bounded_repr
 
 __all__ = [
     "Column",
@@ -117,6 +117,8 @@ class TableInfo:
     tables holding series); platform tables (``core_experiment``, ...) have neither.
     """
 
+    __repr__ = bounded_repr
+
     id: int | None = None
     name: str
     description: str | None = None
@@ -142,6 +144,8 @@ class QueryResult:
         for row in result.rows():
             print(row["name"], row["od600"])
     """
+
+    __repr__ = bounded_repr
 
     columns: list[str]
     data: list[list[Any]]
@@ -185,6 +189,8 @@ class TableWrite:
         on_match: overwrite (default) or fill_missing (only fill columns that are null).
     """
 
+    __repr__ = bounded_repr
+
     table: str
     rows: Sequence[Mapping[str, Any]]
     mode: WriteMode | str | None = None
@@ -206,6 +212,8 @@ class SeriesWrite:
             has several).
     """
 
+    __repr__ = bounded_repr
+
     table: str
     parent: str | int | Mapping[str, Any]
     columns: Mapping[str, Sequence[Any]]
@@ -215,6 +223,8 @@ class SeriesWrite:
 @attrs.frozen(kw_only=True)
 class TableWriteResult:
     """What one table write did (hosted TableWriteResult); ``ids`` are in input order."""
+
+    __repr__ = bounded_repr
 
     table: str
     created: int
@@ -245,6 +255,8 @@ class WriteResult:
         series: One result per series, in request order.
         refs: Each ``_ref`` label -> the id of the row it labelled.
     """
+
+    __repr__ = bounded_repr
 
     job_execution_id: str | None = None
     tables: list[TableWriteResult]
@@ -304,6 +316,8 @@ class WriteSummary:
         ids: The ids of the rows, in input order.
         batches: The batches, in order.
     """
+
+    __repr__ = bounded_repr
 
     table: str
     job_execution_id: str | None = None

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from labric.models._base import OpenEnum
+from labric.models._base import OpenEnum, bounded_repr
 
 __all__ = ["Experiment", "ExperimentLinks", "ExperimentRow", "ExperimentStatus"]
 
@@ -37,6 +37,8 @@ class Experiment:
         started_at: Set when given, or when the experiment first moves to ``running``.
         ended_at: Set when given, or when it first moves to ``completed`` or ``failed``.
     """
+
+    __repr__ = bounded_repr
 
     id: str
     name: str

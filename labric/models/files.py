@@ -6,6 +6,8 @@ from datetime import datetime
 
 import attrs
 
+from labric.models._base import bounded_repr
+
 __all__ = [
     "FileContent",
     "FileInfo",
@@ -53,6 +55,8 @@ class FileUpload:
 class UploadPart:
     """One part of a multipart upload: PUT ``size`` bytes from ``offset`` to ``url``."""
 
+    __repr__ = bounded_repr
+
     number: int
     offset: int
     size: int
@@ -63,6 +67,8 @@ class UploadPart:
 @attrs.frozen(kw_only=True)
 class UploadURL:
     """The answer of ``POST /v1/files/upload-url`` (hosted ``FileUploadUrlSchema`` + parts)."""
+
+    __repr__ = bounded_repr
 
     file_id: str
     upload_url: str = attrs.field(repr=False)
@@ -88,6 +94,8 @@ class UploadStatus:
     For a pending multipart upload, ``missing_parts`` carries freshly signed URLs for the parts the
     server does not hold yet, so an interrupted upload resumes by sending only those.
     """
+
+    __repr__ = bounded_repr
 
     file_id: str
     status: str

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from labric.models._base import OpenEnum
+from labric.models._base import OpenEnum, bounded_repr
 
 __all__ = [
     "CurrentDeviceStatus",
@@ -48,6 +48,8 @@ class Instrument:
         app_version: The app version of its latest report that named one.
     """
 
+    __repr__ = bounded_repr
+
     id: str
     name: str
     description: str | None = None
@@ -81,6 +83,8 @@ class PairedDevice:
     with it are attached to the instrument unless they name another, and it reports that
     instrument's status. Pairing again revokes it; deleting the instrument deletes it.
     """
+
+    __repr__ = bounded_repr
 
     api_key: str = attrs.field(repr=False)
     scopes: list[str]
@@ -127,6 +131,8 @@ class DeviceStatusHistory:
     counts as ``offline``; at most 200 periods are returned (the most recent). ``notes`` explain
     any adjustment the server made (a window capped at now, periods left out).
     """
+
+    __repr__ = bounded_repr
 
     instrument: InstrumentName
     start_time: datetime

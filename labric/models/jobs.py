@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from labric.models._base import OpenEnum
+from labric.models._base import OpenEnum, bounded_repr
 
 __all__ = [
     "ExecutionLogs",
@@ -108,6 +108,8 @@ class JobTrigger:
     ``source_job_id`` and ``statuses``; for ``schedule`` ``cron`` and ``timezone``.
     """
 
+    __repr__ = bounded_repr
+
     id: str
     category: TriggerCategory | str
     instrument_id: str | None = None
@@ -125,6 +127,8 @@ class Job:
         script_version: The current script's version (each new script or edit adds one).
         timeout_seconds: The job's own time limit for platform runs, if it has one.
     """
+
+    __repr__ = bounded_repr
 
     id: str
     name: str
@@ -194,6 +198,8 @@ class JobExecution:
         trigger: What started it; ``None`` for manual runs and off-platform executions.
     """
 
+    __repr__ = bounded_repr
+
     job_execution_id: str
     job_id: str
     job_name: str
@@ -241,6 +247,8 @@ class RevertResult:
 
     Updates and deletes cannot be undone; they come back as ``warnings``.
     """
+
+    __repr__ = bounded_repr
 
     deleted_count: int
     raws_deleted_count: int

@@ -6,7 +6,7 @@ import os
 
 import attrs
 
-from labric.models._base import OpenEnum
+from labric.models._base import OpenEnum, bounded_repr
 from labric.models.files import FileUpload
 
 __all__ = ["DownloadOutcome", "TransferPhase", "TransferProgress", "UploadOutcome"]
@@ -66,6 +66,8 @@ class UploadOutcome:
             result: the file is on the platform whatever these say.
     """
 
+    __repr__ = bounded_repr
+
     source: object
     file: FileUpload | None = None
     error: BaseException | None = None
@@ -91,6 +93,8 @@ class DownloadOutcome:
             checksum for the file. Its size matched; its content could not be confirmed.
         warnings: What went wrong around a transfer that still succeeded, one line each.
     """
+
+    __repr__ = bounded_repr
 
     file_id: str
     path: os.PathLike[str] | None = None

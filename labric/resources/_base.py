@@ -107,4 +107,4 @@ class AsyncResource:
             items: list[T] = self._structure(response, data, list[item])  # type: ignore[valid-type]
             return Page(items, response.next_url)
 
-        return AsyncPager(fetch, limit=limit)
+        return AsyncPager(fetch, limit=limit, route=f"{method} {path}")

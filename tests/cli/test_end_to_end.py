@@ -117,8 +117,9 @@ def test_no_key_is_a_configuration_error(server: ThreadedServer) -> None:
     )
     assert done.code == 3
     assert done.err == (
-        "labric: error: No API key: set the LABRIC_API_KEY environment variable "
-        "(for a local server, `labric serve` prints one)\n"
+        "labric: error: No API key: set the LABRIC_API_KEY environment variable (or in a file "
+        "named by LABRIC_ENV_FILE); for a local server, `labric serve` prints one and "
+        "`labric env --data-dir DIR` prints it again\n"
     )
 
 

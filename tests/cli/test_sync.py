@@ -98,9 +98,13 @@ def test_sync_down_of_nothing(
     env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     done = call(capsys, "sync", "down", str(tmp_path / "empty"), "--json")
-    assert done.code == 0, done.err
-    assert done.json()["files"] == []
-    assert done.err_lines[-1] == "sync down: nothing to transfer"
+    assert done.code == 4
+    assert done.out == ""
+    assert done.err_lines == [
+        "labric: error: nothing on the platform matches empty/* (sync down takes the files that "
+        "sync up empty stored); nothing was downloaded"
+    ]
+    assert not (tmp_path / "empty").exists()
 
 
 def test_sync_needs_a_direction(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -455,4 +455,4 @@ async def test_all_items_with_limit_from_fetcher() -> None:
     assert len(fetch.calls) == 3
     assert await AsyncPager(fetch, limit=4).to_list() == ["0a", "0b", "1a", "1b"]
     assert await AsyncPager(fetch).to_list() == [f"{n}{x}" for n in range(5) for x in "ab"]
-    assert repr(AsyncPager(fetch, limit=3)) == "<AsyncPager limit=3>"
+    assert repr(AsyncPager(fetch, limit=3)) == "<AsyncPager a listing limit=3: not fetched yet>"

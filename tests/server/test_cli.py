@@ -119,6 +119,8 @@ async def test_keys_create_works_alongside_a_running_server(tmp_path: Path) -> N
             "read",
             "--org",
             "lab",
+            "--name",
+            "lab reader",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -139,9 +141,23 @@ async def test_keys_create_on_an_initialised_data_dir(
     data_dir = tmp_path / "fresh"
     async with LocalServer(data_dir):
         pass
-    assert main(["keys", "create", "--data-dir", str(data_dir), "--scopes", "read,write"]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "create",
+                "--data-dir",
+                str(data_dir),
+                "--name",
+                "rw",
+                "--scopes",
+                "read,write",
+            ]
+        )
+        == 0
+    )
     key = capsys.readouterr().out.strip()
-    expiring = ["--expires-in", "3600", "--org", "lab"]
+    expiring = ["--expires-in", "3600", "--org", "lab", "--name", "temp"]
     assert main(["keys", "create", "--data-dir", str(data_dir), "--scopes", "read", *expiring]) == 0
     lab_key = capsys.readouterr().out.strip()
     async with LocalServer(data_dir) as srv:
@@ -151,27 +167,33 @@ async def test_keys_create_on_an_initialised_data_dir(
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "code"),
     [
         (
-            ["keys", "create", "--data-dir", "{d}", "--scopes", "read,root"],
+            ["keys", "create", "--data-dir", "{d}", "--name", "k", "--scopes", "read,root"],
             "labric: error: --scopes: unknown scope",
+            2,
         ),
         (
-            ["keys", "create", "--data-dir", "{d}", "--scopes", "read", "--expires-in", "0"],
+            [
+                *["keys", "create", "--data-dir", "{d}", "--name", "k", "--scopes", "read"],
+                *["--expires-in", "0"],
+            ],
             "labric: error: --expires-in must be positive",
+            2,
         ),
         (
             ["serve", "--data-dir", "{d}", "--faults", "errors=1"],
             "labric: error: --faults: unknown fault setting",
+            1,
         ),
     ],
 )
 def test_errors_are_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str, code: int
 ) -> None:
     argv = [a.replace("{d}", str(tmp_path / "d")) for a in argv]
-    assert main(argv) == 1
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert err.startswith(message)
     assert err.count("\n") == 1

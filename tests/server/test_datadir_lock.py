@@ -131,7 +131,7 @@ async def test_a_killed_servers_lock_does_not_block_the_next_start(tmp_path: Pat
 async def test_keys_create_works_while_the_server_holds_the_lock(tmp_path: Path) -> None:
     async with LocalServer(tmp_path / "d") as server:
         code, stdout, stderr = await _run_cli(
-            "keys", "create", "--data-dir", str(tmp_path / "d"), "--scopes", "read"
+            "keys", "create", "--data-dir", str(tmp_path / "d"), "--name", "k", "--scopes", "read"
         )
         assert code == 0, stderr
         assert await _status(server.base_url, stdout.strip()) == 200
@@ -144,14 +144,16 @@ def test_keys_create_on_a_mistyped_dir_exits_2_and_creates_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     typo = tmp_path / "labirc-data"
-    assert main(["keys", "create", "--data-dir", str(typo), "--scopes", "read"]) == 2
+    assert main(["keys", "create", "--data-dir", str(typo), "--name", "k", "--scopes", "read"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "is not an initialised Labric data directory" in err
     assert not typo.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["keys", "create", "--data-dir", str(empty), "--scopes", "read"]) == 2
+    assert (
+        main(["keys", "create", "--data-dir", str(empty), "--name", "k", "--scopes", "read"]) == 2
+    )
     assert list(empty.iterdir()) == []
 
 

@@ -3,7 +3,9 @@ benchmarks.
 
 * ``GET /v1/admin/faults`` -> ``{"config": {...}, "counters": {...}}``
 * ``PUT /v1/admin/faults`` with the FaultConfig keys replaces the configuration (keys left out
-  take their defaults, so ``{}`` turns every fault off) and answers like ``GET``.
+  take their defaults, so ``{}`` turns every fault off) and answers like ``GET``. Each value may
+  be a number or the text ``labric serve --faults`` takes (``{"bandwidth": "5M"}``,
+  ``{"error": "0.1"}``), so the same settings work in both places.
 * ``GET /v1/admin/stats`` -> the server's counters (see
   :meth:`labric.server.core.state.Stats.snapshot`) plus the injector's counters under
   ``"faults"`` (the per-file counters only name the caller's organisation's files);
@@ -29,7 +31,7 @@ from aiohttp import web
 from labric.server.admin import wire
 from labric.server.core.auth import principal
 from labric.server.core.declare import Body, Operation, Response, ref
-from labric.server.core.faults import FaultConfig
+from labric.server.core.faults import FaultConfig, FaultConfigError, parse_faults
 from labric.server.core.http import HTTPError, invalid, json_response, read_json_object
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE, ServerState
@@ -89,11 +91,24 @@ async def put_faults(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     body = await read_json_object(request, optional=True)
     try:
-        config = FaultConfig.from_json(body)
+        config = FaultConfig.from_json(_from_text(body))
     except (TypeError, ValueError, KeyError) as exc:
         raise invalid(["body"], f"Invalid fault configuration: {exc}") from None
     state.injector.update(config)
     return json_response(_faults(state))
+
+
+def _from_text(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each text value read as ``--faults`` reads it (``"5M"`` -> 5000000)."""
+    values = dict(body)
+    for key, value in body.items():
+        if isinstance(value, str) and key != "scope":
+            # parse_faults reads one "key=value" just as the command line does (units included)
+            # and refuses an unknown key or a malformed value with a message naming it.
+            if "," in value:
+                raise FaultConfigError(f"{key} must be one value, got {value!r}")
+            values[key] = getattr(parse_faults(f"{key}={value}"), key)
+    return values
 
 
 def _own_files(conn: sqlite3.Connection, org_id: str, file_ids: list[str]) -> set[str]:

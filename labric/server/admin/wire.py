@@ -22,6 +22,16 @@ FAULT_CONFIG = {
     "spike_ms": {"type": "number", "minimum": 0},
 }
 
+#: The command line's text form of a value (``"5M"`` for a bandwidth, ``"0.1"`` for a fraction),
+#: accepted in a request body beside the number itself, as ``labric serve --faults`` takes it.
+_AS_TEXT = string(minLength=1, maxLength=64)
+
+#: What ``PUT /v1/admin/faults`` takes: each setting as a number or in its command-line text.
+FAULT_CONFIG_REQUEST = {
+    name: schema if name == "scope" else {"anyOf": [schema, _AS_TEXT]}
+    for name, schema in FAULT_CONFIG.items()
+}
+
 DATASET_LIMITS = {
     "query_timeout": {"type": "number", "exclusiveMinimum": 0},
     "max_query_rows": integer(minimum=1),
@@ -33,7 +43,7 @@ COUNTERS = obj({}, additionalProperties=INTEGER)
 
 SCHEMAS = {
     "FaultConfig": record(FAULT_CONFIG),
-    "FaultConfigRequest": obj(FAULT_CONFIG, additionalProperties=False),
+    "FaultConfigRequest": obj(FAULT_CONFIG_REQUEST, additionalProperties=False),
     "DatasetLimits": record(DATASET_LIMITS),
     "DatasetLimitsRequest": obj(DATASET_LIMITS, additionalProperties=False),
     "Faults": record({"config": ref("FaultConfig"), "counters": COUNTERS}),

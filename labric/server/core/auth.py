@@ -33,6 +33,7 @@ from labric.server.core.db import iso
 from labric.server.core.http import HTTPError
 
 __all__ = [
+    "LAST_USED_RESOLUTION",
     "PRINCIPAL",
     "SCOPES",
     "Principal",
@@ -50,6 +51,8 @@ SCOPES = ("read", "write", "admin")
 _IMPLIED = {"read": {"read"}, "write": {"read", "write"}, "admin": {"read", "write", "admin"}}
 _KEY_RE = re.compile(r"^lbk_([A-Za-z0-9]+)_([A-Za-z0-9]+)$")
 _ALPHABET = string.ascii_letters + string.digits
+#: Seconds within which a key's ``last_used_at`` is not rewritten.
+LAST_USED_RESOLUTION = 60.0
 
 
 @attrs.frozen(kw_only=True)
@@ -120,11 +123,12 @@ def create_key(
     expires_at: float | None = None,
     job_execution_id: str | None = None,
     instrument_id: str | None = None,
+    name: str | None = None,
 ) -> str:
     """Create and store a new key for an organisation; return it (the only time it is shown).
 
     Runs on the database thread (``conn`` is inside a transaction). ``instrument_id`` makes it a
-    paired device's key.
+    paired device's key; ``name`` is what ``labric keys list`` shows it as.
     """
     scope_set = parse_scopes(list(scopes))
     while True:
@@ -142,6 +146,7 @@ def create_key(
         expires_at=iso(expires_at) if expires_at is not None else None,
         job_execution_id=job_execution_id,
         instrument_id=instrument_id,
+        name=name,
     )
     return f"lbk_{prefix}_{secret}"
 
@@ -150,8 +155,13 @@ def _unauthorized(detail: str) -> HTTPError:
     return HTTPError(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate(conn: sqlite3.Connection, header: str | None, now: float) -> Principal:
+def authenticate(
+    conn: sqlite3.Connection, header: str | None, now: float, *, touch: bool = True
+) -> Principal:
     """Resolve an ``Authorization`` header to a :class:`Principal` (on the database thread).
+
+    A request's key is marked as used (``touch``); a check that is not a use (the server's own
+    start-up check of its admin key) passes ``touch=False``.
 
     Raises:
         HTTPError: 401 with the reason.
@@ -180,6 +190,9 @@ def authenticate(conn: sqlite3.Connection, header: str | None, now: float) -> Pr
         records.expire_executions(conn, iso(now))
         if records.execution_status(conn, row.job_execution_id) != "running":
             raise _unauthorized("This job key expired when its job execution ended")
+    # At most one write a minute per key: enough for "last used", without a write per request.
+    if touch:
+        records.touch_key(conn, row.id, iso(now), iso(now - LAST_USED_RESOLUTION))
     return Principal(
         key_id=row.id,
         org_id=row.org_id,

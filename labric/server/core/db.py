@@ -366,6 +366,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "idempotency: a digest of the request each key answered",
         "ALTER TABLE idempotency ADD COLUMN digest TEXT;",
     ),
+    # Keys made before it have no name; last_used_at is kept to the minute (see auth.touch).
+    Migration(
+        8,
+        "keys: a name, and when each was last used",
+        "ALTER TABLE api_keys ADD COLUMN name TEXT;\n"
+        "ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;",
+    ),
 )
 
 

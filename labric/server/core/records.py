@@ -18,6 +18,7 @@ import attrs
 __all__ = [
     "ExecutionRow",
     "FileRow",
+    "KeyListing",
     "KeyRow",
     "PartRow",
     "StoredResponse",
@@ -45,6 +46,7 @@ __all__ = [
     "job_by_id",
     "key_by_prefix",
     "list_files",
+    "list_keys",
     "meta_get",
     "meta_set",
     "new_id",
@@ -56,6 +58,7 @@ __all__ = [
     "reset_uploads",
     "revoke_key",
     "set_upload_generation",
+    "touch_key",
     "update_pending",
 ]
 
@@ -130,12 +133,13 @@ def insert_key(
     expires_at: str | None = None,
     job_execution_id: str | None = None,
     instrument_id: str | None = None,
+    name: str | None = None,
 ) -> str:
     """Store a new key; return its id (``instrument_id``: a paired device's key)."""
     key_id = new_id()
     conn.execute(
         "INSERT INTO api_keys (id, prefix, secret_hash, org_id, scopes, created_at, expires_at, "
-        "job_execution_id, instrument_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "job_execution_id, instrument_id, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             key_id,
             prefix,
@@ -146,6 +150,7 @@ def insert_key(
             expires_at,
             job_execution_id,
             instrument_id,
+            name,
         ),
     )
     return key_id
@@ -166,6 +171,52 @@ def key_by_prefix(conn: sqlite3.Connection, prefix: str) -> KeyRow | None:
         revoked=bool(row["revoked"]),
         job_execution_id=row["job_execution_id"],
         instrument_id=row["instrument_id"],
+    )
+
+
+@attrs.frozen(kw_only=True)
+class KeyListing:
+    """What ``labric keys list`` shows of a key: never its secret, nor even its hash."""
+
+    prefix: str
+    name: str | None
+    org: str
+    scopes: tuple[str, ...]
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    revoked: bool
+    instrument_id: str | None
+
+
+def list_keys(conn: sqlite3.Connection) -> list[KeyListing]:
+    """Every key but job executions' short-lived ones, oldest first."""
+    rows = conn.execute(
+        "SELECT k.*, o.name AS org_name FROM api_keys k JOIN organisations o ON o.id = k.org_id "
+        "WHERE k.job_execution_id IS NULL ORDER BY k.created_at, k.prefix"
+    ).fetchall()
+    return [
+        KeyListing(
+            prefix=row["prefix"],
+            name=row["name"],
+            org=row["org_name"],
+            scopes=tuple(s for s in str(row["scopes"]).split(",") if s),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            last_used_at=row["last_used_at"],
+            revoked=bool(row["revoked"]),
+            instrument_id=row["instrument_id"],
+        )
+        for row in rows
+    ]
+
+
+def touch_key(conn: sqlite3.Connection, key_id: str, now: str, stale_before: str) -> None:
+    """Record a key's use, unless it was recorded since ``stale_before``."""
+    conn.execute(
+        "UPDATE api_keys SET last_used_at = ? WHERE id = ? "
+        "AND (last_used_at IS NULL OR last_used_at < ?)",
+        (now, key_id, stale_before),
     )
 
 
