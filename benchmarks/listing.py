@@ -16,7 +16,7 @@ at most two pages.
 Usage::
 
     python -m benchmarks.listing                          # 10k, 100k, 1M files
-    python -m benchmarks.listing --sizes 10000,100000 --page-size 1000
+    python -m benchmarks.listing --sizes 10000,100000 --page-size 1000 --clients async
 
 Results: a Markdown table on stdout and JSON in ``.bench-data/listing.json``.
 """
@@ -140,8 +140,8 @@ def _child(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
-def measure(count: int, page_size: int) -> list[dict[str, Any]]:
-    """Seed a server with ``count`` files and list them with each client."""
+def measure(count: int, page_size: int, clients: list[str]) -> list[dict[str, Any]]:
+    """Seed a server with ``count`` files and list them with each of ``clients``."""
     with tempfile.TemporaryDirectory(prefix="labric-listing-") as data_dir:
         seeding = time.perf_counter()
         server = _child("_serve", data_dir, str(count), stdin=subprocess.PIPE)
@@ -150,7 +150,7 @@ def measure(count: int, page_size: int) -> list[dict[str, Any]]:
             address = json.loads(server.stdout.readline())
             seeded = time.perf_counter() - seeding
             results = []
-            for mode in ("async", "sync"):
+            for mode in clients:
                 lister = _child("_list", mode, address["base_url"], address["key"], str(page_size))
                 out, _ = lister.communicate()
                 if lister.returncode != 0:
@@ -191,11 +191,15 @@ def main(argv: list[str]) -> None:
         help="comma-separated file counts (default: %(default)s)",
     )
     parser.add_argument("--page-size", type=int, default=100, help="default: %(default)s")
+    parser.add_argument(
+        "--clients", default="async,sync", help="async, sync or both (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.sizes.split(",") if n]
+    clients = [c for c in args.clients.split(",") if c in ("async", "sync")]
     rows: list[dict[str, Any]] = []
     for count in sizes:
-        rows += measure(count, args.page_size)
+        rows += measure(count, args.page_size, clients)
         print(f"{count} files: done", file=sys.stderr, flush=True)
     print("| files | client | items/s | seconds | client peak RSS (MiB) |")
     print("|---:|---|---:|---:|---:|")
@@ -205,7 +209,7 @@ def main(argv: list[str]) -> None:
             f"| {r['peak_rss_mib']} |"
         )
     smallest, largest = min(sizes), max(sizes)
-    for mode in ("async", "sync"):
+    for mode in clients:
         rate = {r["files"]: r["items_per_s"] for r in rows if r["client"] == mode}
         if smallest != largest:
             ratio = rate[largest] / rate[smallest]
