@@ -40,13 +40,26 @@ import attrs
 
 from labric.errors import APIResponseValidationError
 
-__all__ = ["MAX_EMPTY_PAGES", "AsyncPager", "ItemIterator", "Page", "PageFetcher", "PageIterator"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_EMPTY_PAGES",
+    "AsyncPager",
+    "ItemIterator",
+    "Page",
+    "PageFetcher",
+    "PageIterator",
+]
 
 T = TypeVar("T")
 
 #: Empty pages in a row, each linking to another page, a listing may serve before the pager gives
 #: up: an honest server has no reason to send more than one or two (a page emptied by deletes).
 MAX_EMPTY_PAGES = 3
+
+#: Items per request when the caller names no ``page_size``. Every listing request carries one:
+#: a server that pages (ours) answers a request without it with every match at once (design.md
+#: 3.1), which a pager has no reason to ask for.
+DEFAULT_PAGE_SIZE = 100
 
 
 @attrs.frozen

@@ -34,7 +34,7 @@ class Dashboards(SyncResource[AsyncLabric, AsyncDashboards]):
 
         Args:
             limit: The most dashboards to yield in total.
-            page_size: Dashboards fetched per request (the server's default when unset).
+            page_size: Dashboards fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every dashboard.

@@ -102,7 +102,7 @@ class Datasets(SyncResource[AsyncLabric, AsyncDatasets]):
             filters: Column -> value each row must equal (``None`` matches null); a key such as
                 ``sample__name`` follows the foreign key ``sample`` and filters on its ``name``.
             limit: The most rows to yield in total.
-            page_size: Rows fetched per request (the server's default when unset).
+            page_size: Rows fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every row.

@@ -44,7 +44,7 @@ class Experiments(SyncResource[AsyncLabric, AsyncExperiments]):
             query: Space-separated terms that must all appear in the name or description (any
                 case).
             limit: The most experiments to yield in total.
-            page_size: Experiments fetched per request (the server's default when unset).
+            page_size: Experiments fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every experiment.

@@ -42,7 +42,7 @@ class Files(SyncResource[AsyncLabric, AsyncFiles]):
             extensions: Only these extensions, e.g. ``["csv", "txt"]`` or ``"csv,txt"``.
             query: Space-separated terms that must all appear in the file's path (any case).
             limit: The most files to yield in total.
-            page_size: Files fetched per request (the server's default when unset).
+            page_size: Files fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every file.

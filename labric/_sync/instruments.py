@@ -40,7 +40,7 @@ class Instruments(SyncResource[AsyncLabric, AsyncInstruments]):
 
         Args:
             limit: The most instruments to yield in total.
-            page_size: Instruments fetched per request (the server's default when unset).
+            page_size: Instruments fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every instrument.

@@ -47,7 +47,7 @@ class JobExecutions(SyncResource[AsyncLabric, AsyncJobExecutions]):
             status: Only executions with this status (``queued``, ``running``, ``completed``,
                 ``failed``).
             limit: The most executions to yield in total.
-            page_size: Executions fetched per request (the server's default when unset).
+            page_size: Executions fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every execution.
@@ -142,7 +142,7 @@ class Jobs(SyncResource[AsyncLabric, AsyncJobs]):
             name: Only the job with this exact name (names are unique, so 0 or 1 job).
             archived: Include archived jobs (they are left out unless this is true).
             limit: The most jobs to yield in total.
-            page_size: Jobs fetched per request (the server's default when unset).
+            page_size: Jobs fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: call ``first_page()`` for the first page, iterate over it for every job.

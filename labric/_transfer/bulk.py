@@ -126,7 +126,7 @@ class BulkTransfers:
     async def _existing_by_name(self) -> dict[str, str]:
         found: dict[str, str] = {}
         url: str | None = "/v1/files"
-        params: dict[str, Any] | None = {"limit": 1000}
+        params: dict[str, Any] | None = {"page_size": 1000}
         followed: set[str] = set()
         while url is not None:
             response = await self._ctx.api("GET", url, params=params)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from labric._core.converter import structure
-from labric._core.pagination import AsyncPager, Page
+from labric._core.pagination import DEFAULT_PAGE_SIZE, AsyncPager, Page
 from labric._core.transport import Response, Transport
 from labric.errors import APIResponseValidationError
 
@@ -72,20 +72,24 @@ class AsyncResource:
     ) -> AsyncPager[T]:
         """A pager over a list route that answers a bare JSON array and a ``Link`` header.
 
-        ``limit`` is the most items yielded in total; ``page_size`` the items per request. The
-        request carries ``limit=min(limit, page_size)`` when either is set (design.md 3.1).
+        ``limit`` is the most items yielded in total; ``page_size`` the items per request
+        (:data:`DEFAULT_PAGE_SIZE` when unset). Every request carries ``page_size`` (at most
+        ``limit``), which asks our server for pages, and ``limit`` when set, which a server that
+        does not page (the hosted platform) honours as the total (design.md 3.1). A POST listing
+        sends both in its JSON body.
         """
-        sizes = [n for n in (limit, page_size) if n is not None]
-        for n in sizes:
-            if n < 1:
+        for n in (limit, page_size):
+            if n is not None and n < 1:
                 raise ValueError("limit and page_size must be at least 1")
+        paging: dict[str, int] = {"page_size": min(page_size or DEFAULT_PAGE_SIZE, limit or 2**31)}
+        if limit is not None:
+            paging["limit"] = limit
         query = dict(params or {})
-        if sizes:
-            query["limit"] = min(sizes)
         body = dict(json) if isinstance(json, Mapping) else json
-        if body is not None and sizes:
-            body["limit"] = min(sizes)
-            query.pop("limit", None)
+        if body is not None:
+            body.update(paging)
+        else:
+            query.update(paging)
 
         async def fetch(next_url: str | None) -> Page[T]:
             if next_url is not None and not self._transport.is_api_origin(next_url):

@@ -59,7 +59,7 @@ class AsyncDashboards(AsyncResource):
 
         Args:
             limit: The most dashboards to yield in total.
-            page_size: Dashboards fetched per request (the server's default when unset).
+            page_size: Dashboards fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every dashboard.

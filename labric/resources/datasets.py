@@ -137,7 +137,7 @@ class AsyncDatasets(AsyncResource):
             filters: Column -> value each row must equal (``None`` matches null); a key such as
                 ``sample__name`` follows the foreign key ``sample`` and filters on its ``name``.
             limit: The most rows to yield in total.
-            page_size: Rows fetched per request (the server's default when unset).
+            page_size: Rows fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every row.

@@ -57,7 +57,7 @@ class AsyncExperiments(AsyncResource):
             query: Space-separated terms that must all appear in the name or description (any
                 case).
             limit: The most experiments to yield in total.
-            page_size: Experiments fetched per request (the server's default when unset).
+            page_size: Experiments fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every experiment.

@@ -137,7 +137,7 @@ class AsyncFiles(AsyncResource):
             extensions: Only these extensions, e.g. ``["csv", "txt"]`` or ``"csv,txt"``.
             query: Space-separated terms that must all appear in the file's path (any case).
             limit: The most files to yield in total.
-            page_size: Files fetched per request (the server's default when unset).
+            page_size: Files fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every file.

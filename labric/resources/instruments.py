@@ -49,7 +49,7 @@ class AsyncInstruments(AsyncResource):
 
         Args:
             limit: The most instruments to yield in total.
-            page_size: Instruments fetched per request (the server's default when unset).
+            page_size: Instruments fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every instrument.

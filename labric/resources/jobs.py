@@ -83,7 +83,7 @@ class AsyncJobExecutions(AsyncResource):
             status: Only executions with this status (``queued``, ``running``, ``completed``,
                 ``failed``).
             limit: The most executions to yield in total.
-            page_size: Executions fetched per request (the server's default when unset).
+            page_size: Executions fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every execution.
@@ -197,7 +197,7 @@ class AsyncJobs(AsyncResource):
             name: Only the job with this exact name (names are unique, so 0 or 1 job).
             archived: Include archived jobs (they are left out unless this is true).
             limit: The most jobs to yield in total.
-            page_size: Jobs fetched per request (the server's default when unset).
+            page_size: Jobs fetched per request (100 when unset; the server may cap it).
 
         Returns:
             A pager: ``await`` it for the first page, ``async for`` over it for every job.

@@ -87,7 +87,9 @@ class LocalServer:
         max_multipart_body: The largest ``POST /v1/files`` request body.
         upload_url_ttl: Seconds upload URLs stay valid.
         download_url_ttl: Seconds download URLs stay valid.
-        default_page_size: Page size of listings when the request has no ``limit``.
+        default_page_size: Page size of a paged listing whose request has no ``page_size``.
+        max_page_size: The largest page a listing serves, and the batch in which a listing
+            answered whole (a request without ``page_size`` or ``cursor``) is read.
         max_concurrent_executions: Platform job executions running at once (the rest queue).
         job_timeout: Default time limit of a platform job execution, in seconds.
         max_log_bytes: The most output kept per job execution.
@@ -113,6 +115,7 @@ class LocalServer:
         upload_url_ttl: float = 15 * 60,
         download_url_ttl: float = 60 * 60,
         default_page_size: int = 100,
+        max_page_size: int = 1000,
         max_concurrent_executions: int = 4,
         job_timeout: float = 15 * 60,
         max_log_bytes: int = 1024 * 1024,
@@ -134,6 +137,7 @@ class LocalServer:
             upload_url_ttl=upload_url_ttl,
             download_url_ttl=download_url_ttl,
             default_page_size=default_page_size,
+            max_page_size=max_page_size,
             max_concurrent_executions=max_concurrent_executions,
             job_timeout=job_timeout,
             max_log_bytes=max_log_bytes,

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from labric import AsyncPager, Page
+from labric._core.pagination import DEFAULT_PAGE_SIZE
 from labric.errors import APIResponseValidationError, NotFoundError
 from labric.resources._base import AsyncResource
 
@@ -27,7 +28,9 @@ def serve_files(
     honour_limit: bool = True,
     hold_from: int | None = None,
 ) -> dict[int, asyncio.Event]:
-    """Serve ``GET /api/v1/files`` as the local server pages it: ``limit`` + ``cursor`` + ``Link``.
+    """Serve ``GET /api/v1/files`` as the local server does (design.md 3.1): with ``page_size`` or
+    ``cursor`` a page and a ``Link`` carrying the ``limit`` left; with neither, every item up to
+    ``limit``. ``honour_limit=False``: a server that ignores every parameter (the hosted platform).
 
     Returns an event per cursor, set when the request for that page arrives. With ``hold_from``,
     requests for that cursor and later wait until the server is released.
@@ -35,19 +38,24 @@ def serve_files(
     arrived: dict[int, asyncio.Event] = {}
 
     async def handler(request: web.Request) -> web.Response:
-        limit = int(request.query.get("limit", DEFAULT_PAGE)) if honour_limit else total
-        cursor = int(request.query.get("cursor", 0))
+        q = request.query
+        paged = honour_limit and ("page_size" in q or "cursor" in q)
+        most = int(q["limit"]) if honour_limit and "limit" in q else total
+        size = min(int(q.get("page_size", DEFAULT_PAGE)), most) if paged else most
+        cursor = int(q.get("cursor", 0))
         arrived.setdefault(cursor, asyncio.Event()).set()
         if hold_from is not None and cursor >= hold_from:
             await api.released.wait()
-        items = [{"file_id": f"f{i:04d}"} for i in range(cursor, min(cursor + limit, total))]
+        items = [{"file_id": f"f{i:04d}"} for i in range(cursor, min(cursor + size, total))]
         headers = {}
-        following = cursor + limit
-        if following < total:
+        following = cursor + size
+        if paged and following < total and most > len(items):
+            rest = f"&limit={most - len(items)}" if "limit" in q else ""
+            query = f"?page_size={q.get('page_size', DEFAULT_PAGE)}&cursor={following}{rest}"
             target = {
-                "path": f"/api/v1/files?limit={limit}&cursor={following}",
-                "query": f"?limit={limit}&cursor={following}",
-                "absolute": f"{api.origin}/api/v1/files?limit={limit}&cursor={following}",
+                "path": f"/api/v1/files{query}",
+                "query": query,
+                "absolute": f"{api.origin}/api/v1/files{query}",
             }[link]
             headers["Link"] = f'<{target}>; rel="next", </api/v1/files>; rel="first"'
         return web.json_response(items, headers=headers)
@@ -78,7 +86,7 @@ async def test_all_items_across_pages(
     items = [f async for f in client.files.list()]
     assert ids(items) == expected(0, TOTAL)
     assert len(api.requests) == 10
-    assert "limit" not in api.requests[0].query  # nothing sent: the server's default page size
+    assert api.requests[0].query == {"page_size": str(DEFAULT_PAGE_SIZE)}  # paged, no limit
     assert [r.query.get("cursor") for r in api.requests[1:]] == [
         str(c) for c in range(100, 1000, 100)
     ]
@@ -103,7 +111,8 @@ async def test_limit_across_pages(api: ScriptedServer, make_client: MakeClient) 
     items = await client.files.list(limit=250, page_size=100).to_list()
     assert ids(items) == expected(0, 250)
     assert len(api.requests) == 3  # no request beyond the one that reaches the limit
-    assert all(r.query["limit"] == "100" for r in api.requests)
+    assert all(r.query["page_size"] == "100" for r in api.requests)
+    assert [r.query["limit"] for r in api.requests] == ["250", "150", "50"]
 
 
 async def test_limit_within_one_page(api: ScriptedServer, make_client: MakeClient) -> None:
@@ -113,14 +122,14 @@ async def test_limit_within_one_page(api: ScriptedServer, make_client: MakeClien
     page = await client.files.list(limit=5)
     assert ids(list(page)) == expected(0, 5)
     assert not page.has_next
-    assert [r.query["limit"] for r in api.requests] == ["5", "5"]
+    assert [dict(r.query) for r in api.requests] == [{"page_size": "5", "limit": "5"}] * 2
 
 
 async def test_limit_smaller_than_page_size(api: ScriptedServer, make_client: MakeClient) -> None:
     serve_files(api)
     client = make_client()
     assert ids(await client.files.list(limit=150, page_size=1000).to_list()) == expected(0, 150)
-    assert [r.query["limit"] for r in api.requests] == ["150"]
+    assert [dict(r.query) for r in api.requests] == [{"page_size": "150", "limit": "150"}]
 
 
 async def test_page_size_alone(api: ScriptedServer, make_client: MakeClient) -> None:
@@ -128,7 +137,7 @@ async def test_page_size_alone(api: ScriptedServer, make_client: MakeClient) -> 
     client = make_client()
     pages = [len(p) async for p in client.files.list(page_size=300).pages()]
     assert pages == [300, 300, 300, 100]
-    assert all(r.query["limit"] == "300" for r in api.requests)
+    assert all(r.query["page_size"] == "300" and "limit" not in r.query for r in api.requests)
 
 
 async def test_limit_against_a_server_that_returns_everything(
@@ -307,8 +316,9 @@ async def test_a_post_listing_sends_its_body_to_every_page(
     async def rows(request: web.Request) -> web.Response:
         body = await request.json()
         cursor = int(request.query.get("cursor", 0))
-        data = [{"n": i} for i in range(cursor, min(cursor + body["limit"], 5))]
-        headers = {"Link": f'<?cursor={cursor + body["limit"]}>; rel="next"'} if cursor < 3 else {}
+        size = body["page_size"]
+        data = [{"n": i} for i in range(cursor, min(cursor + size, 5))]
+        headers = {"Link": f'<?cursor={cursor + size}>; rel="next"'} if cursor < 3 else {}
         return web.json_response({"rows": data}, headers=headers)
 
     api.on("POST", "/api/v1/tools/read", rows)
@@ -323,8 +333,8 @@ async def test_a_post_listing_sends_its_body_to_every_page(
         extract=lambda data: data["rows"],
     )
     assert [row["n"] async for row in pager] == [0, 1, 2, 3, 4]
-    assert [r.json() for r in api.requests] == [{"target_name": "t", "limit": 3}] * 2
-    assert all("limit" not in r.query for r in api.requests)
+    assert [r.json() for r in api.requests] == [{"target_name": "t", "page_size": 3}] * 2
+    assert all("page_size" not in r.query for r in api.requests)
 
 
 # -- against scripted fetchers (exact control of timing) ------------------------------------------

@@ -56,12 +56,14 @@ async def test_files_list_query_handed_to_aiohttp(
         ("instrument_id", "ins 1"),
         ("extensions", "csv,txt"),
         ("query", "plate 7"),
+        ("page_size", "5"),
         ("limit", "5"),
     ]
     assert dict(url.query) == {
         "instrument_id": "ins 1",
         "extensions": "csv,txt",
         "query": "plate 7",
+        "page_size": "5",
         "limit": "5",
     }
     assert kwargs["json"] is None
@@ -71,11 +73,12 @@ async def test_files_list_query_handed_to_aiohttp(
 async def test_files_list_sends_nothing_it_was_not_given(
     client: AsyncLabric, mocked: aioresponses
 ) -> None:
-    mocked.get(f"{BASE}/v1/files?extensions=csv,txt", payload=[])
+    mocked.get(f"{BASE}/v1/files?extensions=csv,txt&page_size=100", payload=[])
     await client.files.list(extensions="csv,txt")
     _, url, kwargs = only_request(mocked)
-    assert kwargs["params"] == [("extensions", "csv,txt")]
-    assert str(url) == f"{BASE}/v1/files?extensions=csv,txt"
+    # page_size is always sent: it is what asks a paging server for pages (design.md 3.1).
+    assert kwargs["params"] == [("extensions", "csv,txt"), ("page_size", "100")]
+    assert str(url) == f"{BASE}/v1/files?extensions=csv,txt&page_size=100"
 
 
 async def test_post_headers_and_body_handed_to_aiohttp(

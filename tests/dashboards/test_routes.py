@@ -83,7 +83,7 @@ async def test_create_answers_the_stored_dashboard(wire: Wire) -> None:
 
 async def test_list_pages_newest_first_with_link_headers(wire: Wire) -> None:
     ids = [(await wire.created(name=f"board {i}"))["id"] for i in range(5)]
-    first = await wire.call("GET", "/v1/dashboards?limit=2")
+    first = await wire.call("GET", "/v1/dashboards?page_size=2")
     assert first.status == 200
     assert [d["id"] for d in first.json()] == [ids[4], ids[3]]
     seen = [d["id"] for d in first.json()]

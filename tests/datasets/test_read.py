@@ -129,14 +129,20 @@ async def test_paginates_25000_rows(tables: Wire, client: AsyncLabric, server: L
     # limit caps the total; the pager stops asking once it is reached.
     first = [r["count"] async for r in client.datasets.rows("samples", limit=1500, page_size=1000)]
     assert first == list(range(1500))
-    # Without a page size the server's default applies and Link chains the pages.
     page = await client.datasets.rows("samples", filters={"count": 7})
     assert [r["name"] for r in page] == ["s00007"]
+    # With a page_size (or cursor) the answer is paged, and Link chains the pages.
     raw = await tables.post(
-        "/v1/tools/read", json={"target_name": "samples", "target_type": "table"}
+        "/v1/tools/read", json={"target_name": "samples", "target_type": "table", "page_size": 100}
     )
     assert len(raw.json()) == 100
     assert 'rel="next"' in raw.headers["Link"]
+    # Without either, the hosted answer: every row, one array, no Link.
+    raw = await tables.post(
+        "/v1/tools/read", json={"target_name": "samples", "target_type": "table"}
+    )
+    assert [r["count"] for r in raw.json()] == list(range(25_000))
+    assert "Link" not in raw.headers
 
 
 async def test_rows_of_an_unknown_table(client: AsyncLabric) -> None:

@@ -135,8 +135,8 @@ async def test_list_filters_and_pages(client: AsyncLabric, clock: FakeClock) -> 
 
     newest_first = [s[0] for s in reversed(specs)]
     assert await names() == newest_first
-    first = await client.experiments.list()
-    assert len(first) == 2  # the server's page size
+    first = await client.experiments.list(page_size=2)
+    assert len(first) == 2
     assert first.has_next
     assert await names(limit=3) == newest_first[:3]
     assert await names(page_size=4) == newest_first

@@ -103,7 +103,7 @@ async def test_trigger_fields_are_validated(wire: Wire, paused: LocalServer) -> 
 async def test_list_is_newest_first_filtered_and_paginated(wire: Wire) -> None:
     ids = [(await wire.create_job(f"job-{i}"))["id"] for i in range(5)]
     await wire.ok("PATCH", f"/v1/jobs/{ids[1]}", json={"archived": True})
-    first = await wire.get("/v1/jobs")  # page size 3 on this server
+    first = await wire.get("/v1/jobs", params={"page_size": "3"})
     assert [j["id"] for j in first.json()] == [ids[4], ids[3], ids[2]]
     assert "code" not in first.json()[0]
     link = first.headers["Link"]
@@ -254,7 +254,7 @@ async def test_execution_listing_and_reads(wire: Wire) -> None:
     job = await wire.create_job("listed")
     runs = [await wire.ok("POST", f"/v1/jobs/{job['id']}/runs") for _ in range(4)]
     off = await wire.ok("POST", "/v1/job-executions", json={"job_id": job["id"]})
-    listed = await wire.get("/v1/job-executions", params={"job_id": job["id"]})
+    listed = await wire.get("/v1/job-executions", params={"job_id": job["id"], "cursor": ""})
     ids = [e["job_execution_id"] for e in listed.json()]
     assert ids == [
         off["job_execution_id"],

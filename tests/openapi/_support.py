@@ -9,17 +9,23 @@ from typing import Any
 import jsonschema_rs
 
 from labric.server import LocalServer
-from labric.server.core.routing import ROUTE_SCOPES
+from labric.server.core.routing import ROUTE_ALIASES, ROUTE_SCOPES
 
 Route = tuple[str, str]  # (METHOD, path template as the document writes it)
 
 
-def registered(server: LocalServer) -> dict[Route, str]:
-    """Every route the running server registered -> its scope."""
+def registered(server: LocalServer, *, aliases: bool = False) -> dict[Route, str]:
+    """Every route the running server registered -> its scope.
+
+    The unversioned aliases (``/api/files`` of ``/api/v1/files``), which the document leaves
+    out, only with ``aliases=True``.
+    """
     app = server._runner.app  # type: ignore[union-attr]  # the registry lives on the app
     found: dict[Route, str] = {}
     for route, scope in app[ROUTE_SCOPES].items():
         assert route.resource is not None
+        if route in app[ROUTE_ALIASES] and not aliases:
+            continue
         # aiohttp's canonical form keeps a parameter's regex out: {number}, not {number:...}
         template = re.sub(r"{([^}:]+):[^}]*}", r"{\1}", route.resource.canonical)
         found[(route.method, template)] = scope

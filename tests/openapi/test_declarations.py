@@ -15,21 +15,31 @@ from labric.server import LocalServer
 from labric.server.core.app import add_routes
 from labric.server.core.declare import LIMIT, Body, Family, Operation, Param, integer, obj, string
 from labric.server.core.http import HTTPError, error_response, json_response, read_json_object
-from labric.server.core.routing import ROUTE_DECLARATIONS, Handler, Router, Routes
+from labric.server.core.routing import (
+    ROUTE_ALIASES,
+    ROUTE_DECLARATIONS,
+    ROUTE_SCOPES,
+    Handler,
+    Router,
+    Routes,
+    unversioned,
+)
 
 from ._support import documented
 
 # -- the application's router and the served document ------------------------------------------
 
 
+def _template(route: web.AbstractRoute) -> str:
+    assert route.resource is not None
+    # aiohttp's canonical form keeps a parameter's regex out: {number}, not {number:...}
+    return re.sub(r"{([^}:]+):[^}]*}", r"{\1}", route.resource.canonical)
+
+
 def _served(app: web.Application) -> set[tuple[str, str]]:
-    routes = set()
-    for route in app.router.routes():
-        assert route.resource is not None
-        # aiohttp's canonical form keeps a parameter's regex out: {number}, not {number:...}
-        template = re.sub(r"{([^}:]+):[^}]*}", r"{\1}", route.resource.canonical)
-        routes.add((route.method, template))
-    return routes
+    """Every route the application serves, less the unversioned aliases (checked apart)."""
+    aliases = app.get(ROUTE_ALIASES, {})
+    return {(r.method, _template(r)) for r in app.router.routes() if r not in aliases}
 
 
 async def test_every_served_route_has_an_entry_and_every_entry_a_route(
@@ -54,6 +64,28 @@ def test_every_route_of_the_application_comes_from_a_declaration() -> None:
     add_routes(Router(app))
     declared = {(d.operation.method, d.operation.full_path) for d in app[ROUTE_DECLARATIONS]}
     assert declared == _served(app)
+
+
+def test_every_v1_route_has_exactly_its_unversioned_alias() -> None:
+    """The aliases are accounted for explicitly: each repeats one declared ``/v1`` route, with
+    its handler and scope, and each ``/v1`` API route has one (storage routes none)."""
+    app = web.Application()
+    add_routes(Router(app))
+    by_path = {(r.method, _template(r)): r for r in app.router.routes()}
+    aliases = app[ROUTE_ALIASES]
+    expected = {
+        (d.operation.method, alias): d.operation.full_path
+        for d in app[ROUTE_DECLARATIONS]
+        if not d.operation.storage and (alias := unversioned(d.operation.full_path))
+    }
+    assert len(expected) > 50
+    assert {(r.method, _template(r)): target for r, target in aliases.items()} == expected
+    for route, target in aliases.items():
+        original = by_path[(route.method, target)]
+        assert route.handler is original.handler, f"{route.method} {target}"
+        assert app[ROUTE_SCOPES][route] == app[ROUTE_SCOPES][original]
+    assert not any(_template(r).startswith("/api/v1") for r in aliases)
+    assert not any(_template(r).startswith("/storage") for r in aliases)
 
 
 async def _nothing(request: web.Request) -> web.StreamResponse:

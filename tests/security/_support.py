@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from labric.server import LocalServer
-from labric.server.core.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES
+from labric.server.core.routing import API_PREFIX, PUBLIC, ROUTE_ALIASES, ROUTE_SCOPES
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -37,12 +37,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @attrs.frozen
 class Route:
-    """One registered route: its method, path template and declared scope."""
+    """One registered route: its method, path template and declared scope.
+
+    An unversioned alias (``/api/files``) is a route of its own here, so every check runs
+    against it too; ``versioned`` names the ``/api/v1`` route it repeats (else its own path).
+    """
 
     method: str
     template: str
     scope: str
     params: tuple[str, ...]
+    versioned: str = ""
+
+    @property
+    def is_alias(self) -> bool:
+        """An unversioned alias of a ``/api/v1`` route."""
+        return bool(self.versioned) and self.versioned != self.template
 
     @property
     def is_api(self) -> bool:
@@ -81,7 +91,8 @@ def routes(server: LocalServer) -> list[Route]:
     for route, scope in app[ROUTE_SCOPES].items():
         template = route.resource.canonical if route.resource is not None else ""
         params = tuple(re.findall(r"{([^}:]+)(?::[^}]*)?}", template))
-        found.append(Route(route.method, template, scope, params))
+        versioned = app[ROUTE_ALIASES].get(route, template)
+        found.append(Route(route.method, template, scope, params, versioned))
     return found
 
 

@@ -86,10 +86,11 @@ _BELOW_THEIR_KIND = {
 
 def _floor(route: Route) -> str:
     """The least scope a route of this kind may ask for."""
-    if route.template.startswith("/api/v1/admin/"):
+    # An unversioned alias is held to the floor of the route it repeats.
+    if route.versioned.startswith("/api/v1/admin/"):
         return "admin"
-    if (route.method, route.template) in _BELOW_THEIR_KIND:
-        return _BELOW_THEIR_KIND[(route.method, route.template)]
+    if (route.method, route.versioned) in _BELOW_THEIR_KIND:
+        return _BELOW_THEIR_KIND[(route.method, route.versioned)]
     return "read" if route.method in ("GET", "HEAD") else "write"
 
 

@@ -411,9 +411,10 @@ async def test_listing_filters_and_order(wire: Wire, instrument: str, server: Lo
 async def test_listing_pages_follow_link_headers(swire: Wire, sinstrument: str) -> None:
     ids = await _seed(swire, sinstrument, [f"f{i}.csv" for i in range(8)])
     expected = list(reversed(ids))
-    # No limit: the server's default page size (3 on this server), with a Link to the next page.
+    # A cursor-less page_size-less request is answered whole (see test_unpaged_listings); an
+    # empty cursor asks for pages of the server's default size (3 on this server).
     seen: list[str] = []
-    url: str | None = "/v1/files"
+    url: str | None = "/v1/files?cursor="
     pages = 0
     while url is not None:
         reply = await swire.get(url)
@@ -426,8 +427,8 @@ async def test_listing_pages_follow_link_headers(swire: Wire, sinstrument: str) 
             assert url.startswith(swire.server.base_url + "/v1/files?")
     assert seen == expected
     assert pages == 3
-    # An explicit limit is the page size; filters carry over to the next page.
-    first = await swire.get("/v1/files", params={"limit": "5", "extensions": "csv"})
+    # page_size sets the page; filters carry over to the next page.
+    first = await swire.get("/v1/files", params={"page_size": "5", "extensions": "csv"})
     assert [f["file_id"] for f in first.json()] == expected[:5]
     link = first.headers["Link"]
     assert link.endswith('>; rel="next"')

@@ -66,13 +66,15 @@ class StubAPI:
 
     async def list_files(self, request: web.Request) -> web.Response:
         self._authorised(request)
-        limit = int(request.query.get("limit", "100"))
+        # Pages of page_size, as the local server does (the client always sends one; a caller's
+        # limit is enforced by the pager here).
+        size = int(request.query.get("page_size", "100"))
         start = int(request.query.get("cursor", "0"))
         live = [i for i in self.ids if i not in self.deleted]
-        page = live[start : start + limit]
+        page = live[start : start + size]
         headers = {}
-        if start + limit < len(live):
-            headers["Link"] = f'</api/v1/files?limit={limit}&cursor={start + limit}>; rel="next"'
+        if start + size < len(live):
+            headers["Link"] = f'</api/v1/files?page_size={size}&cursor={start + size}>; rel="next"'
         return web.json_response([file_body(i) for i in page], headers=headers)
 
     def _known(self, request: web.Request) -> str:

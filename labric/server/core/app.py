@@ -43,7 +43,14 @@ from labric.server.admin import routes as admin
 from labric.server.core import auth, idempotency
 from labric.server.core.faults import InjectedReset
 from labric.server.core.http import DEFAULT_JSON_LIMIT, HTTPError, error_response
-from labric.server.core.routing import API_PREFIX, PUBLIC, ROUTE_SCOPES, Handler, Router
+from labric.server.core.routing import (
+    API_PREFIX,
+    PUBLIC,
+    ROUTE_ALIASES,
+    ROUTE_SCOPES,
+    Handler,
+    Router,
+)
 from labric.server.core.state import SEND_TIMEOUT, STATE, ServerState
 from labric.server.dashboards import routes as dashboards
 from labric.server.datasets.validate import MAX_BODY_BYTES as MAX_WRITE_BODY
@@ -77,10 +84,12 @@ _BODY_TIMEOUT = web.AppKey("labric_body_timeout", float)
 
 
 def _route_name(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    if resource is None:
+    route = request.match_info.route
+    if route.resource is None:
         return f"{request.method} (no route)"
-    return f"{request.method} {resource.canonical}"
+    # An unversioned alias counts as the route it repeats.
+    path = request.app[ROUTE_ALIASES].get(route) or route.resource.canonical
+    return f"{request.method} {path}"
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:

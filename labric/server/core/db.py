@@ -348,6 +348,29 @@ CREATE TABLE experiment_files (
 CREATE INDEX experiment_files_file ON experiment_files(file_id);
 """
 
+_LISTING_INDEXES_SCHEMA = """
+-- Every listing seeks: WHERE <equalities> AND (created_at, seq) < (?, ?) ORDER BY created_at DESC,
+-- seq DESC reads an index that starts with the equalities and ends in (created_at, seq), so a
+-- page costs the same at any depth (rowid tables end every index in their rowid implicitly).
+-- Each filter a listing route offers gets one, so a filtered listing does not walk the rest.
+DROP INDEX files_instrument;
+CREATE INDEX files_instrument ON files(org_id, instrument_id, status, created_at, seq);
+CREATE INDEX jobs_all ON jobs(org_id, created_at);
+DROP INDEX job_executions_org_job;
+CREATE INDEX job_executions_job ON job_executions(org_id, job_id, created_at);
+CREATE INDEX job_executions_status ON job_executions(org_id, status, created_at);
+CREATE INDEX experiments_status ON experiments(org_id, status, created_at);
+
+-- An experiment lists its files in the files' own order: the link keeps the file's position
+-- (created_at and seq never change) so that order is an index too.
+ALTER TABLE experiment_files ADD COLUMN file_created_at TEXT;
+ALTER TABLE experiment_files ADD COLUMN file_seq INTEGER;
+UPDATE experiment_files SET (file_created_at, file_seq) =
+    (SELECT created_at, seq FROM files WHERE files.id = experiment_files.file_id);
+CREATE INDEX experiment_files_listing
+    ON experiment_files(experiment_id, file_created_at, file_seq);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -373,6 +396,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE api_keys ADD COLUMN name TEXT;\n"
         "ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;",
     ),
+    Migration(9, "listings: an index for every listing and filter", _LISTING_INDEXES_SCHEMA),
 )
 
 

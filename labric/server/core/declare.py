@@ -36,6 +36,7 @@ __all__ = [
     "NUMBER",
     "OBJECT",
     "PAGE",
+    "PAGE_SIZE",
     "PUBLIC",
     "QUERY_BOOLEAN",
     "STRING",
@@ -281,7 +282,15 @@ LIMIT = Param(
     name="limit",
     where="query",
     schema=integer(minimum=1),
-    description="Items per page (capped by the server; the next page is linked)",
+    description="The most items in total (the hosted meaning); without page_size or cursor "
+    "the answer is every match up to it, in one array",
+)
+PAGE_SIZE = Param(
+    name="page_size",
+    where="query",
+    schema=integer(minimum=1),
+    description="Items per page (capped by the server): asks for a paged answer whose Link "
+    "names the next page",
 )
 CURSOR = Param(
     name="cursor",
@@ -289,7 +298,7 @@ CURSOR = Param(
     schema=string(maxLength=1024),
     description="Where the page starts: pass back the one from the previous page's Link",
 )
-PAGE = (LIMIT, CURSOR)
+PAGE = (LIMIT, PAGE_SIZE, CURSOR)
 #: A boolean in a query string (any case; empty means not given).
 QUERY_BOOLEAN = string(enum=["true", "false", "1", "0", "yes", "no", ""])
 

@@ -43,7 +43,8 @@ Determinism
     :meth:`FaultInjector.update` starts the sequence again from the new config's seed. Concurrent
     requests are decided in the order the middleware sees them, which the network may shuffle.
 
-Paths under ``/api/v1/admin/`` are exempt, so a test can always turn faults off again.
+Paths under ``/api/v1/admin/`` (and its alias ``/api/admin/``) are exempt, so a test can always
+turn faults off again.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 #: Path prefixes that never get faults: the admin routes that turn them off.
-DEFAULT_EXEMPT_PREFIXES: Final = ("/api/v1/admin/",)
+DEFAULT_EXEMPT_PREFIXES: Final = ("/api/v1/admin/", "/api/admin/")
 #: Response header naming the injected fault (``error`` or ``throttle``).
 FAULT_HEADER: Final = "X-Labric-Fault"
 

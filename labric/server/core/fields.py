@@ -1,5 +1,5 @@
 """Request fields the record routes (instruments, experiments) share: times, JSON objects,
-query booleans, pages."""
+query booleans."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
-
 from labric.server.core.db import iso
 from labric.server.core.http import Fields
-from labric.server.core.paging import decode_cursor, encode_cursor
-from labric.server.core.state import ServerState
 
 __all__ = [
     "MAX_METADATA_BYTES",
     "json_object",
-    "next_link",
-    "page",
     "parse_time",
     "query_boolean",
     "stored_time",
@@ -87,21 +81,3 @@ def query_boolean(f: Fields, query: Mapping[str, str], name: str) -> bool | None
     if value is None:
         f.add([name], "Input should be a valid boolean", "bool_parsing")
     return value
-
-
-def page(state: ServerState, f: Fields) -> tuple[int, tuple[str, int] | None]:
-    """Read ``limit`` and ``cursor`` of a listing: ``(page size, position after)``.
-
-    Call before ``f.check()``; an invalid cursor raises 400 once the fields are checked.
-    """
-    limit = f.integer("limit", minimum=1)
-    cursor = f.string("cursor", max_length=1024) or None
-    f.check()
-    size = min(limit or state.settings.default_page_size, state.settings.max_page_size)
-    return size, decode_cursor(cursor) if cursor else None
-
-
-def next_link(request: web.Request, created_at: str, rowid: int) -> dict[str, str]:
-    """The ``Link`` header pointing at the page after ``(created_at, rowid)``."""
-    cursor = encode_cursor(created_at, rowid)
-    return {"Link": f'<{request.url.update_query({"cursor": cursor})}>; rel="next"'}

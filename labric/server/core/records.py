@@ -560,8 +560,8 @@ def list_files(
         where.append("instr(casefold(original_path), ?) > 0")
         params.append(term)
     if after is not None:
-        where.append("(created_at < ? OR (created_at = ? AND seq < ?))")
-        params += [after[0], after[0], after[1]]
+        where.append("(created_at, seq) < (?, ?)")
+        params += [after[0], after[1]]
     sql = (
         f"SELECT * FROM files WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, seq DESC LIMIT ?"

@@ -20,6 +20,14 @@ where the OpenAPI document is assembled from (:data:`ROUTE_DECLARATIONS`).
 way. API paths are declared without the ``/api`` prefix (``/v1/files``), exactly as the hosted API
 documents them; storage routes live outside ``/api`` and are public (their signed URL is the
 authorisation).
+
+Unversioned aliases
+    The platform's introduction writes its paths without the version (``/api/files``), the
+    official client with it (``/api/v1/files``). Every ``/v1/...`` declaration is therefore
+    served at both paths: the router adds the alias (``/api/files``) with the very same checked
+    handler and scope, so authentication, validation and limits cannot differ. An alias is no
+    declaration of its own: :data:`ROUTE_ALIASES` maps each alias route to the served path of the
+    route it repeats, and the OpenAPI document lists the ``/v1`` paths only.
 """
 
 from __future__ import annotations
@@ -37,12 +45,15 @@ from labric.server.core.validation import checked
 __all__ = [
     "API_PREFIX",
     "PUBLIC",
+    "ROUTE_ALIASES",
     "ROUTE_DECLARATIONS",
     "ROUTE_SCOPES",
+    "VERSION_PREFIX",
     "Declared",
     "Handler",
     "Router",
     "Routes",
+    "unversioned",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,6 +72,20 @@ class Declared:
 ROUTE_SCOPES: web.AppKey[dict[web.AbstractRoute, str]] = web.AppKey("labric_route_scopes")
 #: The declarations of every registered route, in registration order.
 ROUTE_DECLARATIONS: web.AppKey[list[Declared]] = web.AppKey("labric_route_declarations")
+#: Alias route (``/api/files``) -> the served path it repeats (``/api/v1/files``).
+ROUTE_ALIASES: web.AppKey[dict[web.AbstractRoute, str]] = web.AppKey("labric_route_aliases")
+
+#: The version segment the hosted API's paths start with; also served without it.
+VERSION_PREFIX = "/v1"
+
+
+def unversioned(full_path: str) -> str | None:
+    """The alias of an API path (``/api/v1/files`` -> ``/api/files``), or ``None`` if it has
+    none (a storage path, an API path outside ``/v1``)."""
+    versioned = API_PREFIX + VERSION_PREFIX + "/"
+    if not full_path.startswith(versioned):
+        return None
+    return API_PREFIX + "/" + full_path[len(versioned) :]
 
 
 class Routes:
@@ -101,8 +126,10 @@ class Router:
         self._app = app
         app.setdefault(ROUTE_SCOPES, {})
         app.setdefault(ROUTE_DECLARATIONS, [])
+        app.setdefault(ROUTE_ALIASES, {})
         self._scopes = app[ROUTE_SCOPES]
         self._declared = app[ROUTE_DECLARATIONS]
+        self._aliases = app[ROUTE_ALIASES]
 
     @property
     def app(self) -> web.Application:
@@ -131,6 +158,11 @@ class Router:
         route = self._app.router.add_route(op.method, op.pattern, view)
         self._scopes[route] = op.scope
         self._declared.append(Declared(op, family))
+        alias = None if op.storage else unversioned(op.pattern)
+        if alias is not None:
+            aliased = self._app.router.add_route(op.method, alias, view)
+            self._scopes[aliased] = op.scope
+            self._aliases[aliased] = op.full_path
 
     def check_complete(self) -> None:
         """Refuse an application with a route that was not added from a declaration.

@@ -57,8 +57,10 @@ class Settings:
         max_multipart_body: The largest ``POST /v1/files`` body.
         upload_url_ttl: Seconds an upload URL (and its part URLs) stays valid.
         download_url_ttl: Seconds a download URL stays valid.
-        default_page_size: Items per page of a listing when the request has no ``limit``.
-        max_page_size: The largest ``limit`` a listing accepts.
+        default_page_size: Items per page of a paged listing whose request has no
+            ``page_size``.
+        max_page_size: The largest page a listing serves, and the batch in which a listing
+            answered whole is read (see :mod:`labric.server.core.paging`).
         preview_bytes: How much of a file ``/content`` previews.
         max_concurrent_executions: Platform job executions running at once; the rest queue.
         job_timeout: Seconds a platform execution may run when neither the run nor its job says.

@@ -27,7 +27,7 @@ from aiohttp import web
 from labric.server.core.auth import principal
 from labric.server.core.declare import PAGE, Body, Operation, Response, array, path_param, ref
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
-from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
+from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.dashboards import store, wire
@@ -66,20 +66,15 @@ async def list_dashboards(request: web.Request) -> web.StreamResponse:
     """``GET /v1/dashboards``: the organisation's dashboards, newest first, a page at a time."""
     state = request.app[STATE]
     org_id = principal(request).org_id
-    q = Fields(request.query, "query")
-    limit = q.integer("limit", minimum=1)
-    cursor = q.string("cursor", max_length=1024) or None
-    q.check()
-    after = decode_cursor(cursor) if cursor else None
-    size = page_size(state, limit)
-    rows = await state.db.run(
-        lambda conn: store.dashboard_list(conn, org_id, after=after, limit=size + 1)
-    )
-    headers = {}
-    if len(rows) > size:
-        rows = rows[:size]
-        headers = next_link(request, encode_cursor(rows[-1].created_at, rows[-1].rowid))
-    return json_response([store.dashboard_json(row) for row in rows], headers=headers)
+    wanted = listing(state, Fields(request.query, "query"))
+
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: store.dashboard_list(conn, org_id, after=after, limit=n)
+        )
+        return [((row.created_at, row.rowid), store.dashboard_json(row)) for row in rows]
+
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

@@ -438,8 +438,8 @@ def dashboard_list(
     where = "org_id = ?"
     params: list[Any] = [org_id]
     if after is not None:
-        where += " AND (created_at < ? OR (created_at = ? AND seq < ?))"
-        params += [after[0], after[0], after[1]]
+        where += " AND (created_at, seq) < (?, ?)"
+        params += [after[0], after[1]]
     rows = conn.execute(
         f"SELECT * FROM dashboards WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ?",
         [*params, limit],

@@ -83,9 +83,9 @@ def read_page(
     *,
     after: int | None,
     limit: int,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Up to ``limit`` matching rows after the cursor, and the cursor of the last one returned
-    when more rows follow (else ``None``)."""
+) -> list[tuple[int, dict[str, Any]]]:
+    """Up to ``limit`` matching rows after the rowid ``after``, in rowid order, each with its
+    rowid (the position of the next read)."""
     joins, conditions, params = build_filters(catalog, table, filters)
     if after is not None:
         conditions.append("t0.rowid > ?")
@@ -96,8 +96,5 @@ def read_page(
         f"SELECT t0.rowid, {columns} FROM {quote(table.name)} t0 {' '.join(joins)}{where} "
         "ORDER BY t0.rowid LIMIT ?"
     )
-    rows = conn.execute(sql, [*params, limit + 1]).fetchall()
     decode = decoder(table.columns)
-    page = [decode(row[1:]) for row in rows[:limit]]
-    cursor = int(rows[limit - 1][0]) if len(rows) > limit else None
-    return page, cursor
+    return [(int(row[0]), decode(row[1:])) for row in conn.execute(sql, [*params, limit])]

@@ -52,6 +52,7 @@ from labric.server.core.http import (
     json_response,
     read_json_object,
 )
+from labric.server.core.paging import positioned_listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE, ServerState
 from labric.server.datasets import wire
@@ -230,40 +231,36 @@ async def read_rows(request: web.Request) -> web.StreamResponse:
         f.add(["mode"], "Input should be 'single' or 'multiple'", "enum")
     if filters is not None and not isinstance(filters, dict):
         f.add(["filters"], "Input should be a valid dictionary", "dict_type")
-    limit = f.integer("limit", minimum=1)
-    cursor_text = f.string("cursor", max_length=256)
-    q = Fields(request.query, "query")
-    limit = q.integer("limit", minimum=1) or limit
-    cursor_text = q.string("cursor", max_length=256) or cursor_text
-    f.check()
-    q.check()
+    # The query wins: a next-page link carries the cursor (and the limit left) in its query.
+    wanted = positioned_listing(
+        state,
+        Fields(request.query, "query"),
+        f,
+        decode=_decode_cursor,
+        encode=_encode_cursor,
+        cursor_length=256,
+    )
     assert name is not None
     table = org.catalog.resolve(name, core=target_type == "core-table" or None)
     if table is None:
         raise HTTPError(404, f"Table {name} not found ({target_type})")
-    after = _decode_cursor(cursor_text) if cursor_text else None
-    page_size = (
-        2
-        if mode == "single"
-        else min(limit or state.settings.default_page_size, state.settings.max_page_size)
-    )
-    try:
-        rows, cursor = await org.read(
-            lambda conn: read_page(
-                conn, org.catalog, table, filters or {}, after=after, limit=page_size
+
+    async def fetch(after: int | None, n: int) -> list[tuple[int, Any]]:
+        try:
+            return await org.read(
+                lambda conn: read_page(
+                    conn, org.catalog, table, filters or {}, after=after, limit=n
+                )
             )
-        )
-    except ReadError as exc:
-        raise HTTPError(400, str(exc)) from None
+        except ReadError as exc:
+            raise HTTPError(400, str(exc)) from None
+
     if mode == "single":
-        if len(rows) > 1 or cursor is not None:
+        rows = await fetch(wanted.after, 2)
+        if len(rows) > 1:
             raise HTTPError(400, f"More than one row of {table.name} matches (mode single)")
-        return json_response(rows)
-    headers = {}
-    if cursor is not None:
-        next_url = request.url.update_query({"cursor": _encode_cursor(cursor)})
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return json_response(rows, headers=headers)
+        return json_response([row for _, row in rows])
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

@@ -131,6 +131,7 @@ SCHEMAS = {
             "filters": OBJECT,
             "mode": string(enum=["single", "multiple"]),
             "limit": integer(minimum=1),
+            "page_size": integer(minimum=1),
             "cursor": string(maxLength=256),
         },
         required=["target_name", "target_type"],

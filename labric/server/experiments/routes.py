@@ -45,11 +45,10 @@ from labric.server.core.declare import (
 )
 from labric.server.core.fields import (
     json_object,
-    next_link,
-    page,
     stored_time,
 )
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
+from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.datasets import DATASETS, Busy
@@ -212,18 +211,18 @@ async def list_experiments(request: web.Request) -> web.StreamResponse:
     status = _status(q)
     tag = q.string("tag", max_length=_MAX_TAG) or None
     query = q.string("query", max_length=2048) or ""
-    size, after = page(state, q)
+    wanted = listing(state, q)
     terms = [t.casefold() for t in query.split()]
-    rows = await state.db.run(
-        lambda conn: store.list_experiments(
-            conn, org_id, status=status, tag=tag, terms=terms, after=after, limit=size + 1
+
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: store.list_experiments(
+                conn, org_id, status=status, tag=tag, terms=terms, after=after, limit=n
+            )
         )
-    )
-    headers = {}
-    if len(rows) > size:
-        rows = rows[:size]
-        headers = next_link(request, rows[-1].created_at, rows[-1].rowid)
-    return json_response([experiment_json(row) for row in rows], headers=headers)
+        return [((row.created_at, row.rowid), experiment_json(row)) for row in rows]
+
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(
@@ -389,16 +388,16 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     org_id = principal(request).org_id
     experiment_id = request.match_info["experiment_id"]
-    size, after = page(state, Fields(request.query, "query"))
+    wanted = listing(state, Fields(request.query, "query"))
     await _require(request, org_id, experiment_id)
-    rows = await state.db.run(
-        lambda conn: store.experiment_files(conn, experiment_id, after=after, limit=size + 1)
-    )
-    headers = {}
-    if len(rows) > size:
-        rows = rows[:size]
-        headers = next_link(request, rows[-1].created_at, rows[-1].seq)
-    return json_response([file_info(row) for row in rows], headers=headers)
+
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: store.experiment_files(conn, experiment_id, after=after, limit=n)
+        )
+        return [((row.created_at, row.seq), file_info(row)) for row in rows]
+
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

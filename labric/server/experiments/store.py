@@ -132,8 +132,8 @@ def list_experiments(
         where.append("instr(casefold(name || ' ' || coalesce(description, '')), ?) > 0")
         params.append(term)
     if after is not None:
-        where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
-        params += [after[0], after[0], after[1]]
+        where.append("(created_at, rowid) < (?, ?)")
+        params += [after[0], after[1]]
     sql = (
         f"SELECT rowid, * FROM experiments WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, rowid DESC LIMIT ?"
@@ -182,9 +182,10 @@ def link_files(
     added = 0
     for file_id in file_ids:
         cur = conn.execute(
-            "INSERT OR IGNORE INTO experiment_files (experiment_id, file_id, created_at) "
-            "VALUES (?, ?, ?)",
-            (experiment_id, file_id, now),
+            "INSERT OR IGNORE INTO experiment_files "
+            "(experiment_id, file_id, created_at, file_created_at, file_seq) "
+            "SELECT ?, id, ?, created_at, seq FROM files WHERE id = ?",
+            (experiment_id, now, file_id),
         )
         added += cur.rowcount
     total = conn.execute(
@@ -213,11 +214,11 @@ def experiment_files(
     where = ["l.experiment_id = ?", "f.status = 'confirmed'"]
     params: list[Any] = [experiment_id]
     if after is not None:
-        where.append("(f.created_at < ? OR (f.created_at = ? AND f.seq < ?))")
-        params += [after[0], after[0], after[1]]
+        where.append("(l.file_created_at, l.file_seq) < (?, ?)")
+        params += [after[0], after[1]]
     sql = (
-        "SELECT f.* FROM experiment_files l JOIN files f ON f.id = l.file_id "
-        f"WHERE {' AND '.join(where)} ORDER BY f.created_at DESC, f.seq DESC LIMIT ?"
+        "SELECT f.* FROM experiment_files l JOIN files f ON f.seq = l.file_seq "
+        f"WHERE {' AND '.join(where)} ORDER BY l.file_created_at DESC, l.file_seq DESC LIMIT ?"
     )
     return [
         FileRow(**{name: row[name] for name in _FILE_FIELDS})

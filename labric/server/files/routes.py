@@ -27,9 +27,6 @@ without touching the other's bytes (:meth:`~labric.server.core.blobs.BlobStore.s
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -52,6 +49,7 @@ from labric.server.core.declare import (
 )
 from labric.server.core.faults import pace
 from labric.server.core.http import Fields, HTTPError, invalid, json_response, read_json_object
+from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.files import wire
@@ -102,23 +100,6 @@ def text_preview(data: bytes, total: int) -> tuple[str | None, str | None]:
 # -- listing and metadata ------------------------------------------------------------------
 
 
-def _encode_cursor(row: records.FileRow) -> str:
-    raw = json.dumps([row.created_at, row.seq], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, seq = json.loads(raw)
-        # SQLite integers have 64 bits: a larger one would fail the query, not the cursor.
-        if isinstance(created_at, str) and isinstance(seq, int) and -(2**63) <= seq < 2**63:
-            return created_at, seq
-    except (ValueError, TypeError, binascii.Error):
-        pass
-    raise HTTPError(400, "Invalid cursor: pass back the one from the previous page's Link header")
-
-
 @ROUTES.route(
     Operation(
         method="GET",
@@ -155,33 +136,27 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     instrument_id = q.string("instrument_id", max_length=128) or None
     extensions = q.string("extensions", max_length=2048) or ""
     query = q.string("query", max_length=2048) or ""
-    limit = q.integer("limit", minimum=1)
-    cursor = q.string("cursor", max_length=1024) or None
-    q.check()
+    wanted = listing(state, q)
     exts = sorted(
         {"." + e.strip().lstrip(".").casefold() for e in extensions.split(",") if e.strip(" .")}
     )
     terms = [t.casefold() for t in query.split()]
-    after = _decode_cursor(cursor) if cursor else None
-    # Pages are capped (the next page is linked), so a large hosted-style limit still works.
-    page = min(limit or state.settings.default_page_size, state.settings.max_page_size)
-    rows = await state.db.run(
-        lambda conn: records.list_files(
-            conn,
-            who.org_id,
-            instrument_id=instrument_id,
-            extensions=exts,
-            terms=terms,
-            after=after,
-            limit=page + 1,
+
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: records.list_files(
+                conn,
+                who.org_id,
+                instrument_id=instrument_id,
+                extensions=exts,
+                terms=terms,
+                after=after,
+                limit=n,
+            )
         )
-    )
-    headers = {}
-    if len(rows) > page:
-        rows = rows[:page]
-        next_url = request.url.update_query({"cursor": _encode_cursor(rows[-1])})
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return json_response([file_info(row) for row in rows], headers=headers)
+        return [((row.created_at, row.seq), file_info(row)) for row in rows]
+
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

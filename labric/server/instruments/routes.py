@@ -53,13 +53,12 @@ from labric.server.core.declare import (
 )
 from labric.server.core.fields import (
     json_object,
-    next_link,
-    page,
     query_boolean,
     time_field,
 )
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
 from labric.server.core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.datasets.platform import delete_platform_row, upsert_platform_row
@@ -171,16 +170,16 @@ async def list_instruments(request: web.Request) -> web.StreamResponse:
     """``GET /v1/instruments``: the organisation's instruments, newest first."""
     state = request.app[STATE]
     org_id = principal(request).org_id
-    size, after = page(state, Fields(request.query, "query"))
+    wanted = listing(state, Fields(request.query, "query"))
     now = state.clock()
-    rows = await state.db.run(
-        lambda conn: store.list_instruments(conn, org_id, after=after, limit=size + 1, now=now)
-    )
-    headers = {}
-    if len(rows) > size:
-        rows = rows[:size]
-        headers = next_link(request, rows[-1].created_at, rows[-1].rowid)
-    return json_response([instrument_json(row) for row in rows], headers=headers)
+
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: store.list_instruments(conn, org_id, after=after, limit=n, now=now)
+        )
+        return [((row.created_at, row.rowid), instrument_json(row)) for row in rows]
+
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

@@ -191,8 +191,8 @@ def list_instruments(
     where = ["i.org_id = ?"]
     params: list[Any] = [org_id]
     if after is not None:
-        where.append("(i.created_at < ? OR (i.created_at = ? AND i.rowid < ?))")
-        params += [after[0], after[0], after[1]]
+        where.append("(i.created_at, i.rowid) < (?, ?)")
+        params += [after[0], after[1]]
     sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY i.created_at DESC, i.rowid DESC LIMIT ?"
     return [_record(row, now) for row in conn.execute(sql, [*params, limit])]
 

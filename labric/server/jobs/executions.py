@@ -38,7 +38,7 @@ from labric.server.core.declare import (
     string,
 )
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
-from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
+from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.jobs import executions_wire, firing, store
@@ -214,25 +214,19 @@ async def list_executions(request: web.Request) -> web.StreamResponse:
     status = q.string("status", max_length=32) or None
     if status is not None and status not in _STATUSES:
         q.add(["status"], f"Input should be one of {', '.join(_STATUSES)}", "enum")
-    limit = q.integer("limit", minimum=1)
-    cursor = q.string("cursor", max_length=1024) or None
-    q.check()
-    after = decode_cursor(cursor) if cursor else None
-    size = page_size(state, limit)
+    wanted = listing(state, q)
     now = state.now()
+    await state.db.run(records.expire_executions, now)
 
-    def listing(conn: Any) -> list[store.ExecutionRecord]:
-        records.expire_executions(conn, now)
-        return store.execution_list(
-            conn, org_id, job_id=job_id, status=status, after=after, limit=size + 1
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: store.execution_list(
+                conn, org_id, job_id=job_id, status=status, after=after, limit=n
+            )
         )
+        return [((row.created_at, row.rowid), execution_json(row)) for row in rows]
 
-    rows = await state.db.run(listing)
-    headers = {}
-    if len(rows) > size:
-        rows = rows[:size]
-        headers = next_link(request, encode_cursor(rows[-1].created_at, rows[-1].rowid))
-    return json_response([execution_json(row) for row in rows], headers=headers)
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

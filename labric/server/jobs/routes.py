@@ -42,7 +42,7 @@ from labric.server.core.http import (
     json_response,
     read_json_object,
 )
-from labric.server.core.paging import decode_cursor, encode_cursor, next_link, page_size
+from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE, ServerState
 from labric.server.jobs import store, triggers, wire
@@ -304,26 +304,17 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
     q = Fields(request.query, "query")
     name = q.string("name", max_length=255)
     archived = _query_boolean(q, request.query, "archived")
-    limit = q.integer("limit", minimum=1)
-    cursor = q.string("cursor", max_length=1024) or None
-    q.check()
-    after = decode_cursor(cursor) if cursor else None
-    size = page_size(state, limit)
-    rows = await state.db.run(
-        lambda conn: store.job_list(
-            conn,
-            org_id,
-            name=name,
-            include_archived=bool(archived),
-            after=after,
-            limit=size + 1,
+    wanted = listing(state, q)
+
+    async def fetch(after: tuple[str, int] | None, n: int) -> list[tuple[tuple[str, int], Any]]:
+        rows = await state.db.run(
+            lambda conn: store.job_list(
+                conn, org_id, name=name, include_archived=bool(archived), after=after, limit=n
+            )
         )
-    )
-    headers = {}
-    if len(rows) > size:
-        rows = rows[:size]
-        headers = next_link(request, encode_cursor(rows[-1].created_at, rows[-1].rowid))
-    return json_response([job_json(row) for row in rows], headers=headers)
+        return [((row.created_at, row.rowid), job_json(row)) for row in rows]
+
+    return await respond(request, wanted, fetch)
 
 
 @ROUTES.route(

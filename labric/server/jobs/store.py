@@ -171,8 +171,8 @@ def job_list(
     if not include_archived:
         where.append("archived = 0")
     if after is not None:
-        where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
-        params += [after[0], after[0], after[1]]
+        where.append("(created_at, rowid) < (?, ?)")
+        params += [after[0], after[1]]
     params.append(limit)
     rows = conn.execute(
         f"SELECT rowid, * FROM jobs WHERE {' AND '.join(where)} "
@@ -406,8 +406,8 @@ def execution_list(
         where.append("e.status = ?")
         params.append(status)
     if after is not None:
-        where.append("(e.created_at < ? OR (e.created_at = ? AND e.rowid < ?))")
-        params += [after[0], after[0], after[1]]
+        where.append("(e.created_at, e.rowid) < (?, ?)")
+        params += [after[0], after[1]]
     params.append(limit)
     rows = conn.execute(
         f"{_EXECUTION_SELECT} WHERE {' AND '.join(where)} "
