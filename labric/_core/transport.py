@@ -7,13 +7,11 @@ Design:
   :class:`~labric.errors.UsageError`) to be used from another one. The connector's pool size comes
   from the config; its ``connect`` timeout includes the wait for a free slot.
 * **Bodies.** API responses are read whole and decompressed, but never past
-  ``ClientConfig.max_response_bytes``: the body is streamed and decompressed here, counting both the
-  bytes received and the bytes they inflate to, and reading stops (with
-  :class:`~labric.errors.ResponseTooLargeError`) the moment either passes the limit, so neither a
-  huge body nor a decompression bomb reaches memory; a ``Content-Length`` over it is refused before
-  reading. Error bodies are read up to a small limit and cut there. Storage streams are handed over
-  as the stored bytes (``Accept-Encoding: identity``, no decompression), since checksums and byte
-  ranges refer to those, and only ``http``/``https`` storage URLs are followed.
+  ``ClientConfig.max_response_bytes``, neither as received nor as inflated
+  (:mod:`labric._core.bodies`). Error bodies are read up to a small limit and cut there. Storage
+  streams are handed over as the stored bytes (``Accept-Encoding: identity``, no decompression),
+  since checksums and byte ranges refer to those, and only ``http``/``https`` storage URLs are
+  followed (:mod:`labric._core.urls`).
 * **Timeouts per request, not per body.** ``sock_read`` fails a socket that stays silent; there is
   no ``total`` limit by default, so a multi-GB transfer is never killed for being long.
 * **Auth only for the API's origin.** ``Authorization: Bearer`` goes on requests to the configured
@@ -27,66 +25,62 @@ Design:
   retry means "already gone" and the call succeeds. A 404 on the first attempt (or after attempts
   that certainly did nothing, such as a refused connection) is still a
   :class:`~labric.errors.NotFoundError`.
-* **Errors are mapped here, once.** Every aiohttp exception and a bare ``asyncio.TimeoutError``
-  become :class:`~labric.errors.APIConnectionError` / :class:`~labric.errors.APITimeoutError`; a
-  non-2xx becomes the status's :class:`~labric.errors.APIStatusError` subclass, carrying the method,
-  the path (never the query string), the server's ``detail`` and its ``X-Request-ID``.
+* **Errors are mapped once, at this boundary** (:mod:`labric._core.errormap`): every aiohttp
+  exception and a bare ``asyncio.TimeoutError`` become :class:`~labric.errors.APIConnectionError`
+  / :class:`~labric.errors.APITimeoutError`; a non-2xx becomes the status's
+  :class:`~labric.errors.APIStatusError` subclass, carrying the method, the path (never the query
+  string), the server's ``detail`` and its ``X-Request-ID``.
 * **Secrets.** Logs name the method, path, status and request id; never headers or query strings.
-  A wire error whose text shows the URL's query string (aiohttp puts the whole URL in some
-  messages, such as a connect timeout's or an invalid URL's) is not chained as the cause, so a
-  traceback never prints a signed URL's signature; a note names the withheld exception instead.
+  A wire error whose text shows the URL's query string is not chained as the cause, so a
+  traceback never prints a signed URL's signature.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import logging
 import platform
 import random
-import re
 import time
 import uuid
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from http import HTTPStatus
-from typing import Any, NoReturn, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from labric._core.bodies import _ACCEPT_ENCODING, _loads, read_bounded
 from labric._core.config import ClientConfig, Timeout
+from labric._core.errormap import TRANSPORT_ERRORS, make_status_error, raise_mapped
 from labric._core.retry import retry_delay, should_retry_status
+from labric._core.urls import (
+    _HTTP_SCHEMES,
+    _origin,
+    _safe_path,
+    base_url_hint,
+    check_storage_url,
+    split_link_next,
+)
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
     APIError,
     APIResponseValidationError,
     APIStatusError,
-    APITimeoutError,
     ClientClosedError,
-    ResponseTooLargeError,
     UsageError,
-    status_error_class,
 )
 
 __all__ = [
     "Response",
     "Transport",
     "TransportStats",
-    "base_url_hint",
-    "check_storage_url",
-    "map_exception",
-    "path_segment",
     "raise_for_status",
-    "raise_mapped",
-    "split_link_next",
 ]
-
 logger = logging.getLogger("labric")
 
 T = TypeVar("T")
@@ -99,53 +93,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # would warn, or touch sockets that belong to the parent process).
 _FORGOTTEN_CONNECTORS: list[aiohttp.BaseConnector] = []
 _MAX_REDIRECTS = 5
-_HTTP_SCHEMES = frozenset({"http", "https"})
 #: The most of an error (non-2xx) or redirect body kept: enough for any ``detail``; the rest is cut.
 _ERROR_BODY_LIMIT = 1024 * 1024
-_READ_CHUNK = 64 * 1024
-_INFLATE_STEP = 1024 * 1024
-#: The encodings the transport can decode (within its limit) and so the only ones it asks for.
-_ACCEPT_ENCODING = "gzip, deflate"
-_LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
-
-
-def path_segment(value: str, what: str) -> str:
-    """``value`` (an id or a name) as exactly one URL path segment, ``/`` and ``%`` escaped.
-
-    Raises:
-        ValueError: ``value`` is not a non-empty string.
-        UsageError: ``value`` is ``.`` or ``..``: no escaping keeps a dot segment from being read
-            as "here" or "the parent" by a server or proxy that normalises paths (RFC 3986 makes
-            ``%2E`` and ``.`` the same), so ``files.delete("..")`` would reach another route.
-    """
-    if not value or not isinstance(value, str):
-        raise ValueError(f"{what} must be a non-empty string")
-    if value in (".", ".."):
-        raise UsageError(f"{what} {value!r} cannot be sent in a URL path; it is not a valid id")
-    return quote(value, safe="")
-
-
-def split_link_next(header: str | None) -> str | None:
-    """Return the ``rel="next"`` target of an RFC 8288 ``Link`` header, or ``None``."""
-    if not header:
-        return None
-    for match in _LINK_RE.finditer(header):
-        target, params = match.group(1), match.group(2)
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
-                return target
-    return None
-
-
-def _loads(content: bytes) -> Any:
-    """``json.loads`` whose every failure is a ``ValueError``."""
-    try:
-        return jsonlib.loads(content)
-    except RecursionError:
-        # The decoder recurses once per nesting level: a hostile body ("[[[[...") exhausts the
-        # stack, which is malformed input like any other, not a crash.
-        raise ValueError("the JSON nests too deeply to decode") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -221,33 +170,6 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:120] + "…"
 
 
-def check_storage_url(url: str, *, method: str) -> None:
-    """Refuse a storage URL the client must not follow: anything but ``http``/``https``.
-
-    The server hands out these URLs; a ``file://`` or ``ftp://`` one is a broken or hostile answer,
-    refused at once rather than retried as a connection failure.
-
-    Raises:
-        APIResponseValidationError: the URL does not parse or its scheme is not http(s).
-    """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        raise APIResponseValidationError(
-            "The server handed out a storage URL that does not parse", method=method, path="?"
-        ) from None
-    scheme = parts.scheme.lower()
-    if scheme not in _HTTP_SCHEMES or not parts.hostname:
-        shown = repr(scheme + ":") if scheme else "no scheme"
-        raise APIResponseValidationError(
-            f"The server handed out a storage URL with {shown}; only http:// and https:// URLs "
-            "are followed",
-            method=method,
-            path=parts.path or "/",
-        )
-
-
 @attrs.define
 class TransportStats:
     """Live counters of what one client sent: read them at any time, for reports and tests.
@@ -279,118 +201,6 @@ class TransportStats:
         }
 
 
-def _safe_path(url: str) -> str:
-    try:
-        return urlsplit(url).path or "/"
-    except ValueError:
-        return "?"
-
-
-def _strip_queries(text: str) -> str:
-    """Drop the query string of every URL in a message (signed URLs carry signatures there)."""
-    return re.sub(r"(https?://[^\s?#'\"]*)\?[^\s'\"]*", r"\1", text)
-
-
-def _origin(url: str) -> tuple[str, str | None, int | None]:
-    """``(scheme, host, port)`` with the scheme's default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        return (scheme, None, None)
-    if port is None:
-        port = {"http": 80, "https": 443}.get(scheme)
-    return (scheme, parts.hostname, port)
-
-
-def _detail_of(body: Any) -> Any:
-    if isinstance(body, dict):
-        if "detail" in body:
-            return body["detail"]
-        if "errors" in body:
-            return body["errors"]
-    return body
-
-
-def _problem(item: Any) -> str:
-    """One problem of a 422 ``detail`` list or a 400 ``errors`` list, as ``where: what``."""
-    if not isinstance(item, dict):
-        return str(item)
-    what = item.get("msg") or item.get("message") or item.get("type") or "invalid"
-    where = item.get("loc", item.get("path"))
-    if isinstance(where, list | tuple):
-        where = ".".join(str(part) for part in where)
-    return f"{where}: {what}" if where not in (None, "") else str(what)
-
-
-def _message_of(status: int, detail: Any, reason: str | None) -> str:
-    if isinstance(detail, str) and detail.strip():
-        text = detail.strip()
-        return text if len(text) <= 500 else text[:500] + "…"
-    if isinstance(detail, list) and detail:
-        more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
-        return f"{_problem(detail[0])}{more}"
-    if reason:
-        return reason
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"
-
-
-def make_status_error(
-    *,
-    status: int,
-    headers: Mapping[str, str],
-    content: bytes,
-    method: str,
-    url: str,
-    reason: str | None = None,
-) -> APIStatusError:
-    """Build the status's error from a response, whatever its body (JSON, HTML, empty)."""
-    body: Any
-    try:
-        body = _loads(content) if content else None
-    except ValueError:
-        body = content.decode("utf-8", "replace")
-    detail = _detail_of(body)
-    if isinstance(detail, str) and body is detail and detail.lstrip().startswith("<"):
-        # An HTML page from an edge proxy: keep it in ``body`` but not in the message.
-        detail = None
-    cls = status_error_class(status)
-    copied = CIMultiDict(headers)
-    return cls(
-        _message_of(status, detail, reason),
-        status_code=status,
-        detail=detail,
-        body=body,
-        headers=CIMultiDictProxy(copied),
-        method=method,
-        path=_safe_path(url),
-        request_id=copied.get("X-Request-ID"),
-    )
-
-
-#: How the local server (and the hosted API) starts the detail of a 404 for a path it has no
-#: route for, as opposed to a missing object.
-_NO_ROUTE = "Not found: no route for"
-
-
-def base_url_hint(base_url: str, detail: Any) -> str | None:
-    """A hint for a 404 that may come from a wrong base URL, else ``None``.
-
-    The API lives under ``/api``; a base URL without it (``http://127.0.0.1:8765``, as some other
-    clients take it) sends every request to a path with no route.
-    """
-    path = urlsplit(base_url).path.rstrip("/")
-    if not path.endswith("/api"):
-        return f"did you mean {base_url.rstrip('/')}/api? (the base URL includes /api)"
-    if isinstance(detail, str) and detail.startswith(_NO_ROUTE):
-        return f"the server at {base_url} has no such route; is that the Labric API's base URL?"
-    return None
-
-
 def raise_for_status(response: Response) -> Response:
     """Return a 2xx response, or raise its mapped :class:`APIStatusError`."""
     if 200 <= response.status < 300:
@@ -403,237 +213,6 @@ def raise_for_status(response: Response) -> Response:
         url=response.url,
         reason=response.reason,
     )
-
-
-class _Inflater:
-    """Incremental gzip/deflate decoding whose output per call is bounded (``max_length``)."""
-
-    def __init__(self, encoding: str) -> None:
-        self._gzip = encoding in ("gzip", "x-gzip")
-        self._wbits: int | None = 16 + zlib.MAX_WBITS if self._gzip else None
-        self._obj: Any = None
-
-    def feed(self, data: bytes, max_length: int) -> bytes:
-        """Inflate ``data``; at most ``max_length`` bytes come out (``max_length`` >= 1)."""
-        if self._obj is None:
-            if self._wbits is None:
-                # "deflate" is meant to be zlib-wrapped, but some servers send a raw stream.
-                zlib_header = (
-                    len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
-                )
-                self._wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
-            self._obj = zlib.decompressobj(self._wbits)
-        elif self._gzip and self._obj.eof and self._obj.unused_data:
-            # A concatenated gzip stream: the next member starts where this one ended.
-            data = self._obj.unused_data + data
-            self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        return bytes(self._obj.decompress(self._obj.unconsumed_tail + data, max_length))
-
-    @property
-    def pending(self) -> bool:
-        """Whether input fed earlier still waits to be inflated (call :meth:`feed` with ``b""``)."""
-        obj = self._obj
-        if obj is None:
-            return False
-        return bool(obj.unconsumed_tail) or (self._gzip and obj.eof and bool(obj.unused_data))
-
-    @property
-    def complete(self) -> bool:
-        return self._obj is None or bool(self._obj.eof) or self._wbits == -zlib.MAX_WBITS
-
-
-def _too_large(limit: int, what: str, *, method: str, url: str, request_id: str | None) -> NoReturn:
-    raise ResponseTooLargeError(
-        f"The response body {what} the client's limit of {limit:,} bytes "
-        f"(max_response_bytes); reading stopped there. If such large answers are expected, "
-        f"raise it: AsyncLabric(..., max_response_bytes=N)",
-        limit=limit,
-        method=method,
-        path=_safe_path(url),
-        request_id=request_id,
-    )
-
-
-async def read_bounded(
-    resp: aiohttp.ClientResponse,
-    *,
-    limit: int,
-    method: str,
-    url: str,
-    decode: bool = True,
-    cut: bool = False,
-) -> bytes:
-    """Read a response body, never holding more than ``limit`` bytes of it.
-
-    Both the bytes received and (with ``decode``) the bytes they decompress to are counted while
-    streaming; the session never decompresses on its own, so a bomb is inflated here, a bounded
-    amount at a time.
-
-    Args:
-        resp: A response whose body has not been read.
-        limit: The most bytes to keep.
-        method: The request's method, for errors.
-        url: The request's URL, for errors (only its path is shown).
-        decode: Undo ``Content-Encoding`` (gzip, deflate); else keep the bytes as received.
-        cut: Stop quietly at the limit and return what was read (for error bodies) instead of
-            raising :class:`~labric.errors.ResponseTooLargeError`.
-
-    Raises:
-        ResponseTooLargeError: the body (received or decompressed) is over ``limit``.
-        APIResponseValidationError: the body uses an encoding the client does not support.
-        APIConnectionError: the compressed body ends early or does not decompress.
-    """
-    try:
-        return await _read_bounded(
-            resp, limit=limit, method=method, url=url, decode=decode, cut=cut
-        )
-    finally:
-        if not resp.content.at_eof():
-            # The rest of the body was not read: never hand this connection out again.
-            resp.close()
-
-
-async def _read_bounded(
-    resp: aiohttp.ClientResponse, *, limit: int, method: str, url: str, decode: bool, cut: bool
-) -> bytes:
-    request_id = resp.headers.get("X-Request-ID")
-    length = resp.content_length
-    if not cut and length is not None and length > limit:
-        _too_large(
-            limit,
-            f"announced by Content-Length ({length:,} bytes) is over",
-            method=method,
-            url=url,
-            request_id=request_id,
-        )
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower() if decode else ""
-    inflater: _Inflater | None = None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        inflater = _Inflater(encoding)
-    elif encoding not in ("", "identity"):
-        if cut:
-            decode = False
-        else:
-            raise APIResponseValidationError(
-                f"The response uses Content-Encoding {encoding!r}, which the client never asks for",
-                method=method,
-                path=_safe_path(url),
-                request_id=request_id,
-            )
-    out = bytearray()
-    received = 0
-    try:
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-            received += len(chunk)
-            if received > limit:
-                if cut:
-                    out += chunk[: max(0, limit - len(out))] if inflater is None else b""
-                    break
-                _too_large(
-                    limit, "as received is over", method=method, url=url, request_id=request_id
-                )
-            if inflater is None:
-                out += chunk
-            else:
-                # Inflated a step at a time, so one small chunk of a bomb never expands at once.
-                out += inflater.feed(chunk, min(limit - len(out) + 1, _INFLATE_STEP))
-                while inflater.pending and len(out) <= limit:
-                    out += inflater.feed(b"", min(limit - len(out) + 1, _INFLATE_STEP))
-            if len(out) > limit:
-                if cut:
-                    del out[limit:]
-                    break
-                _too_large(
-                    limit,
-                    "decompresses to more than",
-                    method=method,
-                    url=url,
-                    request_id=request_id,
-                )
-    except zlib.error:
-        if cut:
-            return bytes(out)
-        # Like a body cut short (aiohttp's payload errors): possibly a transient fault, retried.
-        raise APIConnectionError(
-            f"The response body was cut short or malformed (it does not decompress as {encoding})",
-            method=method,
-            path=_safe_path(url),
-        ) from None
-    if inflater is not None and not inflater.complete and not cut:
-        raise APIConnectionError(
-            "The response body was cut short or malformed", method=method, path=_safe_path(url)
-        )
-    return bytes(out)
-
-
-#: What the wire can raise: aiohttp's errors, OS socket errors, and a bare timeout (asyncio's
-#: ``TimeoutError`` is the builtin since 3.11; aiohttp lets one escape in some paths).
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, TimeoutError)
-
-
-def map_exception(exc: BaseException, *, method: str, url: str) -> APIError:
-    """Map an aiohttp / asyncio / OS exception to the SDK's error tree.
-
-    Timeouts become :class:`APITimeoutError`; every other failure to get a usable response becomes
-    :class:`APIConnectionError`. No message carries a URL's query string.
-    """
-    path = _safe_path(url)
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError | TimeoutError):
-        kind = "read" if isinstance(exc, aiohttp.SocketTimeoutError) else "request"
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            kind = "connect"
-        return APITimeoutError(f"The {kind} timed out", method=method, path=path)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(
-            f"Could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}",
-            method=method,
-            path=path,
-        )
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return APIConnectionError("The server closed the connection", method=method, path=path)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return APIConnectionError(
-            "The response body was cut short or malformed", method=method, path=path
-        )
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        name = type(exc).__name__
-        text = _strip_queries(str(exc))  # never echo a query string (signatures)
-        return APIConnectionError(f"{name}: {text}" if text else name, method=method, path=path)
-    text = _strip_queries(str(exc))
-    return APIConnectionError(f"{type(exc).__name__}: {text}", method=method, path=path)
-
-
-def _shows_query(exc: BaseException, url: str) -> bool:
-    """Whether the text of ``exc`` or of anything it chains shows a URL's query string."""
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        query = ""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        for text in (str(current), repr(current)):
-            if (query and query in text) or _strip_queries(text) != text:
-                return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def raise_mapped(exc: BaseException, *, method: str, url: str) -> NoReturn:
-    """Raise :func:`map_exception` of ``exc``, chained to it unless its text shows the query."""
-    mapped = map_exception(exc, method=method, url=url)
-    if mapped is exc:
-        raise mapped
-    if _shows_query(exc, url):
-        mapped.add_note(
-            f"(caused by {type(exc).__name__}, not shown: its message holds the URL's query "
-            "string, which may carry a signature)"
-        )
-        raise mapped from None
-    raise mapped from exc
 
 
 class _Sends:

@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 from labric._core.config import TransferConfig
 from labric._core.converter import structure
 from labric._core.retry import should_retry_status
-from labric._core.transport import Response, Transport, path_segment
+from labric._core.transport import Response, Transport
+from labric._core.urls import path_segment
 from labric._transfer.checksum import crc32c_from_b64
 from labric._transfer.journal import Journal
 from labric._transfer.scheduling import AdaptiveLimiter, BufferPool, MemoryBudget

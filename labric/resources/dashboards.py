@@ -12,7 +12,7 @@ import attrs
 
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
-from labric._core.transport import path_segment
+from labric._core.urls import path_segment
 from labric.errors import APIStatusError
 from labric.models.dashboards import Dashboard, TextWidget, UnknownWidget, Widget, WidgetData
 from labric.resources import _render

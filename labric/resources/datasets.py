@@ -14,7 +14,7 @@ from typing import Any
 from labric._core.context import current_execution_id
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
-from labric._core.transport import path_segment
+from labric._core.urls import path_segment
 from labric.models.datasets import (
     Column,
     OnMatch,

@@ -17,7 +17,8 @@ import attrs
 
 from labric._core.context import current_execution_id
 from labric._core.pagination import AsyncPager
-from labric._core.transport import Transport, path_segment
+from labric._core.transport import Transport
+from labric._core.urls import path_segment
 from labric._transfer.context import _json_object
 from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric._transfer.engine import TransferEngine

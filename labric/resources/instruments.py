@@ -8,8 +8,8 @@ from typing import Any
 
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
-from labric._core.transport import path_segment
 from labric._core.types import NOT_GIVEN, NotGiven
+from labric._core.urls import path_segment
 from labric.models.instruments import (
     DeviceStatusHistory,
     DeviceStatusReport,

@@ -11,8 +11,9 @@ from typing import Any
 from labric._core.context import use_execution
 from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
-from labric._core.transport import Transport, path_segment
+from labric._core.transport import Transport
 from labric._core.types import NOT_GIVEN, NotGiven
+from labric._core.urls import path_segment
 from labric.errors import WaitTimeoutError
 from labric.models.jobs import (
     ExecutionLogs,

@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from labric import errors
-from labric._core.transport import make_status_error, map_exception
+from labric._core.errormap import make_status_error, map_exception
 from labric.errors import (
     APIConnectionError,
     APIStatusError,
