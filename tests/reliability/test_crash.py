@@ -314,8 +314,14 @@ async def _http_stats(served: Served) -> dict[str, Any]:
 
 
 def _client_of(served: Served, state: Path) -> AsyncLabric:
+    # No transfer retry deadline: a killed server must fail the upload at once (after
+    # max_retries), not after two minutes of connection-refused retries.
     transfer = TransferConfig(
-        part_size=PART, multipart_threshold=2 * PART, concurrency=4, state_dir=str(state)
+        part_size=PART,
+        multipart_threshold=2 * PART,
+        concurrency=4,
+        state_dir=str(state),
+        retry_deadline=0,
     )
     retry = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.01)
     return AsyncLabric(served.key, base_url=served.base_url, transfer=transfer, retry=retry)
@@ -388,8 +394,14 @@ def _poll(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 def _sync_client(server: Any, state: Path) -> Labric:
+    # No transfer retry deadline: a killed server must fail the upload at once (after
+    # max_retries), not after two minutes of connection-refused retries.
     transfer = TransferConfig(
-        part_size=PART, multipart_threshold=2 * PART, concurrency=4, state_dir=str(state)
+        part_size=PART,
+        multipart_threshold=2 * PART,
+        concurrency=4,
+        state_dir=str(state),
+        retry_deadline=0,
     )
     retry = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.01)
     return Labric(server.admin_key, base_url=server.base_url, transfer=transfer, retry=retry)

@@ -453,6 +453,9 @@ async def test_storage_failures_never_show_the_signature(
         timeout = Timeout(connect=0.2, read=0.2)
         options: dict[str, Any] = {"timeout": timeout, "max_retries": 0}
         if failure == "pool-timeout":
+            # The wait for a pool slot counts against the connect timeout; give the first,
+            # real request room to connect on a loaded machine.
+            options["timeout"] = Timeout(connect=2.0, read=2.0)
             options["max_connections"] = 1
         async with _client(api.base_url, "lbk_abcd1234_" + "s" * 40, tmp_path, **options) as c:
             if failure == "pool-timeout":
