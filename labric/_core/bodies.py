@@ -31,6 +31,8 @@ _READ_CHUNK = 64 * 1024
 _INFLATE_STEP = 1024 * 1024
 #: The encodings the transport can decode (within its limit) and so the only ones it asks for.
 _ACCEPT_ENCODING = "gzip, deflate"
+#: The most of an error (non-2xx) or redirect body kept: enough for any ``detail``; the rest is cut.
+_ERROR_BODY_LIMIT = 1024 * 1024
 
 
 def _loads(content: bytes) -> Any:

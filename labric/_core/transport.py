@@ -16,7 +16,8 @@ Design:
   no ``total`` limit by default, so a multi-GB transfer is never killed for being long.
 * **Auth only for the API's origin.** ``Authorization: Bearer`` goes on requests to the configured
   base URL's origin and nowhere else: signed storage URLs and redirects to other hosts never get it.
-  Redirects are followed by hand for that reason.
+  Redirects are followed by hand for that reason (:mod:`labric._core.redirects`), each hop's
+  headers worked out afresh for its URL.
 * **Retries** follow :mod:`labric._core.retry`. Every POST and PATCH carries an
   ``Idempotency-Key`` that stays the same across that call's attempts, so a retried write is
   applied once.
@@ -29,7 +30,8 @@ Design:
   exception and a bare ``asyncio.TimeoutError`` become :class:`~labric.errors.APIConnectionError`
   / :class:`~labric.errors.APITimeoutError`; a non-2xx becomes the status's
   :class:`~labric.errors.APIStatusError` subclass, carrying the method, the path (never the query
-  string), the server's ``detail`` and its ``X-Request-ID``.
+  string), the server's ``detail`` and its ``X-Request-ID``. API responses are read whole into a
+  :class:`~labric._core.responses.Response` (re-exported here).
 * **Secrets.** Logs name the method, path, status and request id; never headers or query strings.
   A wire error whose text shows the URL's query string is not chained as the cause, so a
   traceback never prints a signed URL's signature.
@@ -47,29 +49,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import attrs
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
-from labric._core.bodies import _ACCEPT_ENCODING, _loads, read_bounded
+from labric._core.bodies import _ACCEPT_ENCODING, _ERROR_BODY_LIMIT, read_bounded
 from labric._core.config import ClientConfig, Timeout
-from labric._core.errormap import TRANSPORT_ERRORS, make_status_error, raise_mapped
+from labric._core.errormap import make_status_error, raise_mapped
+from labric._core.redirects import _SEND_TRACE, send_following_redirects
+from labric._core.responses import Response, raise_for_status, raise_not_found
 from labric._core.retry import retry_delay, should_retry_status
-from labric._core.urls import (
-    _HTTP_SCHEMES,
-    _origin,
-    _safe_path,
-    base_url_hint,
-    check_storage_url,
-    split_link_next,
-)
+from labric._core.urls import _origin, _safe_path, check_storage_url
 from labric._version import __version__
 from labric.errors import (
     APIConnectionError,
     APIError,
-    APIResponseValidationError,
     APIStatusError,
     ClientClosedError,
     UsageError,
@@ -88,86 +83,9 @@ T = TypeVar("T")
 USER_AGENT = (
     f"labric-python/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
 )
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Connectors of sessions dropped after a fork: kept referenced so they are never finalized (which
 # would warn, or touch sockets that belong to the parent process).
 _FORGOTTEN_CONNECTORS: list[aiohttp.BaseConnector] = []
-_MAX_REDIRECTS = 5
-#: The most of an error (non-2xx) or redirect body kept: enough for any ``detail``; the rest is cut.
-_ERROR_BODY_LIMIT = 1024 * 1024
-
-
-@attrs.frozen(kw_only=True)
-class Response:
-    """A fully read API response."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    content: bytes
-    method: str
-    path: str
-    url: str = attrs.field(repr=False)
-    reason: str | None = None
-    #: Times the request went out for this response: above 1 when aiohttp resent it by itself after
-    #: a connection dropped, so an earlier copy may have been applied.
-    sends: int = attrs.field(default=1, repr=False)
-
-    @property
-    def request_id(self) -> str | None:
-        """The server's ``X-Request-ID``."""
-        return self.headers.get("X-Request-ID")
-
-    def json(self) -> Any:
-        """Decode the body as JSON (an empty body decodes to ``None``).
-
-        Raises:
-            APIResponseValidationError: the body is not UTF-8 JSON (or nests too deeply to decode);
-                it names the request and its request id. (It is also a ``ValueError`` for code
-                written against the earlier contract.)
-        """
-        if not self.content:
-            return None
-        try:
-            return _loads(self.content)
-        except ValueError as exc:  # includes UnicodeDecodeError
-            raise _BodyNotJSONError(
-                f"Response body is not JSON ({_short(exc)})",
-                method=self.method,
-                path=self.path,
-                request_id=self.request_id,
-            ) from exc
-
-    @property
-    def next_url(self) -> str | None:
-        """The absolute URL of the next page, from ``Link: <...>; rel="next"``.
-
-        Raises:
-            APIResponseValidationError: the ``Link`` header's target is not a usable URL.
-        """
-        target = split_link_next(self.headers.get("Link"))
-        if not target:
-            return None
-        try:
-            url = urljoin(self.url, target)
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            raise APIResponseValidationError(
-                "The server's Link header holds a malformed next-page URL",
-                method=self.method,
-                path=self.path,
-                request_id=self.request_id,
-            ) from None
-        return url
-
-
-class _BodyNotJSONError(APIResponseValidationError, ValueError):
-    """A body that does not decode as JSON; also a ``ValueError``, as ``Response.json`` raised."""
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) <= 120 else text[:120] + "…"
 
 
 @attrs.define
@@ -199,45 +117,6 @@ class TransportStats:
             "retries": self.retries,
             "retries_by_reason": dict(sorted(self.retries_by_reason.items())),
         }
-
-
-def raise_for_status(response: Response) -> Response:
-    """Return a 2xx response, or raise its mapped :class:`APIStatusError`."""
-    if 200 <= response.status < 300:
-        return response
-    raise make_status_error(
-        status=response.status,
-        headers=response.headers,
-        content=response.content,
-        method=response.method,
-        url=response.url,
-        reason=response.reason,
-    )
-
-
-class _Sends:
-    """Counts how often aiohttp sent one request (it resends an idempotent one, unseen, once when a
-    reused connection drops before any answer)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-async def _on_headers_sent(
-    _session: aiohttp.ClientSession,
-    context: Any,
-    _params: aiohttp.TraceRequestHeadersSentParams,
-) -> None:
-    sends = context.trace_request_ctx
-    if isinstance(sends, _Sends):
-        sends.count += 1
-
-
-_SEND_TRACE = aiohttp.TraceConfig()
-_SEND_TRACE.on_request_headers_sent.append(_on_headers_sent)
-_SEND_TRACE.freeze()
 
 
 def _maybe_sent(exc: APIConnectionError) -> bool:
@@ -390,6 +269,9 @@ class Transport:
         headers.setdefault("Accept-Encoding", _ACCEPT_ENCODING)
         return headers
 
+    def _count_request(self) -> None:
+        self.stats.requests += 1
+
     def request_timeout(self, timeout: Timeout | None) -> aiohttp.ClientTimeout | None:
         """The aiohttp form of a per-request :class:`Timeout` (``None``: the client's own)."""
         return _aiohttp_timeout(timeout) if timeout is not None else None
@@ -472,8 +354,17 @@ class Transport:
         maybe_applied = False
         while True:
             try:
-                response = await self._send_once(
-                    method, url, query, json, data, send_headers, timeout
+                response = await send_following_redirects(
+                    self.session(),
+                    method,
+                    url,
+                    query=query,
+                    json=json,
+                    data=data,
+                    headers_for=lambda hop: self._api_headers(hop, send_headers),
+                    timeout=self.request_timeout(timeout),
+                    max_response_bytes=self._config.max_response_bytes,
+                    on_request=self._count_request,
                 )
             except APIConnectionError as exc:
                 if self._closed:
@@ -512,109 +403,8 @@ class Transport:
                 attempt += 1
                 continue
             if response.status == 404:
-                self._raise_not_found(response)
+                raise_not_found(response, self._config.base_url)
             raise_for_status(response)
-
-    def _raise_not_found(self, response: Response) -> None:
-        """Raise a 404's error, with a hint when the base URL looks like the cause."""
-        error = make_status_error(
-            status=response.status,
-            headers=response.headers,
-            content=response.content,
-            method=response.method,
-            url=response.url,
-            reason=response.reason,
-        )
-        hint = base_url_hint(self._config.base_url, error.detail)
-        if hint:
-            error.message = f"{error.message}; {hint}"
-        raise error
-
-    async def _send_once(
-        self,
-        method: str,
-        url: str,
-        query: list[tuple[str, str]] | None,
-        json: Any,
-        data: Any,
-        headers: Mapping[str, str],
-        timeout: Timeout | None,
-    ) -> Response:
-        session = self.session()
-        client_timeout = self.request_timeout(timeout) or session.timeout
-        current = url
-        current_method = method
-        for _ in range(_MAX_REDIRECTS + 1):
-            started = time.perf_counter()
-            self.stats.requests += 1
-            sends = _Sends()
-            try:
-                async with session.request(
-                    current_method,
-                    current,
-                    trace_request_ctx=sends,
-                    params=query if current == url else None,
-                    json=json if current_method == method else None,
-                    data=data if current_method == method else None,
-                    headers=self._api_headers(current, headers),
-                    timeout=client_timeout,
-                    allow_redirects=False,
-                    # Decompressed by read_bounded, which stops at the limit (aiohttp would
-                    # inflate a whole network chunk, bomb or not, before anyone could count it).
-                    auto_decompress=False,
-                ) as resp:
-                    ok = 200 <= resp.status < 300
-                    content = await read_bounded(
-                        resp,
-                        limit=(
-                            self._config.max_response_bytes
-                            if ok
-                            else min(self._config.max_response_bytes, _ERROR_BODY_LIMIT)
-                        ),
-                        method=current_method,
-                        url=current,
-                        cut=not ok,
-                    )
-                    result = Response(
-                        status=resp.status,
-                        headers=resp.headers,
-                        content=content,
-                        method=current_method,
-                        path=_safe_path(current),
-                        url=str(resp.url),
-                        reason=resp.reason,
-                        sends=max(sends.count, 1),
-                    )
-            except TRANSPORT_ERRORS as exc:
-                # Only wire failures are mapped (and so retried); a programming error such as a
-                # body json.dumps cannot encode propagates as it is.
-                raise_mapped(exc, method=current_method, url=current)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "%s %s -> %d in %.1f ms [request id %s]",
-                    current_method,
-                    result.path,
-                    result.status,
-                    (time.perf_counter() - started) * 1000,
-                    result.request_id,
-                )
-            if result.status not in _REDIRECTS or "Location" not in result.headers:
-                return result
-            try:
-                current = urljoin(current, result.headers["Location"])
-                scheme = urlsplit(current).scheme.lower()
-            except ValueError:
-                scheme = ""
-            if scheme not in _HTTP_SCHEMES:
-                raise APIResponseValidationError(
-                    "The server redirected to a URL that is not http(s) or does not parse",
-                    method=current_method,
-                    path=result.path,
-                    request_id=result.request_id,
-                )
-            if result.status == 303 or (result.status in (301, 302) and current_method == "POST"):
-                current_method = "GET"
-        raise APIConnectionError("Too many redirects", method=method, path=_safe_path(url))
 
     @asynccontextmanager
     async def stream(

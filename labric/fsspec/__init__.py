@@ -76,11 +76,14 @@ Event loops and lifecycle
     filesystem, ``await fs.open_async(path)`` opens a file for reading without blocking.
 
 Modules
-    ``filesystem`` holds :class:`LabricFileSystem`, the coordinator; ``paths`` maps platform
-    files to paths, entries and implied directories; ``listings`` is the listings cache;
-    ``reading`` does ranged, version-pinned reads; ``transfers`` maps bulk ``get``/``put``/``rm``
-    onto the transfer engine; ``clients`` keeps one client per event loop and closes them;
-    ``files`` holds the open-file classes.
+    ``filesystem`` holds :class:`LabricFileSystem`, the coordinator, over ``namespace`` (clients,
+    paths, listings, metadata); ``paths`` maps platform files to paths, entries and implied
+    directories; ``listings`` is the listings cache; ``reading`` does ranged, version-pinned
+    reads; ``writing`` does ``pipe``/``put``; ``versions`` replaces older files after a write;
+    ``copying`` does server-side ``cp``/``mv``; ``deleting`` resolves and deletes for ``rm``;
+    ``directories`` holds the ``mkdir``/``rmdir`` checks; ``transfers`` holds the path mapping
+    and engine calls of bulk ``get``/``put``/``rm``; ``clients`` keeps one client per event
+    loop and closes them; ``files`` holds the open-file classes.
 
 Pickling
     A filesystem pickles as its constructor arguments (no client, no session, no loop), so a

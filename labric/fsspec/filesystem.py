@@ -3,11 +3,13 @@
 :class:`LabricFileSystem` builds on :class:`~labric.fsspec.namespace.LabricNamespace` (clients,
 paths, listings, metadata) and maps fsspec's content calls onto the client: whole reads through
 ``files.read_bytes`` (CRC32C-verified), ranged and open-file reads through
-:mod:`~labric.fsspec.reading`, bulk ``get``/``put``/``rm`` through
-:mod:`~labric.fsspec.transfers`, copies through ``files.copy`` (a move is a copy, then a
-delete), open files from :mod:`~labric.fsspec.files`. Writes replace what was at their path
-unless ``keep_versions``; directories are implied (``mkdir`` refuses existing paths and
-creates nothing).
+:mod:`~labric.fsspec.reading`, bulk ``get`` through :mod:`~labric.fsspec.transfers`, writes
+through :mod:`~labric.fsspec.writing` (each replacing what was at its path unless
+``keep_versions``, see :mod:`~labric.fsspec.versions`), copies through
+:mod:`~labric.fsspec.copying` (a move is a copy, then a delete), deletes through
+:mod:`~labric.fsspec.deleting`, open files from :mod:`~labric.fsspec.files`. Directories are
+implied (:mod:`~labric.fsspec.directories`: ``mkdir`` refuses existing paths and creates
+nothing). The fsspec methods stay here and delegate.
 :mod:`labric.fsspec` describes the design.
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from pathlib import Path
 from typing import Any
 
 from fsspec.asyn import sync
@@ -26,10 +27,10 @@ from fsspec.utils import isfilelike
 
 from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric.errors import NotFoundError, TransferError
-from labric.fsspec import transfers
+from labric.fsspec import copying, deleting, directories, transfers, writing
 from labric.fsspec.files import LabricAsyncFile, LabricFile
 from labric.fsspec.namespace import LabricNamespace
-from labric.fsspec.paths import byte_range, fs_path, id_of, not_found, writable
+from labric.fsspec.paths import byte_range, not_found
 from labric.fsspec.reading import read_open, read_range
 from labric.models.files import FileContent
 
@@ -214,35 +215,7 @@ class LabricFileSystem(LabricNamespace):
     # -- writing ----------------------------------------------------------------------------------
 
     async def _upload(self, source: Any, path: str, **options: Any) -> None:
-        client = await self._labric()
-        try:
-            uploaded = await client.files.upload(source, name=path, **options)
-            await self._replace_older({path: uploaded.file_id})
-        finally:
-            self.invalidate_cache(path)
-
-    async def _replace_older(self, written: dict[str, str]) -> None:
-        """Delete the files older than those just written at the same paths (path -> new id),
-        unless this filesystem keeps versions.
-
-        Only files listed after the new one (newest first) go: a newer file another client
-        wrote meanwhile stays, and a new file the listing does not show yet deletes nothing.
-        """
-        if self.keep_versions or not written:
-            return
-        # A string prefix, not a path one: the server matches substrings of paths.
-        shared = os.path.commonprefix(list(written))  # noqa: RUF071
-        seen: set[str] = set()
-        older: list[str] = []
-        for f in await self._listing(shared):
-            at = fs_path(f)
-            if at is None or at not in written:
-                continue
-            if f.file_id == written[at]:
-                seen.add(at)
-            elif at in seen:
-                older.append(f.file_id)
-        await transfers.delete_files(await self._labric(), older, self._width(None))
+        await writing.upload(self, source, path, **options)  # an open file's commit
 
     async def _pipe_file(
         self,
@@ -253,11 +226,13 @@ class LabricFileSystem(LabricNamespace):
         job_execution_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        path = writable(self._strip_protocol(path))
-        if mode == "create" and await self._exists(path, refresh=True):
-            raise FileExistsError(errno.EEXIST, "A file already exists at this path", path)
-        await self._upload(
-            bytes(value), path, instrument_id=instrument_id, job_execution_id=job_execution_id
+        await writing.write_one(
+            self,
+            bytes(value),
+            path,
+            mode=mode,
+            instrument_id=instrument_id,
+            job_execution_id=job_execution_id,
         )
 
     async def _put_file(
@@ -272,12 +247,11 @@ class LabricFileSystem(LabricNamespace):
     ) -> None:
         if os.path.isdir(lpath):
             return  # directories are implied by the paths of the files under them
-        rpath = writable(self._strip_protocol(rpath))
-        if mode == "create" and await self._exists(rpath, refresh=True):
-            raise FileExistsError(errno.EEXIST, "A file already exists at this path", rpath)
-        await self._upload(
+        await writing.write_one(
+            self,
             lpath,
             rpath,
+            mode=mode,
             instrument_id=instrument_id,
             job_execution_id=job_execution_id,
             on_progress=transfers.bytes_to(callback),
@@ -296,56 +270,20 @@ class LabricFileSystem(LabricNamespace):
         job_execution_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """Upload files, concurrently, through the engine's ``upload_many``.
-
-        Paths are expanded and mapped to platform paths exactly as fsspec's own ``put`` does;
-        all the files of one call are recorded under one job execution (unless
-        ``instrument_id`` or ``job_execution_id`` says otherwise).
-        """
-        if isinstance(lpath, list) and isinstance(rpath, list):
-            lpaths, rpaths = list(lpath), [self._strip_protocol(p) for p in rpath]
-        else:
-            lpath, lpaths = transfers.expand_local(lpath, recursive=recursive, maxdepth=maxdepth)
-            if not lpaths and isinstance(lpath, str) and (not recursive or maxdepth is not None):
-                return
-            dest_is_dir = isinstance(rpath, str) and (
-                trailing_sep(rpath) or await self._isdir(rpath)
-            )
-            rpaths = transfers.remote_paths(
-                lpath, lpaths, self._strip_protocol(rpath), dest_is_dir=dest_is_dir
-            )
-        pairs = [
-            (lp, writable(self._strip_protocol(rp)))
-            for lp, rp in zip(lpaths, rpaths, strict=True)
-            if not os.path.isdir(lp)
-        ]
-        if mode == "create":
-            self.invalidate_cache()
-            taken = [rp for _, rp in pairs if await self._exists(rp)]
-            if taken:
-                raise FileExistsError(errno.EEXIST, "A file already exists at this path", taken[0])
-        callback.set_size(len(pairs))
-        if not pairs:
-            return
-        client = await self._labric()
-        try:
-            outcomes = await client.files.upload_many(
-                [(rp, Path(lp)) for lp, rp in pairs],
-                concurrency=batch_size or self.batch_size,
-                instrument_id=instrument_id,
-                job_execution_id=job_execution_id,
-                on_progress=lambda event: callback.absolute_update(event.files_done),
-            )
-            written = {
-                rp: o.file.file_id
-                for (_, rp), o in zip(pairs, outcomes, strict=True)
-                if o.ok and o.file is not None
-            }
-            await self._replace_older(written)
-        finally:
-            for _, rp in pairs:
-                self.invalidate_cache(rp)
-        transfers.raise_first([o.error for o in outcomes if o.error is not None], len(pairs))
+        """Upload files, concurrently, through the engine's ``upload_many``: one job execution
+        per call (see :mod:`~labric.fsspec.writing`)."""
+        await writing.put(
+            self,
+            lpath,
+            rpath,
+            recursive=recursive,
+            callback=callback,
+            batch_size=batch_size,
+            maxdepth=maxdepth,
+            mode=mode,
+            instrument_id=instrument_id,
+            job_execution_id=job_execution_id,
+        )
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         """Create an empty file; with ``truncate=False`` an existing file is left as it is.
@@ -367,26 +305,7 @@ class LabricFileSystem(LabricNamespace):
         job_execution_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        await self._copy_entry(await self._info(path1), path2, job_execution_id)
-
-    async def _copy_entry(
-        self, info: dict[str, Any], path2: str, job_execution_id: str | None
-    ) -> None:
-        """Copy one listed file to ``path2`` on the server (no bytes through this machine where
-        the server can copy); directories are implied, so copying one is nothing to do."""
-        if info["type"] != "file":
-            return
-        dest = writable(self._strip_protocol(path2))
-        client = await self._labric()
-        try:
-            copied = await client.files.copy(
-                info["file_id"], original_path=dest, job_execution_id=job_execution_id
-            )
-            await self._replace_older({dest: copied.file_id})
-        except NotFoundError as exc:
-            raise not_found(info["name"], exc) from exc
-        finally:
-            self.invalidate_cache(dest)
+        await copying.copy_entry(self, await self._info(path1), path2, job_execution_id)
 
     async def _copy(
         self,
@@ -399,54 +318,18 @@ class LabricFileSystem(LabricNamespace):
         job_execution_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """Copy files (and, with ``recursive=True``, trees) on the server, concurrently.
-
-        Paths are expanded and mapped exactly as fsspec's own ``copy`` does; the sources are
-        resolved from one fresh listing, then each file is copied by ``files.copy``. A copy to
-        an existing path replaces it (unless ``keep_versions``).
-        """
-        if on_error is None:
-            on_error = "ignore" if recursive else "raise"
-        if isinstance(path1, list) and isinstance(path2, list):
-            paths1 = [self._strip_protocol(p) for p in path1]
-            paths2 = [self._strip_protocol(p) for p in path2]
-            infos = await self._infos(paths1, batch_size)
-        else:
-            source_is_str = isinstance(path1, str)
-            paths1 = await self._expand_path(path1, maxdepth=maxdepth, recursive=recursive)
-            infos = await self._infos(paths1, batch_size)
-            if source_is_str and (not recursive or maxdepth is not None):
-                # A non-recursive copy does not copy directories.
-                kept = [
-                    (p, i)
-                    for p, i in zip(paths1, infos, strict=True)
-                    if not trailing_sep(p) and i["type"] == "file"
-                ]
-                paths1, infos = [p for p, _ in kept], [i for _, i in kept]
-                if not paths1:
-                    return
-            dest_is_dir = isinstance(path2, str) and (
-                trailing_sep(path2) or await self._isdir(path2)
-            )
-            paths2 = transfers.copy_destinations(
-                path1, paths1, self._strip_protocol(path2), dest_is_dir=dest_is_dir
-            )
-        limit = asyncio.Semaphore(self._width(batch_size))
-
-        async def one(info: dict[str, Any], dest: str) -> None:
-            async with limit:
-                await self._copy_entry(info, dest, job_execution_id)
-
-        results = await asyncio.gather(
-            *(one(i, p) for i, p in zip(infos, paths2, strict=True)), return_exceptions=True
+        """Copy files (and, with ``recursive=True``, trees) on the server, concurrently; a copy to
+        an existing path replaces it (see :mod:`~labric.fsspec.copying`)."""
+        await copying.copy_paths(
+            self,
+            path1,
+            path2,
+            recursive=recursive,
+            on_error=on_error,
+            maxdepth=maxdepth,
+            batch_size=batch_size,
+            job_execution_id=job_execution_id,
         )
-        errors = [
-            r
-            for r in results
-            if isinstance(r, BaseException)
-            and not (on_error == "ignore" and isinstance(r, FileNotFoundError))
-        ]
-        transfers.raise_first(errors, len(paths2))
 
     async def _mv(
         self,
@@ -480,7 +363,7 @@ class LabricFileSystem(LabricNamespace):
     # -- directories -------------------------------------------------------------------------------
 
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        """Refuse an existing path; else nothing to do (see :mod:`labric.fsspec`).
+        """Refuse an existing path; else nothing to do (see :mod:`~labric.fsspec.directories`).
 
         Directories are implied by the files under them, as in object stores: a new one needs
         no creating and appears with its first file.
@@ -492,32 +375,11 @@ class LabricFileSystem(LabricNamespace):
         await self._makedirs(path, exist_ok=bool(kwargs.get("exist_ok", False)))
 
     async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
-        """Refuse an existing path (a file always, a directory unless ``exist_ok``); else
-        nothing to do, as directories are implied by the files under them."""
-        path = self._strip_protocol(path)
-        if not path:
-            if exist_ok:
-                return
-            raise FileExistsError(errno.EEXIST, "The root always exists", path)
-        try:
-            info = await self._info(path, refresh=True)
-        except FileNotFoundError:
-            return
-        if info["type"] == "file" or not exist_ok:
-            raise FileExistsError(errno.EEXIST, f"A {info['type']} already exists here", path)
+        """Refuse an existing path (see :mod:`~labric.fsspec.directories`); else do nothing."""
+        await directories.check_makedirs(self, path, exist_ok)
 
     async def _rmdir(self, path: str) -> None:
-        path = self._strip_protocol(path)
-        try:
-            info = await self._info(path, refresh=True)
-        except FileNotFoundError:
-            return  # never created (mkdir makes nothing) or already gone: nothing to remove
-        if info["type"] == "file":
-            raise NotADirectoryError(errno.ENOTDIR, "A file, not a directory", path)
-        # A directory exists only while a file lies under it, so it is never empty.
-        raise OSError(
-            errno.ENOTEMPTY, "Directory not empty: rm(path, recursive=True) deletes it", path
-        )
+        await directories.check_rmdir(self, path)
 
     def rmdir(self, path: str) -> None:
         """Remove an empty directory: since directories exist only while files lie under them,
@@ -548,36 +410,6 @@ class LabricFileSystem(LabricNamespace):
         Directories are implied, so they vanish with the last file under them; a directory
         given without ``recursive=True`` is refused.
         """
-        paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
-        ids: list[str] = []
-        by_path: dict[str, list[str]] = {}
-        for p in paths:
-            file_id = id_of(p)
-            if file_id is not None:
-                ids.append((await self._by_id(p, file_id)).file_id)
-            else:
-                by_path[p] = []
-        if by_path:
-            # One listing of what the paths share serves all of them.
-            # A string prefix, not a path one: the server matches substrings of paths.
-            shared = os.path.commonprefix(list(by_path))  # noqa: RUF071
-            for f in await self._listing(shared):
-                at = fs_path(f)
-                if at in by_path:
-                    by_path[at].append(f.file_id)
-        for p, found in by_path.items():
-            if found:
-                ids.extend(found)
-            elif recursive:
-                continue  # a directory of the expansion: it goes with its files
-            elif await self._isdir(p, refresh=True):
-                raise IsADirectoryError(
-                    errno.EISDIR, "A directory: pass recursive=True to delete what it holds", p
-                )
-            else:
-                raise not_found(p)
-        try:
-            await transfers.delete_files(await self._labric(), ids, self._width(batch_size))
-        finally:
-            for p in paths:
-                self.invalidate_cache(p)
+        await deleting.remove(
+            self, path, recursive=recursive, batch_size=batch_size, maxdepth=maxdepth
+        )
