@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from _clocked import FakeClock, Wire, at
 
-from labric import AsyncLabric
-from labric._core.config import RetryPolicy
+from labric import AsyncLabric, RetryPolicy
 from labric.errors import PermissionDeniedError, RateLimitError, UnprocessableEntityError
 from labric.models import Notification, SentNotification, SentNotificationStatus
 from labric.server import LocalServer
@@ -211,3 +212,9 @@ async def test_a_write_key_cannot_mute(server: LocalServer, wire: Wire) -> None:
     reply = await wire.call("PUT", "/v1/admin/notifications", key=writer, json={"muted": True})
     assert reply.status == 403
     assert await wire.ok("GET", "/v1/admin/notifications") == {"muted": False}
+
+
+@pytest.mark.parametrize("caps", [{"notifications_per_hour": 0}, {"notifications_per_day": -1}])
+def test_the_caps_must_be_positive(caps: dict[str, int], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        LocalServer(tmp_path / "server", **caps)
