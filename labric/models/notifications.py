@@ -50,9 +50,9 @@ class Notification:
 
     Attributes:
         dedupe_key: The key it was sent with; a repeat of it is never delivered again.
-        api_key_id: The id of the API key that sent it (also in ``data``, as the hosted
-            platform attributes it).
-        data: The object sent, with the platform's attribution keys.
+        api_key_id: The id of the API key that sent it (also under the ``data`` key of that
+            name, which the hosted platform reserves for attribution).
+        data: The object sent, with the attribution key added.
     """
 
     __repr__ = bounded_repr

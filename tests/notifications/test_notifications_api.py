@@ -41,7 +41,7 @@ async def test_delivered_then_deduplicated(client: AsyncLabric, clock: FakeClock
     assert (notification.body, notification.action_url) == ("96 wells read", "/experiments/42")
     assert notification.created_at == at(clock.now)
     assert notification.api_key_id is not None
-    # Attributed to the sending key, in data too (as the hosted platform does).
+    # Attributed to the sending key, in data too (under the key hosted reserves for it).
     assert notification.data == {"wells": 96, "api_key_id": notification.api_key_id}
 
 

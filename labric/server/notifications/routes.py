@@ -18,9 +18,11 @@ never links away from the platform) and ``data`` (a JSON object; its keys ``send
   key is still free once unmuted);
 * 429 with ``Retry-After`` (seconds until the oldest send in the full window leaves it) and the
   hosted body ``{"detail": "..."}`` when the organisation's deliveries in the last hour or the
-  last 24 hours reached their cap (``labric serve --notifications-per-hour/--per-day``);
+  last 24 hours reached their cap (``--notifications-per-hour`` and ``--notifications-per-day``
+  of ``labric serve``);
 * ``{"id": ..., "status": "delivered"}``: stored in the inbox, attributed to the sending key
-  (``api_key_id``, also written into ``data`` as the hosted platform does).
+  (``api_key_id``, also under that reserved key of ``data``, which the hosted platform reserves
+  for attribution).
 
 Repeats and muted sends cost no slot of the caps. The hosted platform also emails users who
 enabled the "Message" category; the local server has no email.
