@@ -17,6 +17,7 @@ from labric._sync.experiments import Experiments
 from labric._sync.files import Files
 from labric._sync.instruments import Instruments
 from labric._sync.jobs import Jobs
+from labric._sync.notifications import Notifications
 from labric.errors import ClientClosedError
 
 __all__ = ["Labric"]
@@ -94,6 +95,7 @@ class Labric:
         self.instruments = Instruments(self._portal, lambda c: c.instruments)
         self.experiments = Experiments(self._portal, lambda c: c.experiments)
         self.dashboards = Dashboards(self._portal, lambda c: c.dashboards)
+        self.notifications = Notifications(self._portal, lambda c: c.notifications)
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")

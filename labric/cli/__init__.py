@@ -18,6 +18,7 @@ Subcommands::
     labric jobs logs EXECUTION_ID
     labric serve --data-dir DIR [--init] [--host 127.0.0.1] [--port 8765] [--part-size N]
                  [--max-single-put N] [--faults SPEC]
+                 [--notifications-per-hour N] [--notifications-per-day N]
     labric env --data-dir DIR
     labric keys create --data-dir DIR --name NAME [--org NAME] --scopes read,write
                        [--expires-in SECONDS]
@@ -150,7 +151,29 @@ def _add_serve(commands: Any) -> None:
     parser.add_argument(
         "--faults", default=None, help='fault injection, e.g. "error=0.1,latency_ms=20,seed=7"'
     )
+    parser.add_argument(
+        "--notifications-per-hour",
+        type=_positive_int,
+        default=None,
+        help="notifications an organisation may send in any hour (100; more get 429)",
+    )
+    parser.add_argument(
+        "--notifications-per-day",
+        type=_positive_int,
+        default=None,
+        help="notifications an organisation may send in any 24 hours (1000; more get 429)",
+    )
     parser.set_defaults(func=_serve)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -158,7 +181,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     from labric.server import LocalServer, parse_faults
     from labric.server.core.datadir import DataDir
-    from labric.server.core.state import DEFAULT_PART_SIZE, MAX_SINGLE_PUT
+    from labric.server.core.state import (
+        DEFAULT_NOTIFICATIONS_PER_DAY,
+        DEFAULT_NOTIFICATIONS_PER_HOUR,
+        DEFAULT_PART_SIZE,
+        MAX_SINGLE_PUT,
+    )
 
     try:
         faults = parse_faults(args.faults) if args.faults else None
@@ -181,6 +209,8 @@ def _serve(args: argparse.Namespace) -> int:
         part_size=args.part_size or DEFAULT_PART_SIZE,
         max_single_put=args.max_single_put or MAX_SINGLE_PUT,
         faults=faults,
+        notifications_per_hour=args.notifications_per_hour or DEFAULT_NOTIFICATIONS_PER_HOUR,
+        notifications_per_day=args.notifications_per_day or DEFAULT_NOTIFICATIONS_PER_DAY,
     )
     return asyncio.run(_serve_until_signalled(server, f"{args.host}:{args.port}", created=created))
 

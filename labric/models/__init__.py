@@ -74,6 +74,11 @@ from labric.models.jobs import (
     TriggerCategory,
     WidgetType,
 )
+from labric.models.notifications import (
+    Notification,
+    SentNotification,
+    SentNotificationStatus,
+)
 from labric.models.transfers import (
     DownloadOutcome,
     TransferPhase,
@@ -112,6 +117,7 @@ __all__ = [
     "JobExecution",
     "JobTrigger",
     "MetricWidget",
+    "Notification",
     "OffPlatformExecution",
     "OnMatch",
     "OpenEnum",
@@ -122,6 +128,8 @@ __all__ = [
     "RevertResult",
     "SQLSource",
     "ScriptEdit",
+    "SentNotification",
+    "SentNotificationStatus",
     "SeriesWrite",
     "SeriesWriteResult",
     "TableInfo",

@@ -42,6 +42,8 @@ from labric.server.core.faults import FaultConfig, FaultInjector, parse_faults
 from labric.server.core.idempotency import RETENTION_SECONDS
 from labric.server.core.signing import URLSigner
 from labric.server.core.state import (
+    DEFAULT_NOTIFICATIONS_PER_DAY,
+    DEFAULT_NOTIFICATIONS_PER_HOUR,
     DEFAULT_PART_SIZE,
     MAX_MULTIPART_BODY,
     MAX_SINGLE_PUT,
@@ -94,6 +96,9 @@ class LocalServer:
         job_timeout: Default time limit of a platform job execution, in seconds.
         max_log_bytes: The most output kept per job execution.
         schedule_interval: Seconds between checks for due job schedules.
+        notifications_per_hour: Notifications an organisation may have delivered in any hour
+            (more are answered 429 with ``Retry-After``).
+        notifications_per_day: The same, in any 24 hours.
         idle_timeout: Seconds an idle connection is kept open; a request's headers must also
             arrive within this time (slow clients are cut off; see :mod:`labric.server.core.app`).
         body_timeout: Seconds a request body may send nothing before its connection is closed.
@@ -120,12 +125,16 @@ class LocalServer:
         job_timeout: float = 15 * 60,
         max_log_bytes: int = 1024 * 1024,
         schedule_interval: float = 1.0,
+        notifications_per_hour: int = DEFAULT_NOTIFICATIONS_PER_HOUR,
+        notifications_per_day: int = DEFAULT_NOTIFICATIONS_PER_DAY,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if part_size < 1:
             raise ValueError("part_size must be at least 1 byte")
+        if notifications_per_hour < 1 or notifications_per_day < 1:
+            raise ValueError("notifications_per_hour and notifications_per_day must be at least 1")
         self.data_dir = DataDir(data_dir)
         self.init = init
         self.host = host
@@ -142,6 +151,8 @@ class LocalServer:
             job_timeout=job_timeout,
             max_log_bytes=max_log_bytes,
             schedule_interval=schedule_interval,
+            notifications_per_hour=notifications_per_hour,
+            notifications_per_day=notifications_per_day,
         )
         config = parse_faults(faults) if isinstance(faults, str) else faults
         self._injector = FaultInjector(config)

@@ -246,8 +246,9 @@ class Checked:
 
 @pytest.fixture
 async def small(tmp_path: Path) -> AsyncIterator[LocalServer]:
-    """A server with 1 KiB parts, so a small upload is planned in parts."""
-    async with LocalServer(tmp_path / "small", part_size=1024) as srv:
+    """A server with 1 KiB parts, so a small upload is planned in parts, and a notification cap
+    small enough to reach."""
+    async with LocalServer(tmp_path / "small", part_size=1024, notifications_per_hour=3) as srv:
         yield srv
 
 
@@ -543,6 +544,30 @@ async def _dashboards(api: Checked) -> None:
     await api.call("DELETE", "/api/v1/dashboards/{dashboard_id}", path=ids, expect=204)
 
 
+async def _notifications(api: Checked) -> None:
+    path = "/api/v1/notifications"
+    sent = await api.call("POST", path, json={"title": "Run done", "dedupe_key": "run-1"})
+    assert sent["status"] == "delivered"
+    again = await api.call("POST", path, json={"title": "Run done", "dedupe_key": "run-1"})
+    assert again == {"id": None, "status": "deduplicated"}
+    await api.call(
+        "POST", path, json={"title": "x", "dedupe_key": "k", "data": {"sender": "me"}}, expect=422
+    )
+    full = {"title": "Run done", "body": "All 96 wells", "action_url": "/jobs/1", "data": {"n": 1}}
+    await api.call("POST", path, json={**full, "dedupe_key": "run-2"})
+    await api.call("PUT", "/api/v1/admin/notifications", json={"muted": True})
+    assert await api.call("GET", "/api/v1/admin/notifications") == {"muted": True}
+    muted = await api.call("POST", path, json={"title": "x", "dedupe_key": "run-3"})
+    assert muted == {"id": None, "status": "muted"}
+    await api.call("PUT", "/api/v1/admin/notifications", json={"muted": False})
+    await api.call("PUT", "/api/v1/admin/notifications", json={"muted": "yes"}, expect=422)
+    await api.call("POST", path, json={"title": "x", "dedupe_key": "run-3"})
+    await api.call("POST", path, json={"title": "x", "dedupe_key": "run-4"}, expect=429)
+    await api.call("GET", path, params={"limit": "2"})
+    reader = api.server.create_key(["read"])
+    await api.call("POST", path, key=reader, json={"title": "x", "dedupe_key": "r"}, expect=403)
+
+
 async def _admin(api: Checked) -> None:
     await api.call("GET", "/api/v1/admin/faults")
     await api.call("PUT", "/api/v1/admin/faults", json={})
@@ -566,6 +591,7 @@ async def test_real_answers_fit_the_document_and_the_models(
     await _instruments(checked)
     await _experiments(checked, file_id, row_id)
     await _dashboards(checked)
+    await _notifications(checked)
     await _admin(checked)
     assert checked.structured >= 45
     unchecked = sorted(f"{m} {p}" for m, p in set(checked.ops) - checked.succeeded)

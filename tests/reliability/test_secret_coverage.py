@@ -3,8 +3,8 @@
 ``tests/security/test_secrets.py`` runs files, jobs and datasets on purpose and reaches the rest
 by reflection, with placeholder arguments. This run reuses its helpers and scanner and adds
 deliberate runs of what it reaches only by reflection (``datasets.transact`` and
-``write_series``, instruments with pairing, experiments, dashboards), then the sync client. It
-enumerates every public attribute of the client, recursively, and fails:
+``write_series``, instruments with pairing, experiments, dashboards, notifications), then the
+sync client. It enumerates every public attribute of the client, recursively, and fails:
 
 * when a resource appears that this run does not know (so a new resource gets a deliberate run
   here, with its secrets, instead of placeholder calls only);
@@ -50,7 +50,16 @@ __all__ = ["debug_logs", "parts_server", "proxy"]
 
 #: The resources this run exercises on purpose. A resource missing here fails the run.
 KNOWN_RESOURCES = frozenset(
-    {"files", "datasets", "jobs", "jobs.executions", "instruments", "experiments", "dashboards"}
+    {
+        "files",
+        "datasets",
+        "jobs",
+        "jobs.executions",
+        "instruments",
+        "experiments",
+        "dashboards",
+        "notifications",
+    }
 )
 
 
@@ -192,6 +201,18 @@ async def _dashboards(run: CoverageRun, c: AsyncLabric, tmp: Path) -> None:
     await run.call("dashboards.delete", lambda: db.delete(did))
 
 
+async def _notifications(run: CoverageRun, c: AsyncLabric) -> None:
+    nt = c.notifications
+    await run.call("notifications.send", lambda: nt.send("Scan done", dedupe_key="scan"))
+    await run.call("notifications.send", lambda: nt.send("Scan again", dedupe_key="scan"))
+    await run.call(
+        "notifications.send",
+        lambda: nt.send("x", dedupe_key="reserved", data={"api_key_id": "me"}),
+        expect=UnprocessableEntityError,
+    )
+    await run.call("notifications.list", lambda: nt.list(page_size=1).to_list())
+
+
 def _sync_run(run: CoverageRun, base_url: str, key: str, file_id: str, tmp: Path) -> None:
     """The sync client: its calls cross a thread; errors carry loop-side frames."""
     with Labric(key, base_url=base_url, max_retries=0) as sync:
@@ -242,6 +263,7 @@ async def test_every_client_method_is_scanned_and_leaks_nothing(
         await _instruments(run, c, tmp_path, proxy.base_url)
         await _experiments(run, c, file_id)
         await _dashboards(run, c, tmp_path)
+        await _notifications(run, c)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)
             if name not in run.deliberate:

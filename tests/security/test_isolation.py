@@ -2,12 +2,12 @@
 show them, and nothing one organisation sends changes another's data.
 
 Organisation A creates one of everything (instrument, file, job, execution, dataset and row,
-experiment with links, dashboard with a widget); organisation B, holding an *admin* key of its
-own, then calls every registered route that takes an id with A's ids in each position. Each answer
-must be exactly what B gets for an id that does not exist (so B cannot even learn that A's ids
-exist), and never a success. Routes come from the server's registry: a route added later is
-covered as soon as its path parameter has a resource below (the test fails naming any parameter
-it cannot fill).
+experiment with links, dashboard with a widget, notification); organisation B, holding an
+*admin* key of its own, then calls every registered route that takes an id with A's ids in each
+position. Each answer must be exactly what B gets for an id that does not exist (so B cannot
+even learn that A's ids exist), and never a success. Routes come from the server's registry: a
+route added later is covered as soon as its path parameter has a resource below (the test fails
+naming any parameter it cannot fill).
 """
 
 from __future__ import annotations
@@ -119,6 +119,13 @@ async def _populate(org: Org, label: str) -> Holdings:
             },
         )
     )["id"]
+    notification = (
+        await org.ok(
+            "POST",
+            "/v1/notifications",
+            {"title": f"{label} notice", "dedupe_key": f"{label}-dedupe", "data": {"from": label}},
+        )
+    )["id"]
     ids = {
         "file_id": file_id,
         "execution_id": execution,
@@ -133,7 +140,16 @@ async def _populate(org: Org, label: str) -> Holdings:
         ids=ids,
         table=table,
         row_id=row_id,
-        markers=frozenset({*ids.values(), row_id, label, ticket["upload_url"].split("?")[0]}),
+        markers=frozenset(
+            {
+                *ids.values(),
+                row_id,
+                label,
+                ticket["upload_url"].split("?")[0],
+                notification,
+                f"{label}-dedupe",
+            }
+        ),
     )
 
 
@@ -344,6 +360,29 @@ async def test_listings_never_show_another_orgs_data(
     )
     data = await b.call("GET", f"/v1/dashboards/{board['id']}/widgets/spy/data")
     assert not any(m in data.text for m in mine.markers - {mine.table}), data
+
+
+async def test_notifications_stay_in_their_organisation(
+    server: LocalServer, orgs: tuple[Org, Holdings, Org, Holdings]
+) -> None:
+    """Each inbox holds only its organisation's notifications, dedupe keys are per organisation
+    (B reusing A's key is delivered, and A's key stays taken for A), and muting is too."""
+    a, _, b, _ = orgs
+    key = f"{MARK}-dedupe"
+    reused = await b.ok("POST", "/v1/notifications", {"title": "B's own", "dedupe_key": key})
+    assert reused["status"] == "delivered"
+    again = await a.ok("POST", "/v1/notifications", {"title": "again", "dedupe_key": key})
+    assert again == {"id": None, "status": "deduplicated"}
+    a_inbox = await a.ok("GET", "/v1/notifications")
+    b_inbox = await b.ok("GET", "/v1/notifications")
+    assert [n["title"] for n in a_inbox] == [f"{MARK} notice"]
+    assert reused["id"] in {n["id"] for n in b_inbox}
+    # B's inbox names A's dedupe key (B sent with it) but nothing else of A's.
+    assert not any(m in json.dumps(b_inbox) for m in (f"{MARK} notice", a_inbox[0]["id"]))
+    await b.ok("PUT", "/v1/admin/notifications", {"muted": True})
+    assert await a.ok("GET", "/v1/admin/notifications") == {"muted": False}
+    sent = await a.ok("POST", "/v1/notifications", {"title": "A still", "dedupe_key": "a-2"})
+    assert sent["status"] == "delivered"
 
 
 async def _a_is_untouched(server: LocalServer, a: Org, mine: Holdings) -> None:

@@ -218,6 +218,39 @@ async def test_serve_reports_a_busy_port(tmp_path: Path, server: LocalServer) ->
     assert stderr.decode().startswith(f"labric: error: cannot listen on 127.0.0.1:{server.port}")
 
 
+async def test_serve_takes_the_notification_caps(tmp_path: Path) -> None:
+    served = await _serve(
+        tmp_path / "d", "--notifications-per-hour", "1", "--notifications-per-day", "5"
+    )
+    statuses = []
+    try:
+        headers = {"Authorization": f"Bearer {served.key}"}
+        async with aiohttp.ClientSession() as session:
+            for key in ("first", "second"):
+                body = {"title": "x", "dedupe_key": key}
+                async with session.post(
+                    f"{served.base_url}/v1/notifications", json=body, headers=headers
+                ) as resp:
+                    statuses.append((resp.status, resp.headers.get("Retry-After")))
+    finally:
+        code, _, stderr = await _finish(served, signal.SIGINT)
+    assert code == 0, stderr
+    assert statuses[0] == (200, None)
+    assert statuses[1][0] == 429
+    assert int(statuses[1][1] or 0) > 0
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_notification_caps_must_be_positive(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["serve", "--data-dir", str(tmp_path / "d"), "--notifications-per-day", value])
+    assert excinfo.value.code == 2
+    assert "--notifications-per-day" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as excinfo:
         main(["serve"])

@@ -26,6 +26,7 @@ from labric.models.jobs import (
     OffPlatformExecution,
     RevertResult,
 )
+from labric.models.notifications import Notification, SentNotification
 
 DATA = b"sample,value\n1,2\n3,4\n"
 
@@ -426,6 +427,22 @@ def _dashboards_render(ctx: Ctx) -> None:
     assert target.read_bytes()[:4] == b"\x89PNG"
 
 
+def _notifications_send(ctx: Ctx) -> None:
+    key = f"smoke-{ctx.tmp.name}"
+    sent = ctx.client.notifications.send("smoke", dedupe_key=key, action_url="/jobs/1")
+    assert isinstance(sent, SentNotification)
+    assert sent.status == "delivered"
+    assert ctx.client.notifications.send("smoke", dedupe_key=key).status == "deduplicated"
+
+
+def _notifications_list(ctx: Ctx) -> None:
+    sent = ctx.client.notifications.send(ctx.tmp.name, dedupe_key=f"smoke-list-{ctx.tmp.name}")
+    newest = ctx.client.notifications.list(page_size=1).first_page()
+    assert isinstance(newest, Page)
+    assert [(n.id, n.title) for n in newest] == [(sent.id, ctx.tmp.name)]
+    assert all(isinstance(n, Notification) for n in ctx.client.notifications.list(limit=3))
+
+
 SMOKE: dict[str, Callable[[Ctx], None]] = {
     "datasets.create": _datasets_create,
     "datasets.get": _datasets_get,
@@ -486,6 +503,8 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "dashboards.render": _dashboards_render,
     "dashboards.update": _dashboards_update,
     "dashboards.widget_data": _dashboards_widget_data,
+    "notifications.list": _notifications_list,
+    "notifications.send": _notifications_send,
 }
 
 

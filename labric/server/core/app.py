@@ -60,6 +60,7 @@ from labric.server.files import signed, storage
 from labric.server.instruments import routes as instruments
 from labric.server.jobs import executions
 from labric.server.jobs import routes as jobs
+from labric.server.notifications import routes as notifications
 from labric.server.openapi import assemble as openapi
 
 __all__ = [
@@ -324,6 +325,7 @@ def add_routes(router: Router) -> None:
         instruments,
         experiments,
         dashboards,
+        notifications,
         admin,
         openapi,
     ):

@@ -371,6 +371,30 @@ CREATE INDEX experiment_files_listing
     ON experiment_files(experiment_id, file_created_at, file_seq);
 """
 
+_NOTIFICATIONS_SCHEMA = """
+-- The inbox. A dedupe_key is the caller's idempotency key: one delivered notification per key
+-- and organisation. api_key_id attributes the send (a deleted key leaves its notifications).
+CREATE TABLE notifications (
+    id           TEXT PRIMARY KEY,
+    org_id       TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    title        TEXT NOT NULL,
+    body         TEXT,
+    action_url   TEXT,
+    data         TEXT NOT NULL DEFAULT '{}',
+    dedupe_key   TEXT NOT NULL,
+    api_key_id   TEXT,
+    created_at   TEXT NOT NULL,
+    UNIQUE (org_id, dedupe_key)
+);
+CREATE INDEX notifications_listing ON notifications(org_id, created_at);
+
+-- Per-organisation settings of the notifications route (a missing row: not muted).
+CREATE TABLE notification_settings (
+    org_id  TEXT PRIMARY KEY REFERENCES organisations(id) ON DELETE CASCADE,
+    muted   INTEGER NOT NULL DEFAULT 0
+);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -397,6 +421,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;",
     ),
     Migration(9, "listings: an index for every listing and filter", _LISTING_INDEXES_SCHEMA),
+    Migration(10, "notifications: the inbox and the mute setting", _NOTIFICATIONS_SCHEMA),
 )
 
 

@@ -24,6 +24,8 @@ from labric.server.core.faults import FaultInjector
 from labric.server.core.signing import URLSigner
 
 __all__ = [
+    "DEFAULT_NOTIFICATIONS_PER_DAY",
+    "DEFAULT_NOTIFICATIONS_PER_HOUR",
     "DEFAULT_PART_SIZE",
     "MAX_MULTIPART_BODY",
     "MAX_SINGLE_PUT",
@@ -45,6 +47,9 @@ MAX_SINGLE_PUT = 500_000_000
 SIGNED_LENGTH_RANGE = 524_288_000
 #: The largest request body of ``POST /v1/files`` (the hosted edge's 4.5 MB).
 MAX_MULTIPART_BODY = 4_500_000
+#: Notifications an organisation may have delivered per sliding hour and day (hosted caps both).
+DEFAULT_NOTIFICATIONS_PER_HOUR = 100
+DEFAULT_NOTIFICATIONS_PER_DAY = 1000
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +71,8 @@ class Settings:
         job_timeout: Seconds a platform execution may run when neither the run nor its job says.
         max_log_bytes: The most output kept per execution (its first and last halves past this).
         schedule_interval: Seconds (real time) between checks for due job schedules.
+        notifications_per_hour: Notifications an organisation may have delivered in any hour.
+        notifications_per_day: Notifications an organisation may have delivered in any day.
     """
 
     part_size: int = DEFAULT_PART_SIZE
@@ -80,6 +87,8 @@ class Settings:
     job_timeout: float = 15 * 60
     max_log_bytes: int = MiB
     schedule_interval: float = 1.0
+    notifications_per_hour: int = DEFAULT_NOTIFICATIONS_PER_HOUR
+    notifications_per_day: int = DEFAULT_NOTIFICATIONS_PER_DAY
 
     @property
     def signed_length_range(self) -> str:
