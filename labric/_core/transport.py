@@ -277,22 +277,37 @@ class Transport:
         return _aiohttp_timeout(timeout) if timeout is not None else None
 
     async def sleep_before_retry(
-        self, attempt: int, headers: Mapping[str, str] | None, *, method: str, url: str, why: str
+        self,
+        attempt: int,
+        headers: Mapping[str, str] | None,
+        *,
+        method: str,
+        url: str,
+        why: str,
+        deadline: float | None = None,
     ) -> None:
-        """Wait before retry number ``attempt`` (0-based), as :func:`retry_delay` says."""
+        """Wait before retry number ``attempt`` (0-based), as :func:`retry_delay` says.
+
+        ``deadline`` (seconds) names the transfer retry deadline that allows this retry, for the
+        log line, when it goes past ``max_retries``.
+        """
         delay = retry_delay(
             attempt, self._config.retry, headers, now=time.time(), rand=self._rng.random()
         )
         self.stats.retries += 1
         self.stats.retries_by_reason[why] = self.stats.retries_by_reason.get(why, 0) + 1
+        if deadline is not None and attempt >= self._config.retry.max_retries:
+            bound = f"within the {deadline:g} s transfer retry deadline"
+        else:
+            bound = f"of {self._config.retry.max_retries}"
         logger.info(
-            "Retrying %s %s in %.2fs (%s; retry %d of %d)",
+            "Retrying %s %s in %.2fs (%s; retry %d %s)",
             method,
             _safe_path(url),
             delay,
             why,
             attempt + 1,
-            self._config.retry.max_retries,
+            bound,
         )
         await asyncio.sleep(delay)
 

@@ -149,7 +149,12 @@ class TransferContext:
                     raise
                 headers, why = None, type(exc).__name__
             await self.transport.sleep_before_retry(
-                attempt, headers, method=method, url=url, why=why
+                attempt,
+                headers,
+                method=method,
+                url=url,
+                why=why,
+                deadline=self.config.retry_deadline,
             )
             attempt += 1
 

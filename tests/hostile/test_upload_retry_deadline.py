@@ -35,6 +35,22 @@ async def test_a_transfer_retries_past_max_retries_until_it_goes_through(
     assert client.stats.retries == 6
 
 
+async def test_retries_past_max_retries_are_logged_against_the_deadline(
+    hostile: HostileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uploads = SinglePutUploads(hostile).install()
+    uploads.put_failures = [503, 503, 503]
+    caplog.set_level("INFO", logger="labric")
+    async with hostile.client(retry=FAST, transfer=_transfer(tmp_path)) as client:
+        await client.files.upload(b"abc", name="a.csv", job_execution_id="ex-1")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying PUT")]
+    assert [line.rsplit("; ", 1)[1] for line in lines] == [
+        "retry 1 of 2)",
+        "retry 2 of 2)",
+        "retry 3 within the 120 s transfer retry deadline)",
+    ]
+
+
 async def test_a_transfer_gives_up_at_its_deadline(hostile: HostileServer, tmp_path: Path) -> None:
     uploads = SinglePutUploads(hostile).install()
     uploads.put_failures = [503] * 10_000
