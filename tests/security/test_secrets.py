@@ -336,7 +336,7 @@ async def test_a_full_run_leaks_no_secret(
     request.node.user_properties.append(("methods", sorted(methods)))
     request.node.user_properties.append(("notes", run.notes))
     assert run.called >= set(methods)
-    # Everything the brief names was called on purpose, not only by reflection.
+    # Every method named here was called on purpose, not only by reflection.
     for name in [
         "files.list",
         "files.get",
