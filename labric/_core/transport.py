@@ -500,30 +500,49 @@ class Transport:
         *,
         method: str,
         url: str,
-        max_retries: int | None = None,
+        deadline: float | None = None,
     ) -> T:
-        """Run ``op`` (one storage request), retrying it like an API request."""
-        retries = self._config.retry.max_retries if max_retries is None else max_retries
+        """Run ``op`` (one storage request), retrying transient failures like an API request.
+
+        Transient means connection errors, timeouts and the statuses of
+        :func:`~labric._core.retry.should_retry_status`; anything else is raised at once. Up to
+        ``RetryPolicy.max_retries`` retries are made, and with ``deadline`` (seconds, a transfer's
+        ``TransferConfig.retry_deadline``) more while less than that passed since ``op`` was
+        first tried. ``max_retries=0`` turns retries off either way.
+
+        Args:
+            op: Makes the request once; called again for each attempt, so it must not hold
+                state that one attempt uses up (re-read a body, reuse an idempotency key).
+            method: The request's method, for logs.
+            url: The request's URL or API path, for logs (only its path is ever logged).
+            deadline: How long retries may go on past ``max_retries``.
+        """
+        retries = self._config.retry.max_retries
+        until = time.monotonic() + (deadline or 0.0)
+
+        def may_retry(attempt: int) -> bool:
+            return retries > 0 and (attempt < retries or time.monotonic() < until)
+
         attempt = 0
         while True:
             try:
                 return await op()
             except APIStatusError as exc:
-                if attempt >= retries or not should_retry_status(exc.status_code):
+                if not should_retry_status(exc.status_code) or not may_retry(attempt):
                     raise
-                await self.sleep_before_retry(
-                    attempt, exc.headers, method=method, url=url, why=str(exc.status_code)
-                )
+                headers: Mapping[str, str] | None = exc.headers
+                why = str(exc.status_code)
             except APIConnectionError as exc:
                 if self._closed:
                     raise ClientClosedError(
                         "The client was closed while this request was in flight."
                     ) from exc
-                if attempt >= retries:
+                if not may_retry(attempt):
                     raise
-                await self.sleep_before_retry(
-                    attempt, None, method=method, url=url, why=type(exc).__name__
-                )
+                headers, why = None, type(exc).__name__
+            await self.sleep_before_retry(
+                attempt, headers, method=method, url=url, why=why, deadline=deadline
+            )
             attempt += 1
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,18 +29,15 @@ from urllib.parse import urlsplit
 
 from labric._core.config import TransferConfig
 from labric._core.converter import structure
-from labric._core.retry import should_retry_status
 from labric._core.transport import Response, Transport
 from labric._core.urls import path_segment
 from labric._transfer.checksum import crc32c_from_b64
 from labric._transfer.journal import Journal
 from labric._transfer.scheduling import AdaptiveLimiter, BufferPool, MemoryBudget
 from labric.errors import (
-    APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
-    ClientClosedError,
 )
 
 __all__ = ["TransferContext"]
@@ -111,52 +107,11 @@ class TransferContext:
             ) from exc
 
     async def retrying(self, op: Callable[[], Awaitable[T]], *, method: str, url: str) -> T:
-        """Run ``op`` (one request of a file's transfer), retrying transient failures.
-
-        Transient means what the transport retries: connection errors, timeouts, and the
-        statuses of :func:`~labric._core.retry.should_retry_status` (408, 409, 429, 5xx but 501
-        and 505); anything else is raised at once. A transient failure is retried with the
-        client's backoff (or the server's ``Retry-After``) while fewer than
-        ``RetryPolicy.max_retries`` retries were made or less than
-        ``TransferConfig.retry_deadline`` seconds passed since ``op`` was first tried; then the
-        last failure is raised. ``max_retries=0`` turns retries off.
-
-        Args:
-            op: Makes the request once; called again for each attempt, so it must not hold
-                state that one attempt uses up (re-read a body, reuse an idempotency key).
-            method: The request's method, for logs.
-            url: The request's URL or API path, for logs (only its path is ever logged).
-        """
-        policy = self.transport.config.retry
-        deadline = time.monotonic() + self.config.retry_deadline
-        attempt = 0
-        while True:
-            try:
-                return await op()
-            except APIStatusError as exc:
-                if not should_retry_status(exc.status_code) or not _may_retry(
-                    attempt, policy.max_retries, deadline
-                ):
-                    raise
-                headers: Any = exc.headers
-                why = str(exc.status_code)
-            except APIConnectionError as exc:
-                if self.transport.closed:
-                    raise ClientClosedError(
-                        "The client was closed while this request was in flight."
-                    ) from exc
-                if not _may_retry(attempt, policy.max_retries, deadline):
-                    raise
-                headers, why = None, type(exc).__name__
-            await self.transport.sleep_before_retry(
-                attempt,
-                headers,
-                method=method,
-                url=url,
-                why=why,
-                deadline=self.config.retry_deadline,
-            )
-            attempt += 1
+        """Run ``op`` (one request of a file's transfer), retrying transient failures until
+        ``TransferConfig.retry_deadline`` (see :meth:`Transport.retrying`)."""
+        return await self.transport.retrying(
+            op, method=method, url=url, deadline=self.config.retry_deadline
+        )
 
     async def api(
         self,
@@ -185,14 +140,6 @@ class TransferContext:
         if transfer:
             return await self.retrying(once, method=method, url=url)
         return await self.transport.retrying(once, method=method, url=url)
-
-
-def _may_retry(attempt: int, max_retries: int, deadline: float) -> bool:
-    """Whether retry number ``attempt`` (0-based) may be made: within the count, or else
-    before the deadline; never when retries are off."""
-    if max_retries <= 0:
-        return False
-    return attempt < max_retries or time.monotonic() < deadline
 
 
 # -- responses --------------------------------------------------------------------------------
