@@ -64,7 +64,6 @@ __all__ = ["DEFAULT_READ_LIMIT", "Downloaded", "Downloader"]
 
 logger = logging.getLogger("labric")
 
-_PAGE_RENDERABLE = ("text/html", "application/xhtml+xml", "image/svg+xml")
 
 #: The most bytes :meth:`Downloader.read_bytes` holds in memory unless told otherwise.
 DEFAULT_READ_LIMIT = 256 * 1024 * 1024
