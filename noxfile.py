@@ -14,13 +14,31 @@ PY = "3.11"
 
 @nox.session(venv_backend="none")
 def check(session: nox.Session) -> None:
-    """Lint, format check, type check and the test suite, in the current environment."""
+    """Lint, format check, type check, the docs build and the test suite, in the current
+    environment."""
     py = sys.executable  # the environment nox runs in (CI's .venv)
     session.run(py, "-m", "ruff", "check", ".")
     session.run(py, "-m", "ruff", "format", "--check", ".")
     session.run(py, "-m", "mypy", "labric")
     session.run(py, "-m", "labric._blocking.generate", "--check")
+    session.run(py, DOCS_BUILD, "--strict", env=DOCS_ENV)
     session.run(py, "-m", "pytest", "-q", *session.posargs)
+
+
+#: Builds the reference site from the README and the docstrings (see its docstring).
+DOCS_BUILD = ".docs/build.py"
+#: MkDocs 1.x prints a notice about its successor on every build; the build's own output is enough.
+DOCS_ENV = {"NO_MKDOCS_2_WARNING": "1"}
+
+
+@nox.session(python=PY)
+def docs(session: nox.Session) -> None:
+    """The reference site (MkDocs + mkdocstrings), strict: a broken link or reference fails.
+
+    ``nox -s docs`` writes it to ``build/site``; ``nox -s docs -- --site-dir DIR`` elsewhere.
+    """
+    session.install("-e", ".[docs]")
+    session.run("python", DOCS_BUILD, "--strict", *session.posargs, env=DOCS_ENV)
 
 
 @nox.session(python=PY)

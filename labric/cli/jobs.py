@@ -150,23 +150,44 @@ def _text(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _parameters(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+#: Widgets whose values are text: ``--param name=5`` gives them ``"5"``, not the number 5.
+_TEXT_WIDGETS = frozenset({"text", "combobox", "date"})
+
+
+def _parameters(items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` items as written (checked for shape; typed once the job is known)."""
+    out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise CLIError(f"--param takes NAME=VALUE, got {item!r}", code=EXIT_USAGE)
-        out[name] = parse_value(value)
+        out[name] = value
     return out
 
 
+def _typed(raw: dict[str, str], job: Job | None) -> dict[str, Any]:
+    """Each value as JSON when it parses, except for a parameter the job defines as text."""
+    widgets = {
+        d.parameter_name: _text(d.widget_type)
+        for d in ((job.parameter_definitions if job else None) or [])
+    }
+    return {
+        name: value if widgets.get(name) in _TEXT_WIDGETS else parse_value(value)
+        for name, value in raw.items()
+    }
+
+
 def _run(args: argparse.Namespace) -> int:
-    parameters = _parameters(args.param)
+    raw = _parameters(args.param)
 
     async def work(client: AsyncLabric) -> JobExecution:
-        job_id = await _job_id(client, args.job)
+        job = await _job(client, args.job)
+        job_id = job.id if job else args.job
         execution = await client.jobs.run(
-            job_id, file_ids=args.file_ids, parameters=parameters, timeout_seconds=args.timeout
+            job_id,
+            file_ids=args.file_ids,
+            parameters=_typed(raw, job),
+            timeout_seconds=args.timeout,
         )
         if not args.wait:
             return execution
@@ -195,10 +216,24 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _job_id(client: AsyncLabric, job: str) -> str:
+async def _job(client: AsyncLabric, job: str) -> Job | None:
+    """The job named ``job``, else the job with that id; None when neither exists (the run's
+    own 404 then says so)."""
+    from labric.errors import NotFoundError
+
     # Names are unique in an organisation; anything that names no job is taken as an id.
     named = [j async for j in client.jobs.list(name=job, archived=True)]
-    return named[0].id if named else job
+    if named:
+        return named[0]
+    try:
+        return await client.jobs.get(job)
+    except NotFoundError:
+        return None
+
+
+async def _job_id(client: AsyncLabric, job: str) -> str:
+    found = await _job(client, job)
+    return found.id if found else job
 
 
 def _runs(args: argparse.Namespace) -> int:

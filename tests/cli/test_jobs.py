@@ -125,6 +125,19 @@ def test_run_by_id_prints_the_final_status(
         assert client.jobs.executions.get(execution_id).status == "completed"
 
 
+def test_param_values_follow_the_jobs_definitions(
+    jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "who" is a text parameter: 5 stays the text "5" (JSON would make it a number, refused).
+    done = call(capsys, "jobs", "run", jobs["greet"].id, "--param", "who=5", "--wait", "--json")
+    assert done.code == 0, done.err
+    assert done.json()["parameters"] == {"who": "5"}
+    # A job without definitions takes any JSON: numbers and objects parse, the rest is text.
+    done = call(capsys, "jobs", "run", "fail", "--param", "n=5", "--param", "tag=x y", "--json")
+    assert done.code == 0, done.err
+    assert done.json()["parameters"] == {"n": 5, "tag": "x y"}
+
+
 def test_a_failed_run_exits_non_zero(
     jobs: dict[str, Job], capsys: pytest.CaptureFixture[str]
 ) -> None:
