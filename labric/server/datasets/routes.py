@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 import sqlite3
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -59,7 +60,14 @@ from labric.server.datasets import wire
 from labric.server.datasets.boundary import QueryError
 from labric.server.datasets.define import parse_definition
 from labric.server.datasets.reads import ReadError, read_page
-from labric.server.datasets.store import Busy, DatasetStore, insert_definition
+from labric.server.datasets.store import (
+    Busy,
+    DatasetStore,
+    Describe,
+    OrgDescription,
+    OrgMember,
+    insert_definition,
+)
 from labric.server.datasets.validate import MAX_BODY_BYTES, Rejected, TooLarge, check_size
 from labric.server.datasets.write import WriteOutcome, apply_write, revert
 
@@ -72,6 +80,7 @@ DEFAULT_JOB_NAME = "Off-Platform Manual Job"
 #: Seconds a 429 asks the client to wait.
 RETRY_AFTER = 1
 _PARSE_IN_THREAD = 256 * 1024
+_USER_NAMESPACE = uuid.UUID("5d1f0c1e-7a52-4c3b-9a0e-3f1f6b2c8d41")
 
 
 ROUTES = Routes(wire.DATASETS_FAMILY)
@@ -79,13 +88,40 @@ ROUTES = Routes(wire.DATASETS_FAMILY)
 
 def install(app: web.Application, state: ServerState) -> None:
     """Give the application its dataset store (next to the main database), closed on cleanup."""
-    store = DatasetStore(state.db.path.parent / "datasets")
+    store = DatasetStore(state.db.path.parent / "datasets", describe=describer(state))
     app[DATASETS] = store
 
     async def close(_app: web.Application) -> None:
         await store.close()
 
     app.on_cleanup.append(close)
+
+
+def describer(state: ServerState) -> Describe:
+    """How the dataset store learns an organisation's name and people from the main database.
+
+    The local server has no user accounts: each organisation has one person, its owner, who
+    holds its keys (a stable id derived from the organisation's).
+    """
+
+    def lookup(conn: sqlite3.Connection, org_id: str) -> OrgDescription | None:
+        row = conn.execute(
+            "SELECT name, created_at FROM organisations WHERE id = ?", (org_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        owner = OrgMember(
+            id=str(uuid.uuid5(_USER_NAMESPACE, org_id)),
+            name=f"{row[0]} owner",
+            role="admin",
+            joined=row[1],
+        )
+        return OrgDescription(name=row[0], created_at=row[1], members=(owner,))
+
+    async def describe(org_id: str) -> OrgDescription | None:
+        return await state.db.run(lookup, org_id)
+
+    return describe
 
 
 def _busy() -> HTTPError:

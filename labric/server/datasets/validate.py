@@ -305,12 +305,8 @@ class Planner:
             self.problems.add(f"{base}.table", "Field required: the table to write")
         elif table is None:
             self.problems.add(f"{base}.table", f"No table named {name!r}")
-        elif table.platform:
-            self.problems.add(
-                f"{base}.table",
-                f"{table.write_name} is a platform table, kept by its own routes; it cannot be "
-                "written here",
-            )
+        elif table.read_only is not None:
+            self.problems.add(f"{base}.table", f"{table.write_name} {table.read_only}")
             table = None
         mode = item.get("mode") or "insert"
         if mode not in MODES:
