@@ -46,11 +46,13 @@ async def test_create_returns_records_and_records_an_execution(tables: Wire) -> 
     assert reply.status == 200, reply.body
     rows = reply.json()
     assert [r["name"] for r in rows] == ["S-1", "S-2"]
-    assert rows[0]["od600"] == 0.5 and rows[0]["id"]
+    assert rows[0]["od600"] == 0.5
+    assert rows[0]["id"]
     execution = reply.headers["X-Labric-Job-Execution-Id"]
     # Revertible as a unit: the rows go with the execution.
     revert = await tables.post(f"/v1/job-executions/{execution}/revert")
-    assert revert.status == 200 and revert.json()["deleted_count"] == 2
+    assert revert.status == 200
+    assert revert.json()["deleted_count"] == 2
     assert await tables.scalar("SELECT count(*) FROM samples") == 0
 
 
@@ -58,7 +60,8 @@ async def test_collect_output_off_answers_an_empty_list(tables: Wire) -> None:
     reply = await tools_write(
         tables, target_name="samples", target_type="table", data=[{"name": "S"}], mode="create"
     )
-    assert reply.status == 200 and reply.json() == []
+    assert reply.status == 200
+    assert reply.json() == []
     assert await tables.scalar("SELECT count(*) FROM samples") == 1
 
 
@@ -120,7 +123,8 @@ async def test_defaults_fill_inserted_rows_only(tables: Wire) -> None:
         "collect_output": True,
     }
     (first,) = (await tools_write(tables, **body, data=[{"code": "A"}])).json()
-    assert len(first["id"]) == 36 and first["made"].endswith("Z")
+    assert len(first["id"]) == 36
+    assert first["made"].endswith("Z")
     (again,) = (await tools_write(tables, **body, data=[{"code": "A"}])).json()
     assert again == first  # defaults never overwrite
     bad = await tools_write(tables, **{**body, "defaults": {"made": "TOMORROW"}}, data=[{}])
@@ -139,7 +143,8 @@ async def test_problems_name_data_paths_and_write_nothing(tables: Wire) -> None:
     assert reply.status == 400
     body = reply.json()
     paths = [e["path"] for e in body["errors"]]
-    assert "data[1].od600" in paths and "data[2].nope" in paths
+    assert "data[1].od600" in paths
+    assert "data[2].nope" in paths
     assert "nothing was written" in body["detail"]
     assert await tables.scalar("SELECT count(*) FROM samples") == 0
 
@@ -154,7 +159,8 @@ async def test_dry_run_validates_and_commits_nothing(tables: Wire) -> None:
         dry_run=True,
         collect_output=True,
     )
-    assert reply.status == 200 and reply.json()[0]["name"] == "S"
+    assert reply.status == 200
+    assert reply.json()[0]["name"] == "S"
     assert "X-Labric-Job-Execution-Id" not in reply.headers
     assert await tables.scalar("SELECT count(*) FROM samples") == 0
 
@@ -239,7 +245,8 @@ async def test_step_recording_tables(wire: Wire) -> None:
     )
     assert reply.status == 200, reply.body
     (operation,) = reply.json()
-    assert operation["step"] == step["id"] and operation["is_atomic"] is True
+    assert operation["step"] == step["id"]
+    assert operation["is_atomic"] is True
     reply = await tools_write(
         wire,
         target_name="treated",
@@ -256,7 +263,8 @@ async def test_step_recording_tables(wire: Wire) -> None:
     bad = await tools_write(
         wire, **{**step_body, "data": [{**step_row, "organization_id": "someone-else"}]}
     )
-    assert bad.status == 400 and bad.json()["errors"][0]["path"] == "data[0].organization_id"
+    assert bad.status == 400
+    assert bad.json()["errors"][0]["path"] == "data[0].organization_id"
 
 
 async def test_schema_describes_the_organisation(wire: Wire) -> None:
@@ -270,9 +278,11 @@ async def test_schema_describes_the_organisation(wire: Wire) -> None:
         json={"target_name": "organizationmember", "target_type": "core-table"},
     )
     (member,) = members.json()
-    assert member["user"] == person["id"] and member["organization"] == await org_id(wire)
+    assert member["user"] == person["id"]
+    assert member["organization"] == await org_id(wire)
     schema = (await wire.get("/v1/tools/schema")).json()
-    assert schema[-1]["name"] == "core_user" and schema[-1]["id"] is None
+    assert schema[-1]["name"] == "core_user"
+    assert schema[-1]["id"] is None
     treated = next(t for t in schema if t["name"] == "treated")
     table_ids = await wire.query("SELECT id FROM core_table WHERE name = %s", "treated")
     assert table_ids.json()["data"] == [[treated["id"]]]
@@ -293,7 +303,8 @@ async def test_batch_write_orders_tables_and_resolves_references(tables: Wire) -
     reply = await tables.post("/v1/tools/batch-write", json=body)
     assert reply.status == 200, reply.body
     result = reply.json()
-    assert result["success"] is True and result["plan"] is None
+    assert result["success"] is True
+    assert result["plan"] is None
     assert result["summary"] == {
         "samples": {"created": 2, "updated": 0},
         "measurements": {"created": 2, "updated": 0},
@@ -350,6 +361,7 @@ async def test_batch_write_dry_run_plan_and_problems(tables: Wire) -> None:
     assert bad.status == 400
     assert [e["path"] for e in bad.json()["errors"]] == ["tables.measurements[0].sample"]
     readonly = await tables.post("/v1/tools/batch-write", json={"tables": {"user": [{}]}})
-    assert readonly.status == 400 and readonly.json()["errors"][0]["path"] == "tables.user"
+    assert readonly.status == 400
+    assert readonly.json()["errors"][0]["path"] == "tables.user"
     shape = await tables.post("/v1/tools/batch-write", json={"tables": {"samples": {}}})
     assert shape.status == 422

@@ -167,7 +167,9 @@ async def tools_write(request: web.Request) -> web.StreamResponse:
     if data is not None and not all(isinstance(row, dict) for row in data):
         f.add(["data"], "Input should be a list of objects", "dict_type")
     f.check()
-    assert name is not None and mode is not None and data is not None
+    assert name is not None
+    assert mode is not None
+    assert data is not None
     try:
         check_size({"tables": [{"rows": data}]})
     except TooLarge as exc:
@@ -444,9 +446,7 @@ async def batch_write(request: web.Request) -> web.StreamResponse:
         "plan": None,
     }
     if options["return_records"]:
-        answer["records"] = {
-            name: r["rows"] or [] for name, r in zip(order, results, strict=True)
-        }
+        answer["records"] = {name: r["rows"] or [] for name, r in zip(order, results, strict=True)}
     if dry_run:
         answer["plan"] = {
             "insert_order": order,

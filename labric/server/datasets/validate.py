@@ -62,6 +62,10 @@ DEFAULT_FUNCTIONS: dict[str, Callable[[], Any]] = {
 }
 
 
+def _filler(make: Callable[[], Any], encode: Callable[[Any], Any]) -> Callable[[], Any]:
+    return lambda: encode(make())
+
+
 class Problems:
     """Problems found in a request, each with its path; the first :data:`MAX_PROBLEMS` kept."""
 
@@ -400,7 +404,7 @@ class Planner:
                         f"{path}.{name}", f"{function_name} cannot fill {column.name}: {exc}"
                     )
                 else:
-                    functions[column.sql_name] = lambda m=make, e=encode: e(m())
+                    functions[column.sql_name] = _filler(make, encode)
                     continue
             ok = False
         return functions if ok else None

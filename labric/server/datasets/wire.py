@@ -24,6 +24,8 @@ from labric.server.core.declare import (
 )
 from labric.server.datasets.validate import DEFAULT_FUNCTIONS
 
+DEFAULT_NAMES = list(DEFAULT_FUNCTIONS)
+
 COLUMN_INFO = record(
     {
         "id": nullable(INTEGER),
@@ -174,7 +176,7 @@ SCHEMAS = {
             "batch_insert_ok": BOOLEAN,
             "params_to_match_for_update": array(STRING),
             "on_match": string(enum=["overwrite", "fill_missing"]),
-            "defaults": obj({}, additionalProperties=nullable(string(enum=list(DEFAULT_FUNCTIONS)))),
+            "defaults": obj({}, additionalProperties=nullable(string(enum=[*DEFAULT_FUNCTIONS]))),
             "job_execution_id": string(minLength=1),
             "job_name": string(maxLength=255),
             "collect_output": BOOLEAN,

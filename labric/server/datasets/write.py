@@ -428,8 +428,7 @@ def apply_write(
         if body.get(name) is not None and not isinstance(body.get(name), bool):
             planner.problems.add(name, f"{name} must be true or false")
     writes = [
-        planner.table_write(i, item, (defaults or {}).get(i))
-        for i, item in enumerate(tables or [])
+        planner.table_write(i, item, (defaults or {}).get(i)) for i, item in enumerate(tables or [])
     ]
     all_series = [planner.series(i, item) for i, item in enumerate(series or [])]
     planner.check_pending()
