@@ -8,6 +8,9 @@ import io
 import json
 from typing import Any
 
+from labric.server.datasets.legacy import batch_write_order
+from labric.server.datasets.schema import PLATFORM_TABLES, Catalog
+
 from ._support import Wire, create_tables
 
 STEPS = {
@@ -365,3 +368,15 @@ async def test_batch_write_dry_run_plan_and_problems(tables: Wire) -> None:
     assert readonly.json()["errors"][0]["path"] == "tables.user"
     shape = await tables.post("/v1/tools/batch-write", json={"tables": {"samples": {}}})
     assert shape.status == 422
+
+
+def test_batch_write_order_follows_foreign_keys() -> None:
+    catalog = Catalog(dict(PLATFORM_TABLES))
+    # operation -> procedurestep -> organization; unknown names keep their place.
+    assert batch_write_order(catalog, ["operation", "nope", "procedurestep", "organization"]) == [
+        "nope",
+        "organization",
+        "procedurestep",
+        "operation",
+    ]
+    assert batch_write_order(catalog, ["experiment", "instrument"]) == ["experiment", "instrument"]

@@ -24,7 +24,9 @@ same validation, references, transaction, execution record and revert.
     function (``DATETIME_NOW``, ``UUID4``) per column, used only for rows inserted without a
     value: they never overwrite. The answer is the written records (``collect_output``), else
     ``[]``; the execution it was recorded under comes in the ``X-Labric-Job-Execution-Id``
-    header (a local addition; none on a dry run). Bodies must be under 2.5 MB.
+    header (a local addition; none on a dry run). ``batch_insert_ok`` is accepted and changes
+    nothing: every request is one transaction anyway. Bodies must be under 2.5 MB and hold at
+    most 10,000 rows.
 
 ``tools/batch-write``
     ``tables`` maps each table to its rows. Tables are written in foreign-key order (a table
@@ -33,7 +35,7 @@ same validation, references, transaction, execution record and revert.
     value of the referenced table's natural key column (its unique text column, else ``name``)
     names a row written earlier in the request or one that exists. ``options.mode`` ``upsert``
     matches rows on ``options.match_on[table]`` (default: the primary key). A dry run answers
-    the ``plan``. Bodies must be under 4.5 MB.
+    the ``plan``. Bodies must be under 4.5 MB and hold at most 10,000 rows.
 
 Organisation-describing tables (``organization``, ``organizationmember``, ``user``, ``table``)
 are read-only, and so are the tables other routes keep (``experiment``, ``instrument``); of the
@@ -222,20 +224,26 @@ async def tools_write(request: web.Request) -> web.StreamResponse:
 def batch_write_order(catalog: Catalog, names: list[str]) -> list[str]:
     """The request's tables in foreign-key order: each after the tables it references (among
     those in the request), otherwise in request order; a cycle keeps request order."""
-    resolved = {n: catalog.resolve(n) for n in names}
-    depends: dict[str, set[str]] = {}
+    sql_names: dict[str, str] = {}
+    references: dict[str, set[str]] = {}
     for name in names:
-        table = resolved[name]
-        targets = {c.foreign_key for c in table.foreign_keys} if table is not None else set()
-        depends[name] = {
+        table = catalog.resolve(name)
+        if table is not None:
+            sql_names[name] = table.name
+            references[name] = {c.foreign_key for c in table.foreign_keys if c.foreign_key}
+    depends = {
+        name: {
             other
             for other in names
-            if other != name and resolved[other] is not None and resolved[other].name in targets  # type: ignore[union-attr]
+            if other != name and sql_names.get(other) in references.get(name, set())
         }
+        for name in names
+    }
     order: list[str] = []
     left = list(names)
     while left:
-        ready = next((n for n in left if not depends[n] - set(order)), left[0])
+        # The first table whose references are all written; in a cycle, the first one left.
+        ready = next((n for n in left if depends[n] <= set(order)), left[0])
         order.append(ready)
         left.remove(ready)
     return order
