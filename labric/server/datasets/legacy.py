@@ -265,22 +265,33 @@ def _natural_key(table: TableDef) -> str | None:
 
 
 class _Naturals:
-    """Turns natural-key foreign keys into ``@label`` references or lookup objects."""
+    """Turns natural-key foreign keys into ``@label`` references or lookup objects.
+
+    Rows written earlier in the request are indexed by primary key and natural key as each
+    table is read, and the database is asked at most once per value, so a reference costs a
+    dictionary lookup.
+    """
 
     def __init__(self, conn: sqlite3.Connection, catalog: Catalog) -> None:
         self.conn = conn
         self.catalog = catalog
-        self.written: dict[str, list[dict[str, Any]]] = {}  # table -> rows written before
+        # table -> value of its primary or natural key -> the row written earlier
+        self.written: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.existing: dict[tuple[str, Any], bool] = {}
         self.count = 0
 
     def exists(self, table: TableDef, value: Any) -> bool:
-        key = table.key
-        if key.data_type == "integer" and not isinstance(value, int):
-            return False
-        found = self.conn.execute(
-            f"SELECT 1 FROM {quote(table.name)} WHERE {quote(key.sql_name)} = ?", (value,)
-        ).fetchone()
-        return found is not None
+        known = self.existing.get((table.name, value))
+        if known is None:
+            key = table.key
+            known = key.data_type != "integer" and (
+                self.conn.execute(
+                    f"SELECT 1 FROM {quote(table.name)} WHERE {quote(key.sql_name)} = ?", (value,)
+                ).fetchone()
+                is not None
+            )
+            self.existing[(table.name, value)] = known
+        return known
 
     def label(self, row: dict[str, Any]) -> str:
         if not isinstance(row.get("_ref"), str) or not row["_ref"]:
@@ -291,13 +302,11 @@ class _Naturals:
     def resolve(self, target: TableDef, value: Any) -> Any:
         if not isinstance(value, str) or value.startswith("@"):
             return value
+        row = self.written.get(target.name, {}).get(value)
+        if row is not None:
+            return self.label(row)
         natural = _natural_key(target)
-        for row in self.written.get(target.name, []):
-            if row.get(target.key.name) == value or (
-                natural is not None and row.get(natural) == value
-            ):
-                return self.label(row)
-        if self.exists(target, value) or natural is None:
+        if natural is None or self.exists(target, value):
             return value
         return {natural: value}
 
@@ -313,7 +322,16 @@ class _Naturals:
                 if column is not None and column.foreign_key is not None:
                     copy[name] = self.resolve(self.catalog.tables[column.foreign_key], value)
             out.append(copy)
-        self.written.setdefault(table.name, []).extend(r for r in out if isinstance(r, dict))
+        index = self.written.setdefault(table.name, {})
+        keys = [table.key.name, _natural_key(table)]
+        for row in out:
+            if not isinstance(row, dict):
+                continue
+            # A value two rows share names the first of them.
+            for key in keys:
+                value = row.get(key) if key is not None else None
+                if isinstance(value, str):
+                    index.setdefault(value, row)
         return out
 
 
