@@ -362,6 +362,7 @@ async def read_body(request: web.Request, limit: int, route: str) -> bytes:
 
 
 async def parse_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object (a large one decoded off the event loop); 422 otherwise."""
     if not raw.strip():
         raise invalid(["body"], "A JSON body is required", "missing")
     if len(raw) > _PARSE_IN_THREAD:
