@@ -380,3 +380,37 @@ def test_batch_write_order_follows_foreign_keys() -> None:
         "operation",
     ]
     assert batch_write_order(catalog, ["experiment", "instrument"]) == ["experiment", "instrument"]
+
+
+async def test_data_write_writes_process_steps_but_not_the_organisation(wire: Wire) -> None:
+    organization = await org_id(wire)
+    now = "2025-01-01T00:00:00Z"
+    step = {
+        "_ref": "s",
+        "name": "mix",
+        "organization": organization,
+        "has_effect": True,
+        "date_created": now,
+        "date_updated": now,
+    }
+    operation = {
+        "name": "mix 1",
+        "step": "@s",
+        "organization": organization,
+        "is_atomic": True,
+        "date_created": now,
+        "date_updated": now,
+    }
+    reply = await wire.write(
+        tables=[
+            {"table": "procedurestep", "rows": [step]},
+            {"table": "operation", "rows": [operation]},
+        ]
+    )
+    assert reply.status == 200, reply.body
+    assert [t["created"] for t in reply.json()["tables"]] == [1, 1]
+    refused = await wire.write(tables=[{"table": "organization", "rows": [{"name": "x"}]}])
+    assert refused.status == 400
+    (problem,) = refused.json()["errors"]
+    assert problem["path"] == "tables[0].table"
+    assert "read-only" in problem["message"]
