@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -83,7 +83,10 @@ _AUTO_LABEL = "\x00natural:"
 ROUTES = Routes(wire.DATASETS_FAMILY)
 
 
-def _problem_response(problems: Problems, rename: Any) -> web.StreamResponse:
+def _problem_response(
+    problems: Problems, rename: Callable[[str | None], str | None]
+) -> web.StreamResponse:
+    """400 with every problem, each path named as the request named it."""
     errors = [{**p, "path": rename(p["path"])} for p in problems.to_json()]
     first = errors[0]["message"] if errors else "The write was refused"
     detail = f"{len(problems)} problem(s); nothing was written. First: {first}"
