@@ -3,8 +3,9 @@
 """``client.datasets``: tables of structured experimental data, queried and written at scale.
 
 Reads use the hosted routes (``tools/schema``, ``tools/read``, ``tools/query``), writes use
-``data/write``; creating a table (``POST /v1/datasets``) and getting one definition
-(``GET /v1/datasets/{name}``) are local-server routes.
+``data/write`` (the deprecated ``tools/write`` and ``tools/batch-write`` have twins here for
+code that must match the official client); creating a table (``POST /v1/datasets``) and
+getting one definition (``GET /v1/datasets/{name}``) are local-server routes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from labric._blocking.pager import SyncPager
 from labric._blocking.portal import SyncResource
 from labric._client import AsyncLabric
 from labric.models.datasets import (
+    BatchWriteResult,
     Column,
     OnMatch,
     QueryResult,
@@ -283,5 +285,103 @@ class Datasets(SyncResource[AsyncLabric, AsyncDatasets]):
                 job_name=job_name,
                 dry_run=dry_run,
                 return_rows=return_rows,
+            )
+        )
+
+    def tools_write(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        mode: str = "create",
+        match_on: Sequence[str] | None = None,
+        on_match: OnMatch | str | None = None,
+        defaults: Mapping[str, str] | None = None,
+        job_execution_id: str | None = None,
+        job_name: str | None = None,
+        collect_output: bool = True,
+        dry_run: bool = False,
+    ) -> builtins.list[dict[str, Any]]:
+        """Deprecated: write rows to one table through the hosted ``tools/write``.
+
+        Use :meth:`write` (``data/write``), which batches any number of rows under the limits
+        and also updates and deletes. This is for code that must match the official client's
+        ``tools.write`` exactly, in one request (a body under 2.5 MB, at most 10,000 rows).
+
+        Args:
+            table: The table (``core_operation`` or ``operation`` for a platform table).
+            rows: Row mappings, column name -> value.
+            mode: ``create``, ``create-or-update`` or ``update``.
+            match_on: The columns a row is matched on (``params_to_match_for_update``).
+            on_match: fill_missing (the route's default) or overwrite.
+            defaults: Column -> ``DATETIME_NOW`` or ``UUID4``, for rows inserted without one.
+            job_execution_id: Record the write under this execution (default: the enclosing
+                ``jobs.track``'s, else ``LABRIC_JOB_EXECUTION_ID``, else a new one).
+            job_name: The job of a new execution.
+            collect_output: Return the written rows (else ``[]``).
+            dry_run: Validate and roll back.
+
+        Returns:
+            The written rows, as dicts keyed by column name.
+
+        Raises:
+            BadRequestError: problems with the rows (``detail`` and the body's ``errors``).
+            PermissionDeniedError: the table is read-only.
+        """
+        return self._portal.call(
+            lambda c: self._get(c).tools_write(
+                table,
+                rows,
+                mode=mode,
+                match_on=match_on,
+                on_match=on_match,
+                defaults=defaults,
+                job_execution_id=job_execution_id,
+                job_name=job_name,
+                collect_output=collect_output,
+                dry_run=dry_run,
+            )
+        )
+
+    def batch_write(
+        self,
+        tables: Mapping[str, Sequence[Mapping[str, Any]]],
+        *,
+        mode: str = "insert",
+        match_on: Mapping[str, Sequence[str]] | None = None,
+        job_execution_id: str | None = None,
+        job_name: str | None = None,
+        return_records: bool = False,
+        dry_run: bool = False,
+    ) -> BatchWriteResult:
+        """Deprecated: write rows to several tables through the hosted ``tools/batch-write``.
+
+        Use :meth:`transact` (``data/write``). Tables are written in foreign-key order; rows
+        may label themselves with ``_ref`` and be referred to as ``@label``, and a foreign key
+        may name a row by its natural key (the referenced table's unique text column, else
+        ``name``). One request, one transaction (a body under 4.5 MB).
+
+        Args:
+            tables: Table -> rows.
+            mode: ``insert`` or ``upsert``.
+            match_on: Table -> the columns an upsert matches rows on (default: primary key).
+            job_execution_id: Record the write under this execution (default: the enclosing
+                ``jobs.track``'s, else ``LABRIC_JOB_EXECUTION_ID``, else a new one, returned).
+            job_name: The job of a new execution.
+            return_records: Return the written rows per table.
+            dry_run: Validate, roll back and return the plan.
+
+        Raises:
+            BadRequestError: problems with the rows (``detail`` and the body's ``errors``).
+        """
+        return self._portal.call(
+            lambda c: self._get(c).batch_write(
+                tables,
+                mode=mode,
+                match_on=match_on,
+                job_execution_id=job_execution_id,
+                job_name=job_name,
+                return_records=return_records,
+                dry_run=dry_run,
             )
         )

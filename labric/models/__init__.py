@@ -17,6 +17,7 @@ from labric.models.dashboards import (
     WidgetSource,
 )
 from labric.models.datasets import (
+    BatchWriteResult,
     Column,
     ColumnInfo,
     ColumnType,
@@ -25,10 +26,12 @@ from labric.models.datasets import (
     SeriesWrite,
     SeriesWriteResult,
     TableInfo,
+    TableSummary,
     TableWrite,
     TableWriteResult,
     WriteBatch,
     WriteMode,
+    WritePlan,
     WriteProgress,
     WriteResult,
     WriteSummary,
@@ -87,6 +90,7 @@ from labric.models.transfers import (
 )
 
 __all__ = [
+    "BatchWriteResult",
     "ChartKind",
     "ChartWidget",
     "Column",
@@ -133,6 +137,7 @@ __all__ = [
     "SeriesWrite",
     "SeriesWriteResult",
     "TableInfo",
+    "TableSummary",
     "TableWidget",
     "TableWrite",
     "TableWriteResult",
@@ -153,6 +158,7 @@ __all__ = [
     "WidgetType",
     "WriteBatch",
     "WriteMode",
+    "WritePlan",
     "WriteProgress",
     "WriteResult",
     "WriteSummary",

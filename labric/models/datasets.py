@@ -18,6 +18,7 @@ import attrs
 from labric.models._base import OpenEnum, bounded_repr
 
 __all__ = [
+    "BatchWriteResult",
     "Column",
     "ColumnInfo",
     "ColumnType",
@@ -26,10 +27,12 @@ __all__ = [
     "SeriesWrite",
     "SeriesWriteResult",
     "TableInfo",
+    "TableSummary",
     "TableWrite",
     "TableWriteResult",
     "WriteBatch",
     "WriteMode",
+    "WritePlan",
     "WriteProgress",
     "WriteResult",
     "WriteSummary",
@@ -330,3 +333,48 @@ class WriteSummary:
     cascade_deleted: dict[str, int] = attrs.field(factory=dict)
     ids: list[str]
     batches: list[WriteBatch]
+
+
+@attrs.frozen(kw_only=True)
+class TableSummary:
+    """Rows one table of a deprecated ``tools/batch-write`` created and updated (hosted
+    TableSummary)."""
+
+    created: int | None = None
+    updated: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WritePlan:
+    """What a dry-run ``tools/batch-write`` would do (hosted WritePlan).
+
+    Attributes:
+        insert_order: The tables in the order they are written (foreign-key order).
+        operations: One entry per table: its mode, rows, and rows it would create and update.
+    """
+
+    insert_order: list[str]
+    operations: list[dict[str, Any]]
+
+
+@attrs.frozen(kw_only=True)
+class BatchWriteResult:
+    """The answer to a deprecated ``tools/batch-write`` (hosted BatchWriteResponse).
+
+    Attributes:
+        success: Whether the write succeeded.
+        job_execution_id: The execution it was recorded under (null on a dry run).
+        summary: Table -> rows created and updated.
+        refs: Each ``_ref`` label -> the id of the row it labelled.
+        records: Table -> the written rows (with ``return_records``).
+        plan: The plan (on a dry run).
+    """
+
+    __repr__ = bounded_repr
+
+    success: bool | None = None
+    job_execution_id: str | None = None
+    summary: dict[str, TableSummary]
+    refs: dict[str, str]
+    records: dict[str, list[dict[str, Any]]] | None = None
+    plan: WritePlan | None = None

@@ -1,13 +1,15 @@
 """``client.datasets``: tables of structured experimental data, queried and written at scale.
 
 Reads use the hosted routes (``tools/schema``, ``tools/read``, ``tools/query``), writes use
-``data/write``; creating a table (``POST /v1/datasets``) and getting one definition
-(``GET /v1/datasets/{name}``) are local-server routes.
+``data/write`` (the deprecated ``tools/write`` and ``tools/batch-write`` have twins here for
+code that must match the official client); creating a table (``POST /v1/datasets``) and
+getting one definition (``GET /v1/datasets/{name}``) are local-server routes.
 """
 
 from __future__ import annotations
 
 import builtins
+import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from labric._core.converter import unstructure
 from labric._core.pagination import AsyncPager
 from labric._core.urls import path_segment
 from labric.models.datasets import (
+    BatchWriteResult,
     Column,
     OnMatch,
     QueryResult,
@@ -355,3 +358,130 @@ class AsyncDatasets(AsyncResource):
             "POST", "/v1/data/write", data=body_data, headers=headers
         )
         return self._parse(response, WriteResult)
+
+    async def tools_write(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        mode: str = "create",
+        match_on: Sequence[str] | None = None,
+        on_match: OnMatch | str | None = None,
+        defaults: Mapping[str, str] | None = None,
+        job_execution_id: str | None = None,
+        job_name: str | None = None,
+        collect_output: bool = True,
+        dry_run: bool = False,
+    ) -> builtins.list[dict[str, Any]]:
+        """Deprecated: write rows to one table through the hosted ``tools/write``.
+
+        Use :meth:`write` (``data/write``), which batches any number of rows under the limits
+        and also updates and deletes. This is for code that must match the official client's
+        ``tools.write`` exactly, in one request (a body under 2.5 MB, at most 10,000 rows).
+
+        Args:
+            table: The table (``core_operation`` or ``operation`` for a platform table).
+            rows: Row mappings, column name -> value.
+            mode: ``create``, ``create-or-update`` or ``update``.
+            match_on: The columns a row is matched on (``params_to_match_for_update``).
+            on_match: fill_missing (the route's default) or overwrite.
+            defaults: Column -> ``DATETIME_NOW`` or ``UUID4``, for rows inserted without one.
+            job_execution_id: Record the write under this execution (default: the enclosing
+                ``jobs.track``'s, else ``LABRIC_JOB_EXECUTION_ID``, else a new one).
+            job_name: The job of a new execution.
+            collect_output: Return the written rows (else ``[]``).
+            dry_run: Validate and roll back.
+
+        Returns:
+            The written rows, as dicts keyed by column name.
+
+        Raises:
+            BadRequestError: problems with the rows (``detail`` and the body's ``errors``).
+            PermissionDeniedError: the table is read-only.
+        """
+        warnings.warn(
+            "datasets.tools_write() uses the deprecated tools/write route; use "
+            "datasets.write() (data/write) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        target_name, target_type = _target(table)
+        body = _compact(
+            {
+                "target_name": target_name,
+                "target_type": target_type,
+                "data": [dict(row) for row in rows],
+                "mode": mode,
+                "params_to_match_for_update": builtins.list(match_on) if match_on else None,
+                "on_match": _value(on_match),
+                "defaults": dict(defaults) if defaults else None,
+                "job_execution_id": job_execution_id or current_execution_id(),
+                "job_name": job_name,
+                "collect_output": collect_output,
+                "dry_run": dry_run or None,
+            }
+        )
+        data, headers = json_body(encode_json(body))
+        response = await self._transport.request(
+            "POST", "/v1/tools/write", data=data, headers=headers
+        )
+        return self._parse(response, builtins.list[dict[str, Any]])
+
+    async def batch_write(
+        self,
+        tables: Mapping[str, Sequence[Mapping[str, Any]]],
+        *,
+        mode: str = "insert",
+        match_on: Mapping[str, Sequence[str]] | None = None,
+        job_execution_id: str | None = None,
+        job_name: str | None = None,
+        return_records: bool = False,
+        dry_run: bool = False,
+    ) -> BatchWriteResult:
+        """Deprecated: write rows to several tables through the hosted ``tools/batch-write``.
+
+        Use :meth:`transact` (``data/write``). Tables are written in foreign-key order; rows
+        may label themselves with ``_ref`` and be referred to as ``@label``, and a foreign key
+        may name a row by its natural key (the referenced table's unique text column, else
+        ``name``). One request, one transaction (a body under 4.5 MB).
+
+        Args:
+            tables: Table -> rows.
+            mode: ``insert`` or ``upsert``.
+            match_on: Table -> the columns an upsert matches rows on (default: primary key).
+            job_execution_id: Record the write under this execution (default: the enclosing
+                ``jobs.track``'s, else ``LABRIC_JOB_EXECUTION_ID``, else a new one, returned).
+            job_name: The job of a new execution.
+            return_records: Return the written rows per table.
+            dry_run: Validate, roll back and return the plan.
+
+        Raises:
+            BadRequestError: problems with the rows (``detail`` and the body's ``errors``).
+        """
+        warnings.warn(
+            "datasets.batch_write() uses the deprecated tools/batch-write route; use "
+            "datasets.transact() (data/write) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        options = _compact(
+            {
+                "mode": mode,
+                "match_on": {k: builtins.list(v) for k, v in match_on.items()}
+                if match_on
+                else None,
+                "job_execution_id": job_execution_id or current_execution_id(),
+                "job_name": job_name,
+                "return_records": return_records or None,
+                "dry_run": dry_run or None,
+            }
+        )
+        body = {
+            "tables": {name: [dict(row) for row in rows] for name, rows in tables.items()},
+            "options": options,
+        }
+        data, headers = json_body(encode_json(body))
+        response = await self._transport.request(
+            "POST", "/v1/tools/batch-write", data=data, headers=headers
+        )
+        return self._parse(response, BatchWriteResult)

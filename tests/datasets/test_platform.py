@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,7 +10,12 @@ import pytest
 
 from labric.server.datasets import DatasetStore, PlatformRowInUse, QueryError
 from labric.server.datasets.define import parse_definition
-from labric.server.datasets.store import insert_definition
+from labric.server.datasets.store import (
+    FILE_VERSION,
+    OrgDescription,
+    OrgMember,
+    insert_definition,
+)
 
 ORG = "org-1"
 
@@ -119,3 +125,50 @@ async def test_files_survive_a_reopen(tmp_path: Path) -> None:
         assert [t.name for t in org.catalog.own()] == ["samples"]
     finally:
         await second.close()
+
+
+async def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file written before the organisation-describing tables gets them on open, with
+    ``core_table`` filled from the table definitions already there."""
+    first = DatasetStore(tmp_path)
+    await _table(first, {"name": "samples", "columns": [{"name": "n", "type": "integer"}]})
+    await first.close()
+    path = tmp_path / f"{ORG}.sqlite3"
+    conn = sqlite3.connect(path)
+    try:
+        for table in ("core_operation", "core_procedurestep", "core_organizationmember"):
+            conn.execute(f"DROP TABLE {table}")
+        for table in ("core_table", "core_user", "core_organization"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    finally:
+        conn.close()
+    about = OrgDescription(
+        name="Lab",
+        created_at="2025-01-01T00:00:00.000000Z",
+        members=(OrgMember(id="u1", name="Ada", joined="2025-01-01T00:00:00.000000Z"),),
+    )
+
+    async def describe(org_id: str) -> OrgDescription:
+        assert org_id == ORG
+        return about
+
+    second = DatasetStore(tmp_path, describe=describe)
+    try:
+        tables = await second.run_readonly_query(ORG, "SELECT id, name FROM core_table")
+        users = await second.run_readonly_query(
+            ORG,
+            "SELECT u.name, m.role, o.name FROM core_organizationmember m "
+            "JOIN core_user u ON u.id = m.user_id JOIN core_organization o "
+            "ON o.id = m.organization_id",
+        )
+    finally:
+        await second.close()
+    assert tables.data == [[1, "samples"]]
+    assert users.data == [["Ada", "admin", "Lab"]]
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == FILE_VERSION
+    finally:
+        check.close()

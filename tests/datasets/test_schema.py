@@ -84,7 +84,17 @@ async def test_schema_lists_own_tables_then_platform_tables(client: AsyncLabric)
     tables = await client.datasets.list()
     names = [t.name for t in tables]
     assert names[:2] == ["b_table", "a_table"]  # own tables first, in creation order
-    assert names[2:] == ["core_experiment", "core_instrument", "core_experiment_row"]
+    assert names[2:] == [
+        "core_experiment",
+        "core_instrument",
+        "core_experiment_row",
+        "core_organization",
+        "core_organizationmember",
+        "core_table",
+        "core_procedurestep",
+        "core_operation",
+        "core_user",  # last, as hosted
+    ]
     own, platform = tables[0], tables[2]
     assert own.id is not None
     assert own.columns[0].id is not None

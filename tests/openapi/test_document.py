@@ -433,6 +433,39 @@ async def _datasets(api: Checked) -> str:
         "POST", "/api/v1/data/write", expect=400, json={"tables": [{"table": "nope", "rows": [{}]}]}
     )
     await api.call("POST", "/api/v1/tools/query", json={"query": "DELETE FROM samples"}, expect=400)
+    await api.call(
+        "POST",
+        "/api/v1/tools/write",
+        json={
+            "target_name": "samples",
+            "target_type": "table",
+            "data": [{"name": "S-4"}],
+            "mode": "create-or-update",
+            "params_to_match_for_update": ["name"],
+            "defaults": {"id": "UUID4"},
+            "collect_output": True,
+        },
+    )
+    await api.call(
+        "POST",
+        "/api/v1/tools/write",
+        expect=400,
+        json={
+            "target_name": "samples",
+            "target_type": "table",
+            "data": [{"x": 1}],
+            "mode": "create",
+        },
+    )
+    await api.call(
+        "POST",
+        "/api/v1/tools/batch-write",
+        json={
+            "tables": {"samples": [{"_ref": "s", "name": "S-5"}]},
+            "options": {"return_records": True, "dry_run": True},
+        },
+    )
+    await api.call("POST", "/api/v1/tools/batch-write", expect=400, json={"tables": {"nope": [{}]}})
     kept = await api.call(
         "POST",
         "/api/v1/data/write",

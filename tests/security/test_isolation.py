@@ -274,6 +274,34 @@ async def test_another_orgs_ids_inside_bodies_are_not_found(
             {"rows": [{"table": "{t}", "row_id": "{r}"}]},
         ),
         ("POST", "/v1/tools/read", {"target_name": "{t}", "target_type": "table"}),
+        (
+            "POST",
+            "/v1/tools/write",
+            {
+                "target_name": theirs.table,
+                "target_type": "table",
+                "data": [{"v": "x"}],
+                "mode": "create",
+                "job_execution_id": "{e}",
+            },
+        ),
+        (
+            "POST",
+            "/v1/tools/write",
+            {
+                "target_name": "{t}",
+                "target_type": "table",
+                "data": [{"id": "{r}", "v": "overwritten"}],
+                "mode": "create-or-update",
+                "on_match": "overwrite",
+            },
+        ),
+        ("POST", "/v1/tools/batch-write", {"tables": {"{t}": [{"v": "x"}]}}),
+        (
+            "POST",
+            "/v1/tools/batch-write",
+            {"tables": {theirs.table: [{"v": "x"}]}, "options": {"job_execution_id": "{e}"}},
+        ),
         ("POST", "/v1/tools/query", {"query": "SELECT * FROM {t}"}),
         (
             "POST",

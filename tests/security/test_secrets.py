@@ -36,6 +36,7 @@ from labric.errors import (
     InternalServerError,
     LabricError,
     NotFoundError,
+    PermissionDeniedError,
 )
 from labric.models import FileContent, UploadPart, UploadURL
 from labric.resources._base import AsyncResource
@@ -273,6 +274,19 @@ async def _datasets(run: Run, c: AsyncLabric) -> None:
     await run.call("datasets.rows", lambda: ds.rows("readings").to_list())
     await run.call("datasets.query", lambda: ds.query("SELECT count(*) AS n FROM readings"))
     await run.call("datasets.get", lambda: ds.get("no_such_table"), expect=NotFoundError)
+    # The deprecated twins warn each time (the suite makes warnings errors).
+    with pytest.warns(DeprecationWarning, match="tools/write"):
+        await run.call("datasets.tools_write", lambda: ds.tools_write("readings", rows))
+    with pytest.warns(DeprecationWarning, match="tools/batch-write"):
+        await run.call(
+            "datasets.batch_write", lambda: ds.batch_write({"readings": rows}, return_records=True)
+        )
+    with pytest.warns(DeprecationWarning, match="tools/write"):
+        await run.call(
+            "datasets.tools_write",
+            lambda: ds.tools_write("core_user", [{"name": "x"}]),
+            expect=PermissionDeniedError,
+        )
 
 
 async def _failures(

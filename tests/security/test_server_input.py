@@ -107,6 +107,8 @@ async def test_every_route_refuses_an_oversized_body_with_a_413_naming_its_limit
         ("POST /api/v1/files", server.settings.max_multipart_body),
         ("POST /api/v1/files/upload-url", 1024 * 1024),
         ("POST /api/v1/data/write", 4_500_000),
+        ("POST /api/v1/tools/write", 2_500_000),
+        ("POST /api/v1/tools/batch-write", 4_500_000),
     ]:
         (route,) = [r for r in api_routes(server) if str(r) == known]
         reply = await _chunked(server, route, limit + 1)

@@ -14,7 +14,13 @@ from labric import Labric, Page
 from labric._blocking.portal import SyncResource
 from labric.errors import NotFoundError, PortalUsageError
 from labric.models.dashboards import Dashboard, MetricWidget, SQLSource, TextWidget, WidgetData
-from labric.models.datasets import Column, TableInfo, TableWrite, WriteProgress
+from labric.models.datasets import (
+    BatchWriteResult,
+    Column,
+    TableInfo,
+    TableWrite,
+    WriteProgress,
+)
 from labric.models.experiments import Experiment, ExperimentRow
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
 from labric.models.instruments import DeviceStatusHistory, InstrumentPairing, PairedDevice
@@ -256,6 +262,22 @@ def _datasets_transact(ctx: Ctx) -> None:
     assert list(result.refs) == ["a"]
 
 
+def _datasets_tools_write(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    with pytest.warns(DeprecationWarning, match="data/write"):
+        rows = ctx.client.datasets.tools_write(name, [{"n": 1}, {"n": 2}])
+    assert [r["n"] for r in rows] == [1, 2]
+
+
+def _datasets_batch_write(ctx: Ctx) -> None:
+    name = _dataset(ctx)
+    with pytest.warns(DeprecationWarning, match="data/write"):
+        result = ctx.client.datasets.batch_write({name: [{"_ref": "a", "n": 1}]})
+    assert isinstance(result, BatchWriteResult)
+    assert list(result.refs) == ["a"]
+    assert result.summary[name].created == 1
+
+
 def _instrument(ctx: Ctx) -> str:
     return ctx.client.instruments.create(name=f"smoke-{ctx.tmp.name}").instrument.id
 
@@ -452,6 +474,8 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "datasets.transact": _datasets_transact,
     "datasets.write": _datasets_write,
     "datasets.write_series": _datasets_write_series,
+    "datasets.tools_write": _datasets_tools_write,
+    "datasets.batch_write": _datasets_batch_write,
     "files.list": _list,
     "files.get": _get,
     "files.content": _content,

@@ -12,6 +12,7 @@ Modules:
 * :mod:`.write`: ``data/write`` phase 2, the writes, and revert.
 * :mod:`.platform`: platform rows as the record routes write them.
 * :mod:`.routes`: the HTTP handlers; :mod:`.wire`: the family's component schemas.
+* :mod:`.legacy`: the deprecated ``tools/write`` and ``tools/batch-write``, on the same engine.
 
 The platform API, for the routes that keep experiments, instruments and dashboards::
 
@@ -23,8 +24,10 @@ The platform API, for the routes that keep experiments, instruments and dashboar
     result = await store.run_readonly_query(org_id, "SELECT ... WHERE x = %s", [1], limit=1000)
 """
 
+from labric.server.core.routing import Router
+from labric.server.datasets import legacy, routes
 from labric.server.datasets.boundary import QueryError, QueryOutcome
-from labric.server.datasets.routes import DATASETS, install, register
+from labric.server.datasets.routes import DATASETS, install
 from labric.server.datasets.store import (
     Busy,
     DatasetLimits,
@@ -45,3 +48,9 @@ __all__ = [
     "install",
     "register",
 ]
+
+
+def register(router: Router) -> None:
+    """Add the dataset routes and the deprecated write routes."""
+    routes.register(router)
+    legacy.register(router)

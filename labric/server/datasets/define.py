@@ -2,7 +2,7 @@
 
 Names are lowercase identifiers (``^[a-z][a-z0-9_]{0,62}$``), so they never need escaping and
 never collide by case. Table names may not start with ``core_``, ``_labric`` or ``sqlite_``, nor
-be a platform table's name (``experiment``, ``instrument``, ``experiment_row``). A table without
+be a platform table's name (``experiment``, ``operation``, ``user``, ...). A table without
 a primary key gets a text ``id``; a foreign key's type follows the referenced primary key; a raw
 table needs a foreign key (its parent) and gets an integer ``order`` column if it lacks one.
 """
@@ -16,6 +16,7 @@ from labric.server.datasets.schema import (
     CATEGORIES,
     DATA_TYPES,
     NAME_RE,
+    PLATFORM_TABLES,
     RAW,
     REFERENCEABLE_PLATFORM,
     Catalog,
@@ -26,7 +27,7 @@ from labric.server.datasets.schema import (
 __all__ = ["parse_definition"]
 
 _RESERVED_PREFIXES = ("core_", "_labric", "sqlite_")
-_RESERVED_NAMES = frozenset({"experiment", "instrument", "experiment_row"})
+_RESERVED_NAMES = frozenset(t.write_name for t in PLATFORM_TABLES.values())
 _MAX_COLUMNS = 200
 
 

@@ -26,7 +26,9 @@ import base64
 import binascii
 import json
 import sqlite3
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -59,11 +61,26 @@ from labric.server.datasets import wire
 from labric.server.datasets.boundary import QueryError
 from labric.server.datasets.define import parse_definition
 from labric.server.datasets.reads import ReadError, read_page
-from labric.server.datasets.store import Busy, DatasetStore, insert_definition
+from labric.server.datasets.store import (
+    Busy,
+    DatasetStore,
+    Describe,
+    OrgDescription,
+    OrgMember,
+    insert_definition,
+)
 from labric.server.datasets.validate import MAX_BODY_BYTES, Rejected, TooLarge, check_size
 from labric.server.datasets.write import WriteOutcome, apply_write, revert
 
-__all__ = ["DATASETS", "DEFAULT_JOB_NAME", "install", "register"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_JOB_NAME",
+    "install",
+    "parse_body",
+    "read_body",
+    "recorded_write",
+    "register",
+]
 
 #: The application's :class:`DatasetStore`.
 DATASETS = web.AppKey("labric_datasets", DatasetStore)
@@ -72,6 +89,7 @@ DEFAULT_JOB_NAME = "Off-Platform Manual Job"
 #: Seconds a 429 asks the client to wait.
 RETRY_AFTER = 1
 _PARSE_IN_THREAD = 256 * 1024
+_USER_NAMESPACE = uuid.UUID("5d1f0c1e-7a52-4c3b-9a0e-3f1f6b2c8d41")
 
 
 ROUTES = Routes(wire.DATASETS_FAMILY)
@@ -79,13 +97,40 @@ ROUTES = Routes(wire.DATASETS_FAMILY)
 
 def install(app: web.Application, state: ServerState) -> None:
     """Give the application its dataset store (next to the main database), closed on cleanup."""
-    store = DatasetStore(state.db.path.parent / "datasets")
+    store = DatasetStore(state.db.path.parent / "datasets", describe=describer(state))
     app[DATASETS] = store
 
     async def close(_app: web.Application) -> None:
         await store.close()
 
     app.on_cleanup.append(close)
+
+
+def describer(state: ServerState) -> Describe:
+    """How the dataset store learns an organisation's name and people from the main database.
+
+    The local server has no user accounts: each organisation has one person, its owner, who
+    holds its keys (a stable id derived from the organisation's).
+    """
+
+    def lookup(conn: sqlite3.Connection, org_id: str) -> OrgDescription | None:
+        row = conn.execute(
+            "SELECT name, created_at FROM organisations WHERE id = ?", (org_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        owner = OrgMember(
+            id=str(uuid.uuid5(_USER_NAMESPACE, org_id)),
+            name=f"{row[0]} owner",
+            role="admin",
+            joined=row[1],
+        )
+        return OrgDescription(name=row[0], created_at=row[1], members=(owner,))
+
+    async def describe(org_id: str) -> OrgDescription | None:
+        return await state.db.run(lookup, org_id)
+
+    return describe
 
 
 def _busy() -> HTTPError:
@@ -294,28 +339,30 @@ async def run_query(request: web.Request) -> web.StreamResponse:
 # -- writes ----------------------------------------------------------------------------------
 
 
-async def _read_body(request: web.Request) -> bytes:
-    """The raw body, refused with 413 once it reaches :data:`MAX_BODY_BYTES`."""
+async def read_body(request: web.Request, limit: int, route: str) -> bytes:
+    """The raw body, refused with 413 once it reaches ``limit`` bytes (``route`` names the
+    route in the message)."""
 
     def too_large(size: str) -> HTTPError:
         return HTTPError(
             413,
-            f"The request body is {size} bytes; data/write accepts bodies under "
-            f"{MAX_BODY_BYTES:,} bytes (4.5 MB). Split the write into several requests",
+            f"The request body is {size} bytes; {route} accepts bodies under "
+            f"{limit:,} bytes ({limit / 1_000_000:g} MB). Split the write into several requests",
             close=True,
         )
 
-    if request.content_length is not None and request.content_length >= MAX_BODY_BYTES:
+    if request.content_length is not None and request.content_length >= limit:
         raise too_large(f"{request.content_length:,}")
     raw = bytearray()
     while chunk := await request.content.readany():
         raw += chunk
-        if len(raw) >= MAX_BODY_BYTES:
+        if len(raw) >= limit:
             raise too_large("at least " + f"{len(raw):,}")
     return bytes(raw)
 
 
-async def _parse_body(raw: bytes) -> dict[str, Any]:
+async def parse_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object (a large one decoded off the event loop); 422 otherwise."""
     if not raw.strip():
         raise invalid(["body"], "A JSON body is required", "missing")
     if len(raw) > _PARSE_IN_THREAD:
@@ -389,18 +436,66 @@ def _record(
 )
 async def write_data(request: web.Request) -> web.StreamResponse:
     """``POST /v1/data/write``: see :mod:`labric.server.datasets.write`."""
-    state = request.app[STATE]
-    who = principal(request)
-    org = await request.app[DATASETS].org(who.org_id)
-    body = await _parse_body(await _read_body(request))
+    body = await parse_body(await read_body(request, MAX_BODY_BYTES, "data/write"))
     try:
         check_size(body)
     except TooLarge as exc:
         raise HTTPError(413, str(exc)) from None
     dry_run = body.get("dry_run") is True
+    org = await request.app[DATASETS].org(principal(request).org_id)
+
+    def write(
+        conn: sqlite3.Connection, execution_id: str, problems: list[tuple[str | None, str]]
+    ) -> WriteOutcome:
+        return apply_write(conn, org.catalog, body, execution_id=execution_id, problems=problems)
+
+    try:
+        outcome, execution_id = await recorded_write(
+            request,
+            write,
+            execution_id=body.get("job_execution_id"),
+            job_name=body.get("job_name"),
+            dry_run=dry_run,
+        )
+    except Rejected as exc:
+        return json_response({"errors": exc.problems.to_json()}, status=400)
+    outcome.response["job_execution_id"] = execution_id
+    return json_response(outcome.response)
+
+
+async def recorded_write(
+    request: web.Request,
+    work: Callable[[sqlite3.Connection, str, list[tuple[str | None, str]]], WriteOutcome],
+    *,
+    execution_id: Any,
+    job_name: Any,
+    dry_run: bool,
+) -> tuple[WriteOutcome, str | None]:
+    """Run one write transaction on the caller's organisation, recorded under an execution.
+
+    The execution is the one named, else the running job's (a job's own key), else a new one
+    of ``job_name`` (default :data:`DEFAULT_JOB_NAME`), opened for this write, completed with
+    it, and discarded if the write fails. A dry run rolls back and records nothing.
+
+    Args:
+        request: The request (its key says the organisation and any running execution).
+        work: ``work(conn, execution_id, problems)`` makes the writes inside the transaction;
+            ``problems`` are those found with the execution fields, to report with its own.
+        execution_id: The request's ``job_execution_id`` (checked here).
+        job_name: The request's ``job_name`` (checked here).
+        dry_run: Roll back.
+
+    Returns:
+        The outcome and the execution it was recorded under (``None`` on a dry run).
+
+    Raises:
+        Rejected: the write found problems; nothing was written.
+        HTTPError: 429 when the organisation's data stayed locked.
+    """
+    state = request.app[STATE]
+    who = principal(request)
+    org = await request.app[DATASETS].org(who.org_id)
     problems: list[tuple[str | None, str]] = []
-    execution_id = body.get("job_execution_id")
-    job_name = body.get("job_name")
     if job_name is not None and (not isinstance(job_name, str) or len(job_name) > 255):
         problems.append(("job_name", "job_name must be a string of at most 255 characters"))
         job_name = None
@@ -419,35 +514,32 @@ async def write_data(request: web.Request) -> web.StreamResponse:
         opened = await state.db.run(_new_execution, who.org_id, name, now)
         execution_id = opened
     recorded_as = execution_id or "dry-run"
-
-    def write(conn: sqlite3.Connection) -> WriteOutcome:
-        return apply_write(conn, org.catalog, body, execution_id=recorded_as, problems=problems)
-
     try:
-        outcome = await org.write(write, rollback=dry_run)
+        outcome = await org.write(work, recorded_as, problems, rollback=dry_run)
     except (Rejected, Busy) as exc:
         if opened is not None:
             await state.db.run(_discard_execution, opened)
         if isinstance(exc, Busy):
             raise _busy() from None
-        return json_response({"errors": exc.problems.to_json()}, status=400)
+        raise
     except BaseException:
         if opened is not None:
             await asyncio.shield(state.db.run(_discard_execution, opened))
         raise
-    if not dry_run and execution_id is not None:
-        await state.db.run(
-            lambda conn: _record(
-                conn,
-                org_id=who.org_id,
-                execution_id=execution_id,
-                created_here=opened is not None,
-                outcome=outcome,
-                now=state.now(),
-            )
+    if dry_run or execution_id is None:
+        return outcome, None
+    recorded: str = execution_id
+    await state.db.run(
+        lambda conn: _record(
+            conn,
+            org_id=who.org_id,
+            execution_id=recorded,
+            created_here=opened is not None,
+            outcome=outcome,
+            now=state.now(),
         )
-    outcome.response["job_execution_id"] = None if dry_run else execution_id
-    return json_response(outcome.response)
+    )
+    return outcome, recorded
 
 
 # -- revert ----------------------------------------------------------------------------------

@@ -26,10 +26,20 @@ left out is assigned by the database. A *raw* table (``semantic_category`` ``"ra
 series: points that belong to a parent row through a foreign key, ordered by an integer ``order``
 column; its rows are deleted with their parent.
 
-Platform tables (``core_experiment``, ``core_instrument``, ``core_experiment_row``) exist in every
-organisation's database. Their rows are kept by the platform's own routes (see
-:class:`labric.server.datasets.store.DatasetStore`); ``data/write`` does not write them, but
-organisation tables may reference experiments and instruments.
+Platform tables exist in every organisation's database, in three kinds:
+
+* kept by the platform's own routes (``core_experiment``, ``core_instrument``,
+  ``core_experiment_row``; see :class:`labric.server.datasets.store.DatasetStore`): the write
+  routes refuse them;
+* describing the organisation (``core_organization``, ``core_organizationmember``,
+  ``core_table``, ``core_user``): kept by the server, read-only to every write route (the
+  organisation, its members and its tables' definitions);
+* written by callers (``core_procedurestep``, ``core_operation``): the process steps and the
+  operations that ran them, which the official client's step-recording helpers write through
+  ``tools/write`` (and ``data/write`` may write too).
+
+Organisation tables may reference experiments, instruments, operations and process steps.
+``tools/schema`` lists platform tables after the organisation's own, ending with ``core_user``.
 """
 
 from __future__ import annotations
@@ -135,7 +145,8 @@ class TableDef:
             ``name`` for organisation tables.
         description: Free text.
         semantic_category: ``"curated"`` or ``"raw"`` (``None`` for platform tables).
-        platform: Whether the platform keeps this table (read-only to ``data/write``).
+        platform: Whether this is a platform table.
+        read_only: Why the write routes refuse this table (``None``: writable).
         columns: The columns, in order.
     """
 
@@ -145,6 +156,7 @@ class TableDef:
     description: str | None = None
     semantic_category: str | None = None
     platform: bool = False
+    read_only: str | None = None
     columns: tuple[ColumnDef, ...]
     by_name: Mapping[str, ColumnDef] = attrs.field(init=False, repr=False, eq=False)
     by_sql_name: Mapping[str, ColumnDef] = attrs.field(init=False, repr=False, eq=False)
@@ -192,8 +204,15 @@ def _col(name: str, data_type: str, **kw: Any) -> ColumnDef:
 
 
 _ID = {"primary_key": True, "nullable": False, "unique": True}
+_KEPT = "is a platform table, kept by its own routes; it cannot be written here"
+_DESCRIBES = "describes the organisation and is read-only; read it with tools/read or tools/query"
 
-#: The platform tables every organisation has, by SQL name.
+
+def _fk(name: str, target: str, **kw: Any) -> ColumnDef:
+    return _col(name, "text", sql_name=f"{name}_id", foreign_key=target, **kw)
+
+
+#: The platform tables every organisation has, by SQL name, in ``tools/schema`` order.
 PLATFORM_TABLES: dict[str, TableDef] = {
     t.name: t
     for t in (
@@ -202,6 +221,7 @@ PLATFORM_TABLES: dict[str, TableDef] = {
             write_name="experiment",
             description="Experiments: runs of work that files and dataset rows are linked to",
             platform=True,
+            read_only=_KEPT,
             columns=(
                 _col("id", "text", **_ID),
                 _col("name", "text", nullable=False),
@@ -220,6 +240,7 @@ PLATFORM_TABLES: dict[str, TableDef] = {
             write_name="instrument",
             description="Instruments paired with the organisation",
             platform=True,
+            read_only=_KEPT,
             columns=(
                 _col("id", "text", **_ID),
                 _col("name", "text", nullable=False),
@@ -234,6 +255,7 @@ PLATFORM_TABLES: dict[str, TableDef] = {
             write_name="experiment_row",
             description="Links from experiments to dataset rows (table and row id)",
             platform=True,
+            read_only=_KEPT,
             columns=(
                 _col(
                     "experiment",
@@ -247,11 +269,104 @@ PLATFORM_TABLES: dict[str, TableDef] = {
                 _col("created_at", "datetime", nullable=False),
             ),
         ),
+        TableDef(
+            name="core_organization",
+            write_name="organization",
+            description="The organisation itself",
+            platform=True,
+            read_only=_DESCRIBES,
+            columns=(
+                _col("id", "text", **_ID),
+                _col("name", "text", nullable=False),
+                _col("date_created", "datetime", nullable=False),
+            ),
+        ),
+        TableDef(
+            name="core_organizationmember",
+            write_name="organizationmember",
+            description="The organisation's members and their roles",
+            platform=True,
+            read_only=_DESCRIBES,
+            columns=(
+                _col("id", "text", **_ID),
+                _fk("organization", "core_organization", nullable=False),
+                _fk("user", "core_user", nullable=False),
+                _col("role", "text", nullable=False),
+                _col("date_created", "datetime", nullable=False),
+            ),
+        ),
+        TableDef(
+            name="core_table",
+            write_name="table",
+            description="The organisation's own tables (ids as tools/schema shows them)",
+            platform=True,
+            read_only=_DESCRIBES,
+            columns=(
+                _col("id", "integer", **_ID),
+                _col("name", "text", nullable=False, unique=True),
+                _col("description", "text"),
+                _col("semantic_category", "text", nullable=False),
+                _col("date_created", "datetime", nullable=False),
+            ),
+        ),
+        TableDef(
+            name="core_procedurestep",
+            write_name="procedurestep",
+            description="Process and measurement steps: a named procedure with its parameters, "
+            "for one table (has_effect false for a measurement)",
+            platform=True,
+            columns=(
+                _col("id", "text", **_ID),
+                _col("name", "text", nullable=False),
+                _col("parameters", "json"),
+                _fk("organization", "core_organization", nullable=False),
+                _col("table", "integer", sql_name="table_id", foreign_key="core_table"),
+                _col("has_effect", "boolean", nullable=False),
+                _col("date_created", "datetime", nullable=False),
+                _col("date_updated", "datetime", nullable=False),
+            ),
+        ),
+        TableDef(
+            name="core_operation",
+            write_name="operation",
+            description="Operations: one run of a procedure step, between start and end times",
+            platform=True,
+            columns=(
+                _col("id", "text", **_ID),
+                _col("name", "text", nullable=False),
+                _fk("step", "core_procedurestep", nullable=False),
+                _col("status", "text"),
+                _fk("organization", "core_organization", nullable=False),
+                _col("is_atomic", "boolean", nullable=False),
+                _col("start_time", "datetime"),
+                _col("end_time", "datetime"),
+                _col("date_created", "datetime", nullable=False),
+                _col("date_updated", "datetime", nullable=False),
+            ),
+        ),
+        TableDef(
+            name="core_user",
+            write_name="user",
+            description="The organisation's members (people)",
+            platform=True,
+            read_only=_DESCRIBES,
+            columns=(
+                _col("id", "text", **_ID),
+                _col("name", "text", nullable=False),
+                _col("email", "text"),
+                _col("date_joined", "datetime", nullable=False),
+            ),
+        ),
     )
 }
 
 #: Platform tables organisation tables may reference.
-REFERENCEABLE_PLATFORM = ("core_experiment", "core_instrument")
+REFERENCEABLE_PLATFORM = (
+    "core_experiment",
+    "core_instrument",
+    "core_procedurestep",
+    "core_operation",
+)
 
 PLATFORM_DDL = """
 CREATE TABLE core_experiment (
@@ -282,6 +397,62 @@ CREATE TABLE core_experiment_row (
     PRIMARY KEY (experiment_id, table_name, row_id)
 ) STRICT;
 CREATE INDEX core_experiment_row_target ON core_experiment_row(table_name, row_id);
+"""
+
+#: The platform tables added in version 2 of the organisation file (created on upgrade too;
+#: ``core_table`` is filled from the table definitions then).
+PLATFORM_DDL_V2 = """
+CREATE TABLE core_organization (
+    id            TEXT PRIMARY KEY NOT NULL,
+    name          TEXT NOT NULL,
+    date_created  TEXT NOT NULL
+) STRICT;
+CREATE TABLE core_user (
+    id           TEXT PRIMARY KEY NOT NULL,
+    name         TEXT NOT NULL,
+    email        TEXT,
+    date_joined  TEXT NOT NULL
+) STRICT;
+CREATE TABLE core_organizationmember (
+    id               TEXT PRIMARY KEY NOT NULL,
+    organization_id  TEXT NOT NULL REFERENCES core_organization(id),
+    user_id          TEXT NOT NULL REFERENCES core_user(id),
+    role             TEXT NOT NULL,
+    date_created     TEXT NOT NULL
+) STRICT;
+CREATE TABLE core_table (
+    id                 INTEGER PRIMARY KEY NOT NULL,
+    name               TEXT NOT NULL UNIQUE,
+    description        TEXT,
+    semantic_category  TEXT NOT NULL,
+    date_created       TEXT NOT NULL
+) STRICT;
+INSERT INTO core_table (id, name, description, semantic_category, date_created)
+    SELECT id, name, description, semantic_category, created_at FROM _labric_tables;
+CREATE TABLE core_procedurestep (
+    id               TEXT PRIMARY KEY NOT NULL,
+    name             TEXT NOT NULL,
+    parameters       TEXT,
+    organization_id  TEXT NOT NULL REFERENCES core_organization(id),
+    table_id         INTEGER REFERENCES core_table(id),
+    has_effect       INTEGER NOT NULL,
+    date_created     TEXT NOT NULL,
+    date_updated     TEXT NOT NULL
+) STRICT;
+CREATE INDEX core_procedurestep_name ON core_procedurestep(name, table_id);
+CREATE TABLE core_operation (
+    id               TEXT PRIMARY KEY NOT NULL,
+    name             TEXT NOT NULL,
+    step_id          TEXT NOT NULL REFERENCES core_procedurestep(id),
+    status           TEXT,
+    organization_id  TEXT NOT NULL REFERENCES core_organization(id),
+    is_atomic        INTEGER NOT NULL,
+    start_time       TEXT,
+    end_time         TEXT,
+    date_created     TEXT NOT NULL,
+    date_updated     TEXT NOT NULL
+) STRICT;
+CREATE INDEX core_operation_step ON core_operation(step_id, name);
 """
 
 

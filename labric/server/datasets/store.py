@@ -6,7 +6,9 @@ Layout
     definitions (``_labric_tables``, ``_labric_columns``) and the record of which rows each job
     execution created (``_labric_created``, for revert). Keeping each organisation in its own file
     makes the SQL boundary physical: a query's connection opens one file, and the server's keys,
-    files and other organisations are simply not in it (see :mod:`.boundary`).
+    files and other organisations are simply not in it (see :mod:`.boundary`). The tables that
+    describe the organisation (``core_organization``, ``core_user``, ...) are copied from the
+    server's records each time the file is opened (see ``describe``).
 
 Threads
     Each open organisation has one writer thread owning its one read-write connection; writes
@@ -38,7 +40,7 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,15 +69,19 @@ __all__ = [
     "Busy",
     "DatasetLimits",
     "DatasetStore",
+    "Describe",
     "OrgDatabase",
+    "OrgDescription",
+    "OrgMember",
     "PlatformRowInUse",
 ]
 
 T = TypeVar("T")
 
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: The version of the per-organisation file layout (``PRAGMA user_version``).
-FILE_VERSION = 1
+#: The version of the per-organisation file layout (``PRAGMA user_version``): 2 added the
+#: platform tables describing the organisation and its process steps.
+FILE_VERSION = 2
 _META_DDL = """
 CREATE TABLE _labric_tables (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -107,6 +113,51 @@ CREATE TABLE _labric_created (
 );
 CREATE INDEX _labric_created_execution ON _labric_created(execution_id, table_name, row_id);
 """
+
+
+@attrs.frozen(kw_only=True)
+class OrgMember:
+    """A person of an organisation, as ``core_user`` and ``core_organizationmember`` show it."""
+
+    id: str
+    name: str
+    email: str | None = None
+    role: str = "admin"
+    joined: str
+
+
+@attrs.frozen(kw_only=True)
+class OrgDescription:
+    """What the organisation-describing platform tables hold about an organisation."""
+
+    name: str
+    created_at: str
+    members: tuple[OrgMember, ...] = ()
+
+
+#: Looks an organisation up when its file is opened (``None``: an unknown organisation).
+Describe = Callable[[str], Awaitable[OrgDescription | None]]
+
+
+def _describe_rows(conn: sqlite3.Connection, org_id: str, about: OrgDescription) -> None:
+    """Bring ``core_organization``, ``core_user`` and ``core_organizationmember`` up to date."""
+    conn.execute(
+        "INSERT INTO core_organization (id, name, date_created) VALUES (?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+        (org_id, about.name, about.created_at),
+    )
+    for member in about.members:
+        conn.execute(
+            "INSERT INTO core_user (id, name, email, date_joined) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email",
+            (member.id, member.name, member.email, member.joined),
+        )
+        conn.execute(
+            "INSERT INTO core_organizationmember (id, organization_id, user_id, role, "
+            "date_created) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "role = excluded.role",
+            (f"{org_id}:{member.id}", org_id, member.id, member.role, member.joined),
+        )
 
 
 class Busy(Exception):
@@ -222,6 +273,11 @@ def insert_definition(conn: sqlite3.Connection, table: TableDef, now: str) -> Ta
         (table.name, table.description, table.semantic_category, now),
     )
     table_id = cur.lastrowid
+    conn.execute(
+        "INSERT INTO core_table (id, name, description, semantic_category, date_created) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (table_id, table.name, table.description, table.semantic_category, now),
+    )
     stored: list[ColumnDef] = []
     for position, column in enumerate(table.columns):
         cur = conn.execute(
@@ -254,12 +310,12 @@ def _initialise(conn: sqlite3.Connection) -> None:
         )
     if version == FILE_VERSION:
         return
-    conn.executescript(
-        "BEGIN IMMEDIATE;\n"
-        f"{_META_DDL}\n{schema.PLATFORM_DDL}\n"
-        f"PRAGMA user_version = {FILE_VERSION};\n"
-        "COMMIT;"
-    )
+    # Each step, version bump included, is one transaction; a file at version 1 gets step 2.
+    steps = {1: f"{_META_DDL}\n{schema.PLATFORM_DDL}", 2: schema.PLATFORM_DDL_V2}
+    for target in range(version + 1, FILE_VERSION + 1):
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{steps[target]}\nPRAGMA user_version = {target};\nCOMMIT;"
+        )
 
 
 class OrgDatabase:
@@ -408,10 +464,20 @@ class DatasetStore:
         root: The directory holding ``<org_id>.sqlite3`` files (created if missing).
         limits: The initial limits (replace :attr:`limits` to change them).
         readers: Threads running reads and queries, shared by all organisations.
+        describe: Looks an organisation up, so that opening its file brings the tables that
+            describe it (``core_organization``, ``core_user``, ...) up to date.
     """
 
-    def __init__(self, root: Path, limits: DatasetLimits | None = None, *, readers: int = 4):
+    def __init__(
+        self,
+        root: Path,
+        limits: DatasetLimits | None = None,
+        *,
+        readers: int = 4,
+        describe: Describe | None = None,
+    ):
         self.root = root
+        self._describe = describe
         self.limits = limits or DatasetLimits()
         self._orgs: dict[str, OrgDatabase] = {}
         self._opening: dict[str, asyncio.Task[OrgDatabase]] = {}
@@ -447,6 +513,13 @@ class DatasetStore:
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
             org = OrgDatabase(self, org_id, path)
             await org.open()
+            try:
+                about = await self._describe(org_id) if self._describe is not None else None
+                if about is not None:
+                    await org.write(_describe_rows, org_id, about)
+            except BaseException:
+                await asyncio.to_thread(org.close_sync)
+                raise
             self._orgs[org_id] = org
             return org
         finally:
@@ -666,8 +739,11 @@ class DatasetStore:
         return await org.read(links)
 
 
+_RECORD_TABLES = ("core_experiment", "core_instrument")
+
+
 def _platform_table(name: str) -> TableDef:
     for table in PLATFORM_TABLES.values():
-        if name in (table.name, table.write_name) and table.name != "core_experiment_row":
+        if name in (table.name, table.write_name) and table.name in _RECORD_TABLES:
             return table
     raise ValueError(f"{name!r} is not a platform table (experiment or instrument)")

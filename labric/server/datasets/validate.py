@@ -8,7 +8,9 @@ rows and series.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -16,6 +18,7 @@ import attrs
 from labric.server.datasets.schema import Catalog, ColumnDef, InvalidValue, TableDef, encoder, quote
 
 __all__ = [
+    "DEFAULT_FUNCTIONS",
     "MAX_BODY_BYTES",
     "MAX_PROBLEMS",
     "MAX_ROWS",
@@ -46,6 +49,21 @@ MODES = ("insert", "upsert", "update", "delete")
 ON_MATCH = ("overwrite", "fill_missing")
 #: Values per ``IN (...)`` list, well under SQLite's limit on bound parameters.
 SQL_CHUNK = 500
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: The default functions ``tools/write`` may name, each giving a column's value for a new row.
+DEFAULT_FUNCTIONS: dict[str, Callable[[], Any]] = {
+    "DATETIME_NOW": _now,
+    "UUID4": lambda: str(uuid.uuid4()),
+}
+
+
+def _filler(make: Callable[[], Any], encode: Callable[[Any], Any]) -> Callable[[], Any]:
+    return lambda: encode(make())
 
 
 class Problems:
@@ -148,6 +166,8 @@ class TableWrite:
     cascade: bool
     on_match: str
     rows: list[PlannedRow]
+    #: Column (SQL name) -> a function giving its value for a row inserted without one.
+    defaults: Mapping[str, Callable[[], Any]] = attrs.field(factory=dict)
     # Per-write lookups, so the per-row loop does no repeated work.
     lookup: dict[str, ColumnDef] = attrs.field(init=False)
     encoders: dict[str, Any] = attrs.field(init=False)
@@ -158,7 +178,11 @@ class TableWrite:
         self.encoders = {
             c.sql_name: encoder(c.data_type) for c in self.table.columns if not c.foreign_key
         }
-        self.required = [c for c in self.table.columns if not c.nullable and not c.primary_key]
+        self.required = [
+            c
+            for c in self.table.columns
+            if not c.nullable and not c.primary_key and c.sql_name not in self.defaults
+        ]
 
 
 def _base(write: TableWrite, j: int) -> str:
@@ -294,7 +318,17 @@ class Planner:
 
     # - table writes -
 
-    def table_write(self, index: int, item: Any) -> TableWrite | None:
+    def table_write(
+        self, index: int, item: Any, defaults: Mapping[str, Any] | None = None
+    ) -> TableWrite | None:
+        """Plan one table write.
+
+        Args:
+            index: Its position in the request.
+            item: The table write as sent.
+            defaults: Column -> default function name (``DATETIME_NOW``, ``UUID4``) for the
+                rows it inserts (the deprecated ``tools/write``'s ``defaults``).
+        """
         base = f"tables[{index}]"
         if not isinstance(item, dict):
             self.problems.add(base, "A table write must be an object")
@@ -305,12 +339,8 @@ class Planner:
             self.problems.add(f"{base}.table", "Field required: the table to write")
         elif table is None:
             self.problems.add(f"{base}.table", f"No table named {name!r}")
-        elif table.platform:
-            self.problems.add(
-                f"{base}.table",
-                f"{table.write_name} is a platform table, kept by its own routes; it cannot be "
-                "written here",
-            )
+        elif table.read_only is not None:
+            self.problems.add(f"{base}.table", f"{table.write_name} {table.read_only}")
             table = None
         mode = item.get("mode") or "insert"
         if mode not in MODES:
@@ -332,7 +362,10 @@ class Planner:
         key = self.key_columns(table, item.get("key"), f"{base}.key", mode)
         if key is None:
             return None
-        write = TableWrite(index, table, mode, key, bool(cascade), on_match, [])
+        functions = self.default_functions(table, defaults or {}, f"{base}.defaults")
+        if functions is None:
+            return None
+        write = TableWrite(index, table, mode, key, bool(cascade), on_match, [], functions)
         for j, row in enumerate(rows):
             planned = self.row(write, j, row)
             if planned is not None:
@@ -340,6 +373,41 @@ class Planner:
         if mode == "insert":
             self.check_new(write)
         return write
+
+    def default_functions(
+        self, table: TableDef, defaults: Mapping[str, Any], path: str
+    ) -> dict[str, Callable[[], Any]] | None:
+        """Column (SQL name) -> the function filling it, each checked against the column."""
+        functions: dict[str, Callable[[], Any]] = {}
+        ok = True
+        for name, function_name in defaults.items():
+            if function_name is None:
+                continue
+            column = table.column(name)
+            make = DEFAULT_FUNCTIONS.get(function_name) if isinstance(function_name, str) else None
+            if column is None:
+                self.problems.add(f"{path}.{name}", f"{table.name} has no column {name!r}")
+            elif make is None:
+                self.problems.add(
+                    f"{path}.{name}",
+                    f"Unknown default function {function_name!r}; use one of "
+                    f"{', '.join(DEFAULT_FUNCTIONS)}",
+                )
+            elif column.foreign_key is not None:
+                self.problems.add(f"{path}.{name}", f"{column.name} is a foreign key")
+            else:
+                encode = encoder(column.data_type)
+                try:
+                    encode(make())
+                except InvalidValue as exc:
+                    self.problems.add(
+                        f"{path}.{name}", f"{function_name} cannot fill {column.name}: {exc}"
+                    )
+                else:
+                    functions[column.sql_name] = _filler(make, encode)
+                    continue
+            ok = False
+        return functions if ok else None
 
     def key_columns(
         self, table: TableDef, key: Any, path: str, mode: str

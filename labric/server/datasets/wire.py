@@ -22,6 +22,9 @@ from labric.server.core.declare import (
     request,
     string,
 )
+from labric.server.datasets.validate import DEFAULT_FUNCTIONS
+
+DEFAULT_NAMES = list(DEFAULT_FUNCTIONS)
 
 COLUMN_INFO = record(
     {
@@ -163,6 +166,68 @@ SCHEMAS = {
             "columns": array(ref("Column"), minItems=1, maxItems=200),
         },
         required=["name", "columns"],
+    ),
+    "LabricWriteRequest": request(
+        {
+            "target_name": string(maxLength=128),
+            "target_type": string(enum=["table", "core-table"]),
+            "data": array(OBJECT),
+            "mode": string(enum=["create", "create-or-update", "update"]),
+            "batch_insert_ok": BOOLEAN,
+            "params_to_match_for_update": array(STRING),
+            "on_match": string(enum=["overwrite", "fill_missing"]),
+            "defaults": obj({}, additionalProperties=nullable(string(enum=[*DEFAULT_FUNCTIONS]))),
+            "job_execution_id": string(minLength=1),
+            "job_name": string(maxLength=255),
+            "collect_output": BOOLEAN,
+            "dry_run": BOOLEAN,
+        },
+        required=["target_name", "target_type", "data", "mode"],
+        description="Deprecated tools/write (hosted LabricWriteSchema)",
+    ),
+    "BatchWriteOptions": request(
+        {
+            "mode": string(enum=["insert", "upsert"]),
+            "match_on": obj({}, additionalProperties=nullable(array(STRING))),
+            "dry_run": BOOLEAN,
+            "return_records": BOOLEAN,
+            "job_execution_id": string(minLength=1),
+            "job_name": string(maxLength=255),
+        },
+        description="Hosted BatchWriteOptions",
+    ),
+    "BatchWriteRequest": request(
+        {
+            "tables": obj({}, additionalProperties=array(OBJECT)),
+            "options": ref("BatchWriteOptions"),
+        },
+        required=["tables"],
+        description="Deprecated tools/batch-write: table -> rows",
+    ),
+    "TableSummary": record(
+        {"created": INTEGER, "updated": INTEGER}, description="Hosted TableSummary"
+    ),
+    "WritePlan": record(
+        {"insert_order": array(STRING), "operations": array(OBJECT)},
+        description="Hosted WritePlan (a dry run's)",
+    ),
+    "BatchWriteResult": record(
+        {
+            "success": BOOLEAN,
+            "job_execution_id": nullable(STRING),
+            "summary": obj({}, additionalProperties=ref("TableSummary")),
+            "refs": obj({}, additionalProperties=STRING),
+            "records": nullable(obj({}, additionalProperties=array(OBJECT))),
+            "plan": nullable(ref("WritePlan")),
+        },
+        description="Hosted BatchWriteResponse",
+    ),
+    "WriteProblems": record(
+        {
+            "detail": STRING,
+            "errors": array(record({"path": nullable(STRING), "message": STRING}), minItems=1),
+        },
+        description="Every problem of a tools/write or tools/batch-write request",
     ),
     "RevertResult": record(
         {

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -121,8 +121,17 @@ class _Writer:
             )
         ]
 
-    def insert(self, table: TableDef, values: dict[str, Any], path: str) -> Any:
+    def insert(
+        self,
+        table: TableDef,
+        values: dict[str, Any],
+        path: str,
+        defaults: Mapping[str, Callable[[], Any]] | None = None,
+    ) -> Any:
         pk = table.key
+        for name, make in (defaults or {}).items():
+            if values.get(name) is None:
+                values[name] = make()
         if values.get(pk.sql_name) is None:
             values.pop(pk.sql_name, None)
             if pk.data_type == "text":
@@ -187,7 +196,7 @@ class _Writer:
             values = self.values(row)
             row_id: Any = None
             if write.mode == "insert":
-                row_id = self.insert(table, values, path)
+                row_id = self.insert(table, values, path, write.defaults)
                 created += row_id is not None
             else:
                 has_key = all(c.sql_name in values for c in write.key)
@@ -203,7 +212,10 @@ class _Writer:
                     missing = [
                         c.name
                         for c in table.columns
-                        if not c.nullable and not c.primary_key and c.sql_name not in values
+                        if not c.nullable
+                        and not c.primary_key
+                        and c.sql_name not in values
+                        and c.sql_name not in write.defaults
                     ]
                     if missing:
                         self.problems.add(
@@ -212,7 +224,7 @@ class _Writer:
                             f"column(s) {', '.join(missing)}",
                         )
                         continue
-                    row_id = self.insert(table, values, path)
+                    row_id = self.insert(table, values, path, write.defaults)
                     created += row_id is not None
                 elif not matches:
                     self.problems.add(
@@ -384,6 +396,7 @@ def apply_write(
     *,
     execution_id: str,
     problems: Iterable[tuple[str | None, str]] = (),
+    defaults: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> WriteOutcome:
     """Validate and apply one ``data/write`` request inside the caller's transaction.
 
@@ -394,6 +407,8 @@ def apply_write(
         execution_id: The execution the created rows are recorded under.
         problems: Problems the caller already found (e.g. an unknown execution), reported with
             the others.
+        defaults: Table write index -> column -> default function name, for the rows that
+            write inserts (the deprecated ``tools/write``'s ``defaults``).
 
     Raises:
         Rejected: validation or writing found problems; the caller rolls back.
@@ -412,7 +427,9 @@ def apply_write(
     for name in ("dry_run", "return_rows"):
         if body.get(name) is not None and not isinstance(body.get(name), bool):
             planner.problems.add(name, f"{name} must be true or false")
-    writes = [planner.table_write(i, item) for i, item in enumerate(tables or [])]
+    writes = [
+        planner.table_write(i, item, (defaults or {}).get(i)) for i, item in enumerate(tables or [])
+    ]
     all_series = [planner.series(i, item) for i, item in enumerate(series or [])]
     planner.check_pending()
     if planner.problems:
