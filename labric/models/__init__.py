@@ -1,6 +1,18 @@
 """The SDK's models: frozen attrs classes with the hosted platform's field names."""
 
 from labric.models._base import OpenEnum
+from labric.models.agent import (
+    AgentRunEvent,
+    AgentRunResponse,
+    AgentRunUsage,
+    AgentToolCall,
+    ReasoningDelta,
+    RunError,
+    RunResult,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+)
 from labric.models.dashboards import (
     ChartKind,
     ChartWidget,
@@ -87,6 +99,10 @@ from labric.models.transfers import (
 )
 
 __all__ = [
+    "AgentRunEvent",
+    "AgentRunResponse",
+    "AgentRunUsage",
+    "AgentToolCall",
     "ChartKind",
     "ChartWidget",
     "Column",
@@ -125,7 +141,10 @@ __all__ = [
     "ParameterDefinition",
     "PublishStatus",
     "QueryResult",
+    "ReasoningDelta",
     "RevertResult",
+    "RunError",
+    "RunResult",
     "SQLSource",
     "ScriptEdit",
     "SentNotification",
@@ -136,7 +155,10 @@ __all__ = [
     "TableWidget",
     "TableWrite",
     "TableWriteResult",
+    "TextDelta",
     "TextWidget",
+    "ToolCall",
+    "ToolResult",
     "TransferPhase",
     "TransferProgress",
     "TriggerCategory",
