@@ -9,6 +9,7 @@ import pytest
 
 from labric import AsyncLabric
 from labric.server import LocalServer
+from tests.hostile._server import HostileServer
 
 #: Rows seeded into ``samples``.
 SAMPLES = 37
@@ -43,3 +44,14 @@ async def reader(server: LocalServer, client: AsyncLabric) -> AsyncIterator[Asyn
     key = server.create_key(["read"])
     async with AsyncLabric(key, base_url=server.base_url, max_retries=0) as c:
         yield c
+
+
+@pytest.fixture
+async def hostile(tmp_path: Path) -> AsyncIterator[HostileServer]:
+    """A hostile server: each test chooses its answers."""
+    srv = HostileServer(tmp_path)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
