@@ -77,25 +77,22 @@ class AsyncEventStream(Generic[T]):
         path: str,
         max_event: int,
     ) -> None:
-        self._open = open_stream
-        self._decode = decode
-        self._is_terminal = is_terminal
-        self._method = method
-        self._path = _safe_path(path)
-        self._max_event = max_event
+        self._reader: _Reader[T] = _Reader(
+            open_stream, decode, is_terminal, method, _safe_path(path), max_event
+        )
         self._batches: AsyncGenerator[list[T], None] | None = None
         self._buffer: collections.deque[T] = collections.deque()
         self._finished = False
-        self._request_id: str | None = None
 
     def __repr__(self) -> str:
         state = "finished" if self._finished else "open" if self._batches else "not started"
-        return f"<AsyncEventStream {self._method} {self._path} {state}>"
+        reader = self._reader
+        return f"<AsyncEventStream {reader.method} {reader.path} {state}>"
 
     @property
     def request_id(self) -> str | None:
         """The server's ``X-Request-ID`` for the stream, once its response has arrived."""
-        return self._request_id
+        return self._reader.request_id
 
     # -- iteration ---------------------------------------------------------------------------
 
@@ -126,7 +123,9 @@ class AsyncEventStream(Generic[T]):
         if self._finished:
             return []
         if self._batches is None:
-            self._batches = self._read()
+            # The generator holds the reader, never this object: dropping the stream unreferences
+            # the generator at once, so the loop's finaliser closes it without a gc cycle.
+            self._batches = self._reader.read()
         try:
             return await self._batches.__anext__()
         except StopAsyncIteration:
@@ -154,11 +153,32 @@ class AsyncEventStream(Generic[T]):
     ) -> None:
         await self.aclose()
 
-    # -- reading -----------------------------------------------------------------------------
 
-    async def _read(self) -> AsyncGenerator[list[T], None]:
+
+class _Reader(Generic[T]):
+    """Reads one stream's events in batches (see :meth:`read`)."""
+
+    def __init__(
+        self,
+        open_stream: Callable[[], AbstractAsyncContextManager[aiohttp.ClientResponse]],
+        decode: Callable[[ServerSentEvent], T | None],
+        is_terminal: Callable[[T], bool],
+        method: str,
+        path: str,
+        max_event: int,
+    ) -> None:
+        self._open = open_stream
+        self._decode = decode
+        self._is_terminal = is_terminal
+        self.method = method
+        self.path = path
+        self._max_event = max_event
+        self.request_id: str | None = None
+
+    async def read(self) -> AsyncGenerator[list[T], None]:
+        """Send the request; yield the events of each chunk, up to the terminal one."""
         async with self._open() as resp:
-            self._request_id = resp.headers.get("X-Request-ID")
+            self.request_id = resp.headers.get("X-Request-ID")
             decoder = self._decoder(resp)
             while True:
                 chunk = await self._chunk(resp)
@@ -187,9 +207,9 @@ class AsyncEventStream(Generic[T]):
             raise StreamInterruptedError(
                 f"The server closed the event stream before its final event{partly}; streams "
                 "are not retried",
-                method=self._method,
-                path=self._path,
-                request_id=self._request_id,
+                method=self.method,
+                path=self.path,
+                request_id=self.request_id,
             )
 
     def _decoder(self, resp: aiohttp.ClientResponse) -> SSEDecoder:
@@ -212,7 +232,7 @@ class AsyncEventStream(Generic[T]):
         try:
             return await resp.content.readany()
         except TRANSPORT_ERRORS as exc:
-            mapped = map_exception(exc, method=self._method, url=self._path)
+            mapped = map_exception(exc, method=self.method, url=self.path)
             why = (
                 "went silent past the read timeout"
                 if isinstance(mapped, APITimeoutError)
@@ -220,12 +240,12 @@ class AsyncEventStream(Generic[T]):
             )
             raise StreamInterruptedError(
                 f"The event stream {why} before its final event; streams are not retried",
-                method=self._method,
-                path=self._path,
-                request_id=self._request_id,
+                method=self.method,
+                path=self.path,
+                request_id=self.request_id,
             ) from exc
 
     def _format_error(self, message: str) -> EventStreamError:
         return EventStreamError(
-            message, method=self._method, path=self._path, request_id=self._request_id
+            message, method=self.method, path=self.path, request_id=self.request_id
         )
