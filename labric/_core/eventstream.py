@@ -154,7 +154,6 @@ class AsyncEventStream(Generic[T]):
         await self.aclose()
 
 
-
 class _Reader(Generic[T]):
     """Reads one stream's events in batches (see :meth:`read`)."""
 
