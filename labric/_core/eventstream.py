@@ -19,8 +19,9 @@ Design:
   leaving ``async with``, reaching the end) releases the connection at once; cancelling the task
   that iterates unwinds the generator, which releases it too. A stream dropped half-read (a
   ``break`` out of ``async for`` without ``async with``) is closed by the event loop's
-  async-generator finaliser once it is garbage-collected; use ``async with`` (or ``aclose()``)
-  to release it at a known point.
+  async-generator finaliser as soon as its last reference goes: the generator holds a
+  :class:`_Reader`, never the stream, so no reference cycle waits for the garbage collector.
+  ``async with`` (or ``aclose()``) releases it at a point the code names.
 * **Batches for the sync facade.** :meth:`AsyncEventStream.next_batch` returns every event the
   next network chunk completes, so :class:`labric._blocking.stream.SyncEventStream` crosses
   into the loop once per chunk, never per event.
