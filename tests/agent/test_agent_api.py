@@ -3,13 +3,17 @@ SQL in backticks, the write tool and the key's scope, saved chats."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 
 from labric import AsyncLabric
+from labric._core.sse import SSEDecoder
 from labric.errors import NotFoundError, UnprocessableEntityError
 from labric.models import (
     AgentRunResponse,
@@ -20,7 +24,7 @@ from labric.models import (
     ToolResult,
 )
 from labric.server import LocalServer
-from labric.server.agent import store
+from labric.server.agent import routes, store, tools
 
 from .conftest import SAMPLES
 
@@ -215,3 +219,34 @@ async def test_the_body_flag_not_accept_picks_the_mode(server: LocalServer) -> N
         ) as resp:
             assert resp.content_type == "application/json"
             assert (await resp.json())["model"] == "labric-local-agent"
+
+
+async def test_a_quiet_tool_gets_keepalive_comments(
+    client: AsyncLabric, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a tool works, the stream sends comments; the run then ends as usual."""
+    release = asyncio.Event()
+    real = tools.TOOLS["list_tables"]
+
+    async def slow(ctx: tools.ToolContext, args: Any) -> Any:
+        await release.wait()
+        return await real.run(ctx, args)
+
+    monkeypatch.setitem(tools.TOOLS, "list_tables", attrs.evolve(real, run=slow))
+    monkeypatch.setattr(routes, "KEEPALIVE_SECONDS", 0.01)
+    decoder = SSEDecoder()
+    events: list[Any] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{server.base_url}/v1/agent/runs",
+            json={"prompt": "list tables", "stream": True},
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+        ) as resp,
+    ):
+        async for chunk in resp.content.iter_any():
+            events += [json.loads(e.data)["type"] for e in decoder.feed(chunk)]
+            if decoder.comments >= 3:  # the opening comment, then keep-alives
+                release.set()
+    assert release.is_set()
+    assert events == ["reasoning_delta", "tool_call", "tool_result", "text_delta", "result"]

@@ -27,7 +27,7 @@ words (there is no tokenizer to count with).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import attrs
@@ -203,7 +203,7 @@ def _words(text: str) -> int:
 
 async def run(
     ctx: ToolContext, prompt: str, *, context: dict[str, Any], outcome: RunOutcome
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Plan the prompt, call the tools, and yield the run's events (the JSON of each) up to,
     not including, the terminal ``result``; ``outcome`` holds the answer when it is done."""
     org = await ctx.datasets.org(ctx.caller.org_id)

@@ -35,7 +35,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -51,16 +51,15 @@ from labric.server.core.routing import Router, Routes
 from labric.server.core.state import STATE
 from labric.server.datasets import DATASETS
 
-__all__ = ["KEEPALIVE", "KEEPALIVE_SECONDS", "register"]
+__all__ = ["KEEPALIVE_SECONDS", "register"]
 
 logger = logging.getLogger("labric.server")
 
 ROUTES = Routes(wire.AGENT)
 
-#: Seconds a stream may stay quiet before a keep-alive comment is sent.
+#: Seconds a stream may stay quiet before a keep-alive comment is sent (read when a stream
+#: starts; well under the 60 s read timeout of the official client).
 KEEPALIVE_SECONDS = 15.0
-#: The application's keep-alive interval (tests shorten it).
-KEEPALIVE = web.AppKey("labric_agent_keepalive", float)
 #: Events longer than this are written over several ``data:`` lines.
 _ONE_LINE = 16 * 1024
 
@@ -121,7 +120,7 @@ class _Run:
         if turns:
             self.context = dict(turns[-1].context)
 
-    def events(self) -> AsyncIterator[dict[str, Any]]:
+    def events(self) -> AsyncGenerator[dict[str, Any], None]:
         return engine.run(self.ctx, self.prompt, context=self.context, outcome=self.outcome)
 
     async def save(self) -> str | None:
@@ -201,37 +200,49 @@ async def run_agent(request: web.Request) -> web.StreamResponse:
     return json_response(run.response(await run.save()))
 
 
+class _Gone(Exception):
+    """The client went away: a write to its connection failed."""
+
+
 async def _stream(request: web.Request, run: _Run) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    interval = request.app.get(KEEPALIVE, KEEPALIVE_SECONDS)
 
-    async def send(chunk: bytes) -> None:
-        await pace(request, len(chunk), total=1)  # an injected reset lands on the first event
-        await response.write(chunk)
+    async def send(chunk: bytes, *, paced: bool = True) -> None:
+        try:
+            if paced:  # an injected reset lands on the first paced write
+                await pace(request, len(chunk), total=1)
+            await response.write(chunk)
+        except (ConnectionError, RuntimeError) as exc:  # RuntimeError: "transport closing"
+            raise _Gone from exc
 
     events = run.events()
+    ticks = _with_keepalives(events, KEEPALIVE_SECONDS)
     try:
-        await response.write(b": labric agent stream\n\n")
-        async for event in _with_keepalives(events, interval):
-            await send(b": keep-alive\n\n" if event is None else _frame(event))
-        final = {"type": "result", "result": run.response(await run.save())}
-    except (ConnectionError, RuntimeError):
-        return response  # the client went away (RuntimeError: aiohttp's "transport closing")
-    except Exception as exc:
-        logger.exception("The agent run failed")
-        final = {"type": "error", "error": f"The run failed: {type(exc).__name__}"}
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await send(_frame(final))
-        await response.write_eof()
+        try:
+            await send(b": labric agent stream\n\n", paced=False)
+            async for event in ticks:
+                await send(b": keep-alive\n\n" if event is None else _frame(event))
+            final = {"type": "result", "result": run.response(await run.save())}
+        except _Gone:
+            return response
+        except Exception as exc:
+            logger.exception("The agent run failed")
+            final = {"type": "error", "error": f"The run failed: {type(exc).__name__}"}
+        with contextlib.suppress(_Gone):
+            await send(_frame(final))
+            await response.write_eof()
+    finally:
+        await ticks.aclose()
+        await events.aclose()
     return response
 
 
 async def _with_keepalives(
     events: AsyncIterator[dict[str, Any]], interval: float
-) -> AsyncIterator[dict[str, Any] | None]:
+) -> AsyncGenerator[dict[str, Any] | None, None]:
     """``events``, with ``None`` whenever one takes longer than ``interval`` seconds to come."""
     iterator = aiter(events)
     pending: asyncio.Future[dict[str, Any]] | None = None
