@@ -190,7 +190,12 @@ class _Reader(Generic[T]):
                     raise self._format_error(str(exc)) from exc
                 batch: list[T] = []
                 for raw in events:
-                    item = self._decode(raw)
+                    try:
+                        item = self._decode(raw)
+                    except EventStreamError as exc:
+                        exc.method, exc.path = self.method, self.path
+                        exc.request_id = exc.request_id or self.request_id
+                        raise
                     if item is None:
                         continue
                     batch.append(item)

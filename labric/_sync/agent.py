@@ -34,10 +34,11 @@ class Agent(SyncResource[AsyncLabric, AsyncAgent]):
         Args:
             prompt: The question or instruction.
             model: The model to use (the server's default when unset).
-            chat_id: Continue this saved chat (its earlier turns are the context).
-            save: Store the run as a new chat (or as the next turn of ``chat_id``); the answer's
-                ``chat_id`` names it. If saving fails the answer still comes back, with
-                ``chat_id`` ``None``.
+            chat_id: Continue this saved chat: its context carries over, and the run is added
+                to it as its next turn unless ``save`` is ``False``.
+            save: Store the run as a new chat (or, with ``chat_id``, as that chat's next turn);
+                the answer's ``chat_id`` names it. If saving fails the answer still comes back,
+                with ``chat_id`` ``None``.
 
         Returns:
             The answer, the tools called with their inputs and outputs, and the usage.
@@ -78,7 +79,7 @@ class Agent(SyncResource[AsyncLabric, AsyncAgent]):
         Args:
             prompt: The question or instruction.
             model: The model to use (the server's default when unset).
-            chat_id: Continue this saved chat.
+            chat_id: Continue this saved chat (as in :meth:`run`).
             save: Store the run as a chat; the :class:`~labric.models.RunResult` names it.
 
         Returns:

@@ -6,6 +6,8 @@ import json
 import logging
 from typing import Any
 
+import attrs
+
 from labric._core.converter import structure
 from labric._core.eventstream import AsyncEventStream
 from labric._core.sse import ServerSentEvent
@@ -58,8 +60,9 @@ def _decode_event(raw: ServerSentEvent) -> AgentRunEvent | None:
     if cls is None:
         logger.warning("Skipping an agent event of unknown type %.60r", kind)
         return None
-    # The hosted AgentRunEvent sends every field, null where unused: keep the class's own.
-    fields = {k: v for k, v in data.items() if k != "type" and (v is not None or k == "output")}
+    # The hosted AgentRunEvent may send every field, null where unused: keep the class's own.
+    own = attrs.fields_dict(cls)
+    fields = {k: v for k, v in data.items() if k != "type" and (v is not None or k in own)}
     try:
         event: AgentRunEvent = structure(fields, cls, what=f"a {kind} event")
     except APIResponseValidationError as exc:
@@ -94,10 +97,11 @@ class AsyncAgent(AsyncResource):
         Args:
             prompt: The question or instruction.
             model: The model to use (the server's default when unset).
-            chat_id: Continue this saved chat (its earlier turns are the context).
-            save: Store the run as a new chat (or as the next turn of ``chat_id``); the answer's
-                ``chat_id`` names it. If saving fails the answer still comes back, with
-                ``chat_id`` ``None``.
+            chat_id: Continue this saved chat: its context carries over, and the run is added
+                to it as its next turn unless ``save`` is ``False``.
+            save: Store the run as a new chat (or, with ``chat_id``, as that chat's next turn);
+                the answer's ``chat_id`` names it. If saving fails the answer still comes back,
+                with ``chat_id`` ``None``.
 
         Returns:
             The answer, the tools called with their inputs and outputs, and the usage.
@@ -138,7 +142,7 @@ class AsyncAgent(AsyncResource):
         Args:
             prompt: The question or instruction.
             model: The model to use (the server's default when unset).
-            chat_id: Continue this saved chat.
+            chat_id: Continue this saved chat (as in :meth:`run`).
             save: Store the run as a chat; the :class:`~labric.models.RunResult` names it.
 
         Returns:

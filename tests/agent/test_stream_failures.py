@@ -193,8 +193,9 @@ async def test_an_unusable_stream_is_a_clear_error(
 ) -> None:
     answer(hostile, body, headers=headers)
     async with hostile.client() as client:
-        with pytest.raises(EventStreamError, match=match):
+        with pytest.raises(EventStreamError, match=match) as caught:
             await drain(client)
+    assert (caught.value.method, caught.value.path) == ("POST", RUNS)
 
 
 # -- release ---------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ The local server cannot host a language model. Instead, :func:`plan` reads the p
 it can do, in this order, and each match becomes one tool call:
 
 * SQL in backticks (```SELECT ...```) -> ``run_sql`` with that query;
-* "notify" / "notification" (with a title in quotes, or the text after "saying" or a colon)
-  -> ``send_notification`` (refused, in the stream, to a key without ``write``);
+* "notify", "notification" or "alert" -> ``send_notification``, titled with the text in
+  quotes, else after "saying" or a colon, else the prompt (refused, in the stream, to a key
+  without ``write``);
 * "tables" (with "list", "which", "what" or "all" when a table is also named) -> ``list_tables``;
 * "describe", "columns" or "schema" with a table named -> ``describe_table``;
 * "how many", "count" or "rows" with a table named -> ``count_rows``;
@@ -110,8 +111,8 @@ def plan(
     words = set(_WORD.findall(lowered))
     steps += [Step(tool="run_sql", input={"query": q}) for q in sql]
     if _has(words, "notify", "notification", "alert"):
-        title = _notification_title(rest)
-        steps.append(Step(tool="send_notification", input={"title": title or "Agent message"}))
+        title = _notification_title(rest) or " ".join(rest.split())[:255]
+        steps.append(Step(tool="send_notification", input={"title": title}))
     named = _tables_named(rest, table_names)
     if not named and context.get("table") in table_names and _has(words, "it", "its", "that"):
         named = [context["table"]]
