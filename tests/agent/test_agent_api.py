@@ -250,3 +250,23 @@ async def test_a_quiet_tool_gets_keepalive_comments(
                 release.set()
     assert release.is_set()
     assert events == ["reasoning_delta", "tool_call", "tool_result", "text_delta", "result"]
+
+
+def test_a_long_event_is_framed_over_short_lines() -> None:
+    """An event whose JSON is long goes out over several ``data:`` lines, each short, and reads
+    back as the same JSON."""
+    event = {
+        "type": "tool_result",
+        "tool_call_id": "call_1",
+        "tool_name": "run_sql",
+        "output": {"columns": ["v"], "data": [[f"value {i} " * 20] for i in range(2000)]},
+    }
+    framed = routes._frame(event)
+    lines = framed.split(b"\n")
+    assert len(lines) > 2000
+    assert max(len(line) for line in lines) < 1024
+    decoder = SSEDecoder()
+    (parsed,) = decoder.feed(framed)
+    assert json.loads(parsed.data) == event
+    short = routes._frame({"type": "text_delta", "delta": "hi"})
+    assert short == b'data: {"type":"text_delta","delta":"hi"}\n\n'

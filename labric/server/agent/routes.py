@@ -24,8 +24,9 @@ The stream
     clients). It opens with a comment, sends a comment as a keep-alive whenever a tool is
     quiet for :data:`KEEPALIVE_SECONDS`, and ends with exactly one terminal event, ``result``
     (the whole ``AgentRunResponse``) or ``error``, after which the response is closed. Errors
-    found before the stream starts (422, 404) are ordinary JSON answers. The stream's writes are
-    paced by the fault injector, so an injected reset drops it part way.
+    found before the stream starts (422, 404) are ordinary JSON answers. The stream's writes after
+    the opening comment are paced by the fault injector, so an injected reset drops the stream
+    after its headers and before its first event.
 """
 
 from __future__ import annotations
