@@ -18,8 +18,10 @@ from labric._version import __version__
 if TYPE_CHECKING:
     from labric import errors, models
     from labric._blocking.pager import SyncPager
+    from labric._blocking.stream import SyncEventStream
     from labric._client import AsyncLabric
     from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
+    from labric._core.eventstream import AsyncEventStream
     from labric._core.pagination import AsyncPager, Page
     from labric._core.transport import TransportStats
     from labric._core.types import NOT_GIVEN, NotGiven
@@ -42,6 +44,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncEventStream",
     "AsyncLabric",
     "AsyncPager",
     "ClientConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "NotGiven",
     "Page",
     "RetryPolicy",
+    "SyncEventStream",
     "SyncPager",
     "Timeout",
     "TransferConfig",
@@ -68,6 +72,8 @@ _LAZY: dict[str, str] = {
     "errors": "labric.errors",
     "models": "labric.models",
     "SyncPager": "labric._blocking.pager",
+    "SyncEventStream": "labric._blocking.stream",
+    "AsyncEventStream": "labric._core.eventstream",
     "AsyncLabric": "labric._client",
     "ClientConfig": "labric._core.config",
     "RetryPolicy": "labric._core.config",

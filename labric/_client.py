@@ -9,6 +9,7 @@ from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConf
 from labric._core.transport import Transport, TransportStats
 from labric._transfer.engine import TransferEngine
 from labric.errors import ClientClosedError
+from labric.resources.agent import AsyncAgent
 from labric.resources.dashboards import AsyncDashboards
 from labric.resources.datasets import AsyncDatasets
 from labric.resources.experiments import AsyncExperiments
@@ -90,6 +91,7 @@ class AsyncLabric:
         self.experiments = AsyncExperiments(self._transport)
         self.dashboards = AsyncDashboards(self._transport)
         self.notifications = AsyncNotifications(self._transport)
+        self.agent = AsyncAgent(self._transport)
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"

@@ -14,7 +14,8 @@ cause is still inspectable.
     │   └── PortalUsageError          the sync facade called from its own event-loop thread
     ├── APIError                      talking to the API or storage failed
     │   ├── APIConnectionError        no usable HTTP response (refused, reset, DNS, TLS, truncated)
-    │   │   └── APITimeoutError       a connect, read or pool timeout
+    │   │   ├── APITimeoutError       a connect, read or pool timeout
+    │   │   └── StreamInterruptedError    an event stream ended before its final event
     │   ├── APIStatusError            the server answered with a non-2xx status
     │   │   ├── BadRequestError               400
     │   │   ├── AuthenticationError           401
@@ -27,7 +28,8 @@ cause is still inspectable.
     │   │   └── InternalServerError           >= 500
     │   └── APIResponseValidationError    an answer the client cannot use (wrong shape, not JSON,
     │       │                             a malformed or looping Link, a refused URL)
-    │       └── ResponseTooLargeError     an API body over ``ClientConfig.max_response_bytes``
+    │       ├── ResponseTooLargeError     an API body over ``ClientConfig.max_response_bytes``
+    │       └── EventStreamError          a streamed answer that is not a usable event stream
     ├── WaitTimeoutError              jobs.wait() gave up before the execution ended
     └── TransferError                 a file transfer could not be completed safely
         ├── IntegrityError            bytes do not match their checksum or the object changed
@@ -54,6 +56,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "EventStreamError",
     "IntegrityError",
     "InternalServerError",
     "LabricError",
@@ -63,6 +66,7 @@ __all__ = [
     "PortalUsageError",
     "RateLimitError",
     "ResponseTooLargeError",
+    "StreamInterruptedError",
     "TransferError",
     "UnprocessableEntityError",
     "UnsafeNameError",
@@ -134,6 +138,15 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """A connect, socket-read or connection-pool timeout expired."""
+
+
+class StreamInterruptedError(APIConnectionError):
+    """An event stream (``client.agent.stream``) ended before its final event.
+
+    The connection closed, was reset or went silent past the read timeout after some events had
+    perhaps arrived. Streams are never retried (the run may have done work, as on the hosted
+    platform): start a new one if that is safe. The cause is chained when there is one.
+    """
 
 
 class APIStatusError(APIError):
@@ -240,6 +253,12 @@ class ResponseTooLargeError(APIResponseValidationError):
     ) -> None:
         super().__init__(message, method=method, path=path, request_id=request_id)
         self.limit = limit
+
+
+class EventStreamError(APIResponseValidationError):
+    """A streamed answer that is not a usable ``text/event-stream``: another content type or
+    encoding, a line longer than 1 MiB, an event over the size limit, or an event that does not
+    fit its model."""
 
 
 class WaitTimeoutError(LabricError, TimeoutError):

@@ -484,6 +484,65 @@ class Transport:
                 raise
             raise_mapped(exc, method=method, url=url)
 
+    @asynccontextmanager
+    async def api_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one API request and yield its live 2xx response, for a streamed answer.
+
+        Unlike :meth:`request` it is sent once: never retried (a stream may have done work the
+        caller saw part of, as the hosted platform's streams are never retried) and no redirect
+        is followed (a 3xx is raised like any other non-2xx). The body is handed over as
+        received, not decompressed (``Accept-Encoding: identity`` is asked for). The caller maps
+        errors raised while it reads the body; the response is released when the block exits.
+
+        Raises:
+            APIStatusError: a non-2xx status, with the server's ``detail``.
+            APIConnectionError: no response.
+            ClientClosedError: the client has been closed.
+        """
+        method = method.upper()
+        url = self.url(path)
+        send = self._headers(url, headers)
+        send["Accept-Encoding"] = "identity"
+        session = self.session()
+        self._count_request()
+        entered = False
+        try:
+            async with session.request(
+                method, url, json=json, headers=send, allow_redirects=False
+            ) as resp:
+                if not 200 <= resp.status < 300:
+                    content = await read_bounded(
+                        resp, limit=_ERROR_BODY_LIMIT, method=method, url=url, cut=True
+                    )
+                    raise make_status_error(
+                        status=resp.status,
+                        headers=resp.headers,
+                        content=content,
+                        method=method,
+                        url=url,
+                        reason=resp.reason,
+                    )
+                entered = True
+                # Leaving the block with the body unread drops the connection (not reused).
+                yield resp
+        except APIError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if entered:
+                raise  # the caller's own, raised while it read the body: it maps them
+            if self._closed:
+                raise ClientClosedError(
+                    "The client was closed while this request was in flight."
+                ) from exc
+            raise_mapped(exc, method=method, url=url)
+
     def _storage_headers(self, url: str, extra: Mapping[str, str] | None) -> CIMultiDict[str]:
         # Storage URLs authenticate by signature; the key is never sent to them, even when the
         # storage shares the API's origin (as on the local server).

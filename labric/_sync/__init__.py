@@ -9,6 +9,7 @@ crosses into the client's event-loop thread once (see :mod:`labric._blocking.por
 from __future__ import annotations
 
 from labric._sync._client import Labric
+from labric._sync.agent import Agent
 from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.experiments import Experiments
@@ -18,6 +19,7 @@ from labric._sync.jobs import JobExecutions, Jobs
 from labric._sync.notifications import Notifications
 
 __all__ = [
+    "Agent",
     "Dashboards",
     "Datasets",
     "Experiments",

@@ -11,6 +11,7 @@ from labric._blocking.portal import Portal
 from labric._client import AsyncLabric
 from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._core.transport import TransportStats
+from labric._sync.agent import Agent
 from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.experiments import Experiments
@@ -96,6 +97,7 @@ class Labric:
         self.experiments = Experiments(self._portal, lambda c: c.experiments)
         self.dashboards = Dashboards(self._portal, lambda c: c.dashboards)
         self.notifications = Notifications(self._portal, lambda c: c.notifications)
+        self.agent = Agent(self._portal, lambda c: c.agent)
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")

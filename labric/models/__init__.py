@@ -1,6 +1,18 @@
 """The SDK's models: frozen attrs classes with the hosted platform's field names."""
 
 from labric.models._base import OpenEnum
+from labric.models.agent import (
+    AgentRunEvent,
+    AgentRunResponse,
+    AgentRunUsage,
+    AgentToolCall,
+    ReasoningDelta,
+    RunError,
+    RunResult,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+)
 from labric.models.dashboards import (
     ChartKind,
     ChartWidget,
@@ -90,6 +102,10 @@ from labric.models.transfers import (
 )
 
 __all__ = [
+    "AgentRunEvent",
+    "AgentRunResponse",
+    "AgentRunUsage",
+    "AgentToolCall",
     "BatchWriteResult",
     "ChartKind",
     "ChartWidget",
@@ -129,7 +145,10 @@ __all__ = [
     "ParameterDefinition",
     "PublishStatus",
     "QueryResult",
+    "ReasoningDelta",
     "RevertResult",
+    "RunError",
+    "RunResult",
     "SQLSource",
     "ScriptEdit",
     "SentNotification",
@@ -141,7 +160,10 @@ __all__ = [
     "TableWidget",
     "TableWrite",
     "TableWriteResult",
+    "TextDelta",
     "TextWidget",
+    "ToolCall",
+    "ToolResult",
     "TransferPhase",
     "TransferProgress",
     "TriggerCategory",

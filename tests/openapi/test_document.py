@@ -23,6 +23,7 @@ import schemathesis
 
 import labric.models
 from labric._core.converter import converter
+from labric._core.sse import SSEDecoder
 from labric.server import LocalServer
 from labric.server.core.routing import PUBLIC
 from labric.server.openapi import document
@@ -601,6 +602,25 @@ async def _notifications(api: Checked) -> None:
     await api.call("POST", path, key=reader, json={"title": "x", "dedupe_key": "r"}, expect=403)
 
 
+async def _agent(api: Checked) -> None:
+    path = "/api/v1/agent/runs"
+    whole = await api.call("POST", path, json={"prompt": "list tables", "save": True})
+    assert whole["tool_calls"][0]["tool_name"] == "list_tables"
+    await api.call("POST", path, json={"prompt": "list tables", "chat_id": whole["chat_id"]})
+    body = await api.call("POST", path, json={"prompt": "`SELECT 1 AS one`", "stream": True})
+    decoder = SSEDecoder()
+    events = [json.loads(e.data) for e in decoder.feed(body)]
+    assert not decoder.close()
+    event_schema = validator(api.doc, {"$ref": "#/components/schemas/AgentRunEvent"})
+    for event in events:
+        errors = [str(e) for e in event_schema.iter_errors(event)]
+        assert not errors, f"{event['type']}: {errors[:3]}"
+    assert [e["type"] for e in events][-1] == "result"
+    converter.structure(events[-1]["result"], labric.models.AgentRunResponse)
+    await api.call("POST", path, json={"prompt": "x", "chat_id": "nope"}, expect=404)
+    await api.call("POST", path, json={"prompt": ""}, expect=422)
+
+
 async def _admin(api: Checked) -> None:
     await api.call("GET", "/api/v1/admin/faults")
     await api.call("PUT", "/api/v1/admin/faults", json={})
@@ -625,6 +645,7 @@ async def test_real_answers_fit_the_document_and_the_models(
     await _experiments(checked, file_id, row_id)
     await _dashboards(checked)
     await _notifications(checked)
+    await _agent(checked)
     await _admin(checked)
     assert checked.structured >= 45
     unchecked = sorted(f"{m} {p}" for m, p in set(checked.ops) - checked.succeeded)

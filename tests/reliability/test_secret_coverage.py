@@ -3,7 +3,8 @@
 ``tests/security/test_secrets.py`` runs files, jobs and datasets on purpose and reaches the rest
 by reflection, with placeholder arguments. This run reuses its helpers and scanner and adds
 deliberate runs of what it reaches only by reflection (``datasets.transact`` and
-``write_series``, instruments with pairing, experiments, dashboards, notifications), then the
+``write_series``, instruments with pairing, experiments, dashboards, notifications, the agent
+whole and streamed), then the
 sync client. It enumerates every public attribute of the client, recursively, and fails:
 
 * when a resource appears that this run does not know (so a new resource gets a deliberate run
@@ -59,6 +60,7 @@ KNOWN_RESOURCES = frozenset(
         "experiments",
         "dashboards",
         "notifications",
+        "agent",
     }
 )
 
@@ -213,6 +215,22 @@ async def _notifications(run: CoverageRun, c: AsyncLabric) -> None:
     await run.call("notifications.list", lambda: nt.list(page_size=1).to_list())
 
 
+async def _agent(run: CoverageRun, c: AsyncLabric) -> None:
+    ag = c.agent
+
+    async def streamed(prompt: str, **kw: Any) -> list[Any]:
+        stream = ag.stream(prompt, **kw)
+        run.scanner.add_repr("AsyncEventStream", stream)
+        async with stream as events:
+            return [event async for event in events]
+
+    saved = await run.call("agent.run", lambda: ag.run("list tables and recent files", save=True))
+    await run.call("agent.stream", lambda: streamed("`SELECT 1`", chat_id=saved.chat_id))
+    await run.call("agent.stream", lambda: streamed('notify "Scan"'))
+    await run.call("agent.run", lambda: ag.run("x", chat_id="no-such-chat"), expect=NotFoundError)
+    await run.call("agent.stream", lambda: streamed("x", chat_id="nope"), expect=NotFoundError)
+
+
 def _sync_run(run: CoverageRun, base_url: str, key: str, file_id: str, tmp: Path) -> None:
     """The sync client: its calls cross a thread; errors carry loop-side frames."""
     with Labric(key, base_url=base_url, max_retries=0) as sync:
@@ -234,6 +252,10 @@ def _sync_run(run: CoverageRun, base_url: str, key: str, file_id: str, tmp: Path
         pager = sync.files.list(page_size=1)
         run.scanner.add_repr("SyncPager", pager)
         assert next(iter(pager)) is not None
+        with sync.agent.stream("list tables") as events:
+            run.scanner.add_repr("SyncEventStream", events)
+            for event in events:
+                run.scanner.add_repr("sync agent event", event)
 
 
 async def test_every_client_method_is_scanned_and_leaks_nothing(
@@ -264,6 +286,7 @@ async def test_every_client_method_is_scanned_and_leaks_nothing(
         await _experiments(run, c, file_id)
         await _dashboards(run, c, tmp_path)
         await _notifications(run, c)
+        await _agent(run, c)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)
             if name not in run.deliberate:

@@ -413,6 +413,40 @@ async def test_notifications_stay_in_their_organisation(
     assert sent["status"] == "delivered"
 
 
+async def test_the_agent_sees_only_its_organisations_data(
+    orgs: tuple[Org, Holdings, Org, Holdings],
+) -> None:
+    """B's agent runs never reach A's data: A's table is unknown to B's tools (by name and in
+    SQL), B's recent files and job runs are B's, and A's saved chat is 404 for B, exactly as a
+    chat that does not exist."""
+    a, mine, b, _ = orgs
+    path = "/v1/agent/runs"
+    chat = await a.ok("POST", path, {"prompt": f"count the rows of {mine.table}", "save": True})
+    assert chat["tool_calls"][0]["output"] == {"table": mine.table, "rows": 1}
+    prompts = [
+        "list tables",
+        f"how many rows has {mine.table}? describe {mine.table}",
+        f"`SELECT * FROM {mine.table}`",
+        "show the recent files",
+        f"when did {MARK} job last run?",
+    ]
+    for prompt in prompts:
+        for stream in (False, True):
+            reply = await b.call("POST", path, {"prompt": prompt, "stream": stream})
+            assert reply.status == 200, reply
+            assert not any(m in reply.text for m in mine.markers - {mine.table}), (prompt, reply)
+    tables = await b.ok("POST", path, {"prompt": "list tables"})
+    assert mine.table not in json.dumps(tables["tool_calls"])
+    sql = await b.ok("POST", path, {"prompt": f"`SELECT * FROM {mine.table}`"})
+    assert "no such table" in sql["tool_calls"][0]["output"]["error"]
+    stolen = await b.call("POST", path, {"prompt": "list tables", "chat_id": chat["chat_id"]})
+    missing = await b.call("POST", path, {"prompt": "list tables", "chat_id": "no-such-chat"})
+    assert stolen.status == missing.status == 404
+    assert stolen.json()["detail"].replace(chat["chat_id"], "X") == missing.json()[
+        "detail"
+    ].replace("no-such-chat", "X")
+
+
 async def _a_is_untouched(server: LocalServer, a: Org, mine: Holdings) -> None:
     """Every GET of A's own resources still answers, with A's names and values."""
     for route in keyed_routes(server):

@@ -75,11 +75,12 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, overload
 
+from labric._core.eventstream import AsyncEventStream
 from labric._core.pagination import AsyncPager
 from labric.resources._base import AsyncResource
 
 if TYPE_CHECKING:
-    from labric.models.widgets import Lock, Run, Widget
+    from labric.models.widgets import Event, Lock, Run, Widget
 
 DEFAULT_EXPAND = False
 
@@ -101,6 +102,10 @@ class AsyncWidgets(AsyncResource):
 
     def list(self, *, limit: int | None = None) -> AsyncPager[Widget]:
         """List widgets: ``await`` it for the first page, ``async for`` over it for all."""
+        raise NotImplementedError
+
+    def watch(self, widget_id: str) -> AsyncEventStream[Event]:
+        """Watch one: ``async with client.widgets.watch(id) as events: async for e in events``."""
         raise NotImplementedError
 
     async def get(self, widget_id: str, /, *, expand: bool = DEFAULT_EXPAND) -> Widget:
@@ -205,6 +210,9 @@ def test_every_supported_shape_is_mirrored(tmp_path: Path) -> None:
         "def list(self, *, limit: int | None = None) -> SyncPager[Widget]:",
         "call ``first_page()`` for the first page, iterate over it for all.",
         "return SyncPager(self._portal, lambda c: self._get(c).list(limit=limit))",
+        "def watch(self, widget_id: str) -> SyncEventStream[Event]:",
+        "``with client.widgets.watch(id) as events: for e in events``",
+        "return SyncEventStream(self._portal, lambda c: self._get(c).watch(widget_id))",
         "def get(self, widget_id: str, /, *, expand: bool = DEFAULT_EXPAND) -> Widget:",
         "(``client.widgets.get(id)``)",
         "lambda c: self._get(c).get(widget_id, expand=expand)",
@@ -223,7 +231,8 @@ def test_every_supported_shape_is_mirrored(tmp_path: Path) -> None:
         "def polish(self, widget_id: str) -> None:",
         "self._portal.call(lambda c: self._get(c).polish(widget_id))",
         "from labric.resources.widgets import DEFAULT_EXPAND",
-        "if TYPE_CHECKING: from labric.models.widgets import Lock, Run, Widget",
+        "if TYPE_CHECKING: from labric.models.widgets import Event, Lock, Run, Widget",
+        "from labric._blocking.stream import SyncEventStream",
     ]
     for fragment in expected:
         assert fragment in widgets, fragment

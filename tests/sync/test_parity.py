@@ -44,6 +44,7 @@ RESOURCES = async_resource_classes()
 RENAMES = {
     "AsyncLabric": "Labric",
     "AsyncPager": "SyncPager",
+    "AsyncEventStream": "SyncEventStream",
     "AbstractAsyncContextManager": "AbstractContextManager",
     **{cls.__name__: cls.__name__.removeprefix("Async") for cls in RESOURCES},
 }

@@ -13,6 +13,7 @@ import pytest
 from labric import Labric, Page
 from labric._blocking.portal import SyncResource
 from labric.errors import NotFoundError, PortalUsageError
+from labric.models.agent import AgentRunResponse, RunResult, ToolCall
 from labric.models.dashboards import Dashboard, MetricWidget, SQLSource, TextWidget, WidgetData
 from labric.models.datasets import (
     BatchWriteResult,
@@ -449,6 +450,20 @@ def _dashboards_render(ctx: Ctx) -> None:
     assert target.read_bytes()[:4] == b"\x89PNG"
 
 
+def _agent_run(ctx: Ctx) -> None:
+    answer = ctx.client.agent.run("Run `SELECT 6 * 7 AS n`")
+    assert isinstance(answer, AgentRunResponse)
+    assert answer.tool_calls[0].output["data"] == [[42]]
+
+
+def _agent_stream(ctx: Ctx) -> None:
+    with ctx.client.agent.stream("list tables") as events:
+        seen = list(events)
+    assert isinstance(seen[1], ToolCall)
+    assert isinstance(seen[-1], RunResult)
+    assert seen[-1].result.tool_calls[0].tool_name == "list_tables"
+
+
 def _notifications_send(ctx: Ctx) -> None:
     key = f"smoke-{ctx.tmp.name}"
     sent = ctx.client.notifications.send("smoke", dedupe_key=key, action_url="/jobs/1")
@@ -529,6 +544,8 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "dashboards.widget_data": _dashboards_widget_data,
     "notifications.list": _notifications_list,
     "notifications.send": _notifications_send,
+    "agent.run": _agent_run,
+    "agent.stream": _agent_stream,
 }
 
 

@@ -140,6 +140,8 @@ def _method_kind(cls: AsyncClass, node: ast.FunctionDef | ast.AsyncFunctionDef) 
         raise GenerationError(f"{where}: unsupported decorators {decorators}")
     if root in {"AsyncPager", "labric.AsyncPager"}:
         return "pager"
+    if root in {"AsyncEventStream", "labric.AsyncEventStream"}:
+        return "event-stream"
     if root in _ASYNC_CM_RETURNS:
         return "context"
     return "sync"
@@ -189,6 +191,9 @@ def _method_lines(
     elif kind == "pager":
         emitter.need("labric._blocking.pager", "SyncPager")
         body = f"return SyncPager(self._portal, lambda {p}: {call})"
+    elif kind == "event-stream":
+        emitter.need("labric._blocking.stream", "SyncEventStream")
+        body = f"return SyncEventStream(self._portal, lambda {p}: {call})"
     elif kind in ("context", "context-generator"):
         emitter.need("contextlib", "AbstractContextManager")
         body = f"return self._portal.wrap_context(lambda {p}: {call})"

@@ -20,6 +20,7 @@ BANNER = (
 BASE_RENAMES = {
     "AsyncLabric": "Labric",
     "AsyncPager": "SyncPager",
+    "AsyncEventStream": "SyncEventStream",
     "AbstractAsyncContextManager": "AbstractContextManager",
     "AsyncContextManager": "ContextManager",
 }
@@ -27,6 +28,7 @@ BASE_RENAMES = {
 #: Where the names the renames introduce come from (when the async module does not import them).
 FACADE_IMPORTS = {
     "SyncPager": "labric._blocking.pager",
+    "SyncEventStream": "labric._blocking.stream",
     "AbstractContextManager": "contextlib",
     "ContextManager": "typing",
 }

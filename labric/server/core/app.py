@@ -40,6 +40,7 @@ from aiohttp import web
 
 from labric.server import datasets
 from labric.server.admin import routes as admin
+from labric.server.agent import routes as agent
 from labric.server.core import auth, idempotency
 from labric.server.core.faults import InjectedReset
 from labric.server.core.http import DEFAULT_JSON_LIMIT, HTTPError, error_response
@@ -326,6 +327,7 @@ def add_routes(router: Router) -> None:
         experiments,
         dashboards,
         notifications,
+        agent,
         admin,
         openapi,
     ):

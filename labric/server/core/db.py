@@ -395,6 +395,30 @@ CREATE TABLE notification_settings (
 );
 """
 
+_AGENT_CHATS_SCHEMA = """
+-- Saved agent chats (save=true), and their turns in order. context holds what the agent carries
+-- to the next turn (the table it last talked about).
+CREATE TABLE agent_chats (
+    id          TEXT PRIMARY KEY,
+    org_id      TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    api_key_id  TEXT,
+    title       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX agent_chats_org ON agent_chats(org_id, updated_at);
+CREATE TABLE agent_turns (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    chat_id     TEXT NOT NULL REFERENCES agent_chats(id) ON DELETE CASCADE,
+    prompt      TEXT NOT NULL,
+    output      TEXT NOT NULL,
+    tool_calls  TEXT NOT NULL DEFAULT '[]',
+    context     TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX agent_turns_chat ON agent_turns(chat_id, seq);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -422,6 +446,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "listings: an index for every listing and filter", _LISTING_INDEXES_SCHEMA),
     Migration(10, "notifications: the inbox and the mute setting", _NOTIFICATIONS_SCHEMA),
+    Migration(13, "agent: saved chats and their turns", _AGENT_CHATS_SCHEMA),
 )
 
 

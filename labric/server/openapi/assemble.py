@@ -234,7 +234,12 @@ def _operation(op: Operation, family: Family) -> JSONSchema:
         out["requestBody"] = body
     responses: dict[str, JSONSchema] = {}
     for response in op.responses:
-        responses[str(response.status)] = _success_response(op, response)
+        answer = _success_response(op, response)
+        earlier = responses.get(str(response.status))
+        if earlier is not None and "content" in answer:
+            # One status answered in several media types (JSON, or an event stream on request).
+            answer["content"] = {**earlier.get("content", {}), **answer["content"]}
+        responses[str(response.status)] = answer
     for status, why in _error_statuses(op).items():
         responses[str(status)] = _error_response(op, status, why)
     out["responses"] = responses
