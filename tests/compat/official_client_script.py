@@ -407,7 +407,7 @@ def run(origin: str, api_key: str) -> Report:
     check_long_lists(report, client)
     check_legacy_aliases(report, client)
     asyncio.run(check_async(report, AsyncLabric(base_url=origin, api_key=api_key, max_retries=0)))
-    check_agent(report, client)
+    check_agent(report, client, AsyncLabric(base_url=origin, api_key=api_key, max_retries=0))
     check_images(report, client)
     check_models(report, client)
     return report
@@ -966,12 +966,64 @@ async def check_async(report: Report, client: Any) -> None:
         expect(sum(issubclass(w.category, DeprecationWarning) for w in caught) >= 6, "warnings")
 
 
-# The agent, images and ML-model groups: their checks are added with those resources. Until
+# The images and ML-model groups: their checks are added with those resources. Until
 # then the test lists their methods as pending (PENDING in test_official_client.py).
 
 
-def check_agent(report: Report, client: Any) -> None:
-    """agent.run and agent.run_stream (sync and async): pending."""
+def check_agent(report: Report, client: Any, async_client: Any) -> None:
+    """agent.run and agent.run_stream, sync and async: real tool results, saved chats, the
+    stream's framing (chosen by the body flag, not by ``Accept``) and its terminal event."""
+    truth = client.tools.execute_sql(query="SELECT count(*) FROM compat_runs").data[0][0]
+    expected = f"Table compat_runs has {truth} rows."
+
+    with report.check("agent.run counts a table's rows with a tool", covers=("agent.run",)) as c:
+        answer = client.agent.run(prompt="How many rows does compat_runs have?", save=True)
+        c["detail"] = answer.output
+        expect(answer.output == expected, f"output {answer.output!r}")
+        (call,) = answer.tool_calls
+        expect(call.tool_name == "count_rows", f"tool {call.tool_name!r}")
+        expect(call.output == {"table": "compat_runs", "rows": truth}, f"{call.output!r}")
+        expect(bool(answer.chat_id), "save=True gives a chat id")
+        follow = client.agent.run(prompt="How many rows does it have?", chat_id=answer.chat_id)
+        expect(follow.chat_id == answer.chat_id, "the chat continues")
+        expect(follow.output == expected, f"follow-up {follow.output!r}")
+
+    with report.check("agent.run_stream events in order", covers=("agent.run_stream",)) as c:
+        events = list(client.agent.run_stream(prompt="How many rows does compat_runs have?"))
+        kinds = [e.type for e in events]
+        c["detail"] = kinds
+        expect(
+            kinds == ["reasoning_delta", "tool_call", "tool_result", "text_delta", "result"],
+            f"kinds {kinds}",
+        )
+        call, result = events[1], events[2]
+        expect(call.tool_call_id == result.tool_call_id, "tool call ids")
+        expect(result.output == {"table": "compat_runs", "rows": truth}, f"{result.output!r}")
+        expect(events[3].delta == expected, f"delta {events[3].delta!r}")
+        expect(events[-1].result.output == expected, "the terminal result")
+
+    async def run_async() -> tuple[Any, list[Any]]:
+        whole = await async_client.agent.run(prompt="Describe compat_runs and count its rows")
+        streamed = [
+            e
+            async for e in async_client.agent.run_stream(
+                prompt="Describe compat_runs and count its rows"
+            )
+        ]
+        return whole, streamed
+
+    with report.check(
+        "async agent.run and agent.run_stream agree",
+        covers=("async agent.run", "async agent.run_stream"),
+    ) as c:
+        whole, streamed = asyncio.run(run_async())
+        names = [t.tool_name for t in whole.tool_calls]
+        c["detail"] = names
+        expect(names == ["describe_table", "count_rows"], f"tools {names}")
+        columns = {col["name"] for col in whole.tool_calls[0].output["columns"]}
+        expect({"id", "code"} <= columns, f"columns {columns}")
+        expect(streamed[-1].type == "result", f"last event {streamed[-1].type!r}")
+        expect(streamed[-1].result.output == whole.output, "streamed result equals the whole one")
 
 
 def check_images(report: Report, client: Any) -> None:

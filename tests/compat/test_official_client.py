@@ -80,16 +80,14 @@ def failures(report: dict[str, Any]) -> list[str]:
     ]
 
 
-#: The official client's methods no check calls yet: exactly those of the agent, images and
-#: ML-model groups, whose checks come with those resources (``check_agent``, ``check_images``
+#: The official client's methods no check calls yet: exactly those of the images and
+#: ML-model groups, whose checks come with those resources (``check_images``
 #: and ``check_models`` in the script).
-PENDING_GROUPS = ("agent", "images", "models")
+PENDING_GROUPS = ("images", "models")
 PENDING = frozenset(
     f"{prefix}{name}"
     for prefix in ("", "async ")
     for name in (
-        "agent.run",
-        "agent.run_stream",
         "images.annotate",
         "images.list_annotations",
         "models.cancel_training",
