@@ -38,7 +38,7 @@ import uuid
 
 from aiohttp import web
 
-from labric.server import datasets
+from labric.server import console, datasets
 from labric.server.admin import routes as admin
 from labric.server.core import auth, idempotency
 from labric.server.core.faults import InjectedReset
@@ -310,7 +310,8 @@ def build_app(
 
 
 def add_routes(router: Router) -> None:
-    """Add every route the server serves, each from its declaration (the document's last).
+    """Add every route the server serves, each from its declaration (the document's last), and
+    the console's pages.
 
     Raises:
         RuntimeError: A route was added without a declaration.
@@ -328,6 +329,7 @@ def add_routes(router: Router) -> None:
         notifications,
         admin,
         openapi,
+        console,
     ):
         module.register(router)
     router.check_complete()
