@@ -50,7 +50,7 @@ async def test_the_link_signs_in_and_drops_the_token(server: LocalServer) -> Non
         assert "HttpOnly" in cookie
         assert "SameSite=Strict" in cookie
         assert token not in cookie  # the session id is not the token
-        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Referrer-Policy"] == "same-origin"
 
 
 async def test_pages_need_a_session_and_a_wrong_token_none(server: LocalServer) -> None:
@@ -164,3 +164,7 @@ async def test_a_new_server_run_has_a_new_token(tmp_path: object) -> None:
             ) as resp,
         ):
             assert resp.status == 401
+
+
+def test_attributes_keep_zero_and_drop_none_and_false() -> None:
+    assert el("div", data_x=0, hidden=False, title=None, open=True) == '<div data-x="0" open></div>'

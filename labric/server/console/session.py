@@ -129,11 +129,12 @@ Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def security_headers(response: web.StreamResponse) -> web.StreamResponse:
-    """Add the console's headers: no inline script, no framing, no caching, no referrer."""
+    """Add the console's headers: no inline script, no framing, no caching, and no referrer
+    sent to other sites (a same-origin one keeps the browser's Origin header on form posts)."""
     response.headers["Content-Security-Policy"] = _CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers.setdefault("Cache-Control", "no-store")
     return response
 

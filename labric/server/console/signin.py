@@ -69,7 +69,11 @@ async def front_door(request: web.Request) -> web.StreamResponse:
 
 
 def _sign_in_form(
-    request: web.Request, problem: str | None = None, *, status: int = 200
+    request: web.Request,
+    problem: str | None = None,
+    *,
+    status: int = 200,
+    next_value: str | None = None,
 ) -> web.Response:
     return page(
         request,
@@ -83,7 +87,7 @@ def _sign_in_form(
         el(
             "form",
             el("label", "Token ", el("input", type="password", name="token", required=True)),
-            el("input", type="hidden", name="next", value=request.query.get("next", "")),
+            el("input", type="hidden", name="next", value=_safe_next(next_value or request.query.get("next"))),
             el("button", "Sign in", type="submit"),
             method="post",
             action=PREFIX + "/sign-in",
@@ -104,14 +108,19 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     """Exchange the typed token for a session."""
     form = await request.post()
     token = form.get("token")
+    given_next = form.get("next")
+    next_value = _safe_next(given_next if isinstance(given_next, str) else None)
     if not same_origin(request) or not isinstance(token, str):
-        return security_headers(_sign_in_form(request, "Sign in from this page.", status=403))
+        return security_headers(
+            _sign_in_form(request, "Sign in from this page.", status=403, next_value=next_value)
+        )
     if not request.app[CONSOLE].token_matches(token.strip()):
         return security_headers(
-            _sign_in_form(request, "That is not this server run's token.", status=401)
+            _sign_in_form(
+                request, "That is not this server run's token.", status=401, next_value=next_value
+            )
         )
-    next_value = form.get("next")
-    return _signed_in(request, _safe_next(next_value if isinstance(next_value, str) else None))
+    return _signed_in(request, next_value)
 
 
 @PAGES.page("POST", PREFIX + "/sign-out")
