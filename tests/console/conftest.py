@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,16 +91,29 @@ class Seeded:
     ids: dict[str, str]
 
 
-def _seed(server: ThreadedServer, folder: Path) -> dict[str, str]:
+class Clock:
+    """The server's clock: real time moved by ``offset`` seconds (to report in the past)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def _seed(server: ThreadedServer, clock: Clock, folder: Path) -> dict[str, str]:
     ids: dict[str, str] = {}
     with Labric(server.admin_key, base_url=server.base_url) as client:
         instrument = client.instruments.create(name="Plate reader 2")
         ids["instrument"] = instrument.instrument.id
         device = client.instruments.pair(instrument.pairing_code)
         with Labric(device.api_key, base_url=server.base_url) as reader:
+            # Reports three, two and one hours ago: the silences between them count as offline.
+            for hours, status in ((3, "online"), (2, "error"), (1, "online")):
+                clock.offset = -hours * 3600.0
+                reader.instruments.report_status(ids["instrument"], status=status)
+            clock.offset = 0.0
             reader.instruments.report_status(ids["instrument"], status="online", is_watching=True)
-            reader.instruments.report_status(ids["instrument"], status="error")
-            reader.instruments.report_status(ids["instrument"], status="online")
         (folder / HOSTILE_NAME).write_text("well,od600\nA1,0.41\nA2,0.39\n")
         ids["hostile"] = client.files.upload(folder / HOSTILE_NAME).file_id
         (folder / "plate.png").write_bytes(_png())
@@ -174,8 +188,9 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     """One server for the browser tests, seeded with a little of everything."""
     root = tmp_path_factory.mktemp("console")
     gate = root / "gate"
-    with ThreadedServer(root / "server") as server:
-        ids = _seed(server, root)
+    clock = Clock()
+    with ThreadedServer(root / "server", clock=clock) as server:
+        ids = _seed(server, clock, root)
         with Labric(server.admin_key, base_url=server.base_url) as client:
             ids["job"] = client.jobs.create(name="follow me", code=_follow_job(gate)).id
         yield Seeded(server, gate, ids)

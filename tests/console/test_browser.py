@@ -118,8 +118,19 @@ def test_instruments_and_the_status_timeline(
     expect(console.locator("main tbody .status")).to_have_text("online")
     _shot(console, screenshots, "10-instruments")
     console.get_by_role("link", name="Plate reader 2").click()
-    assert console.locator("svg.timeline rect.band").count() >= 3
+    console.get_by_role("link", name="last 24 hours").click()
+    expect(console.get_by_role("heading", name="Status, last 24 hours")).to_be_visible()
+    bands = console.locator("svg.timeline rect.band")
+    # online, offline (silence), error, offline, online, offline, online now
+    assert bands.count() >= 6
     expect(console.locator("svg.timeline rect.status-error")).to_have_count(1)
+    assert console.locator("svg.timeline rect.status-offline").count() >= 2
+    track = console.locator("svg.timeline").bounding_box()
+    for i in range(bands.count()):  # every band is drawn inside the timeline, however short
+        box = bands.nth(i).bounding_box()
+        assert box["width"] > 0
+        assert track["x"] <= box["x"]
+        assert box["x"] + box["width"] <= track["x"] + track["width"]
     _shot(console, screenshots, "11-instrument")
 
 

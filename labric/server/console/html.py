@@ -70,7 +70,9 @@ def el(tag: str, *children: Node, **attrs: Any) -> Markup:
     ``data-url``); ``None`` and ``False`` leave an attribute out, ``True`` writes it bare.
     """
     rendered = "".join(
-        _attribute(name, value) for name, value in attrs.items() if value is not None and value is not False
+        _attribute(name, value)
+        for name, value in attrs.items()
+        if value is not None and value is not False
     )
     if tag in _VOID:
         return Markup(f"<{tag}{rendered}>")
@@ -83,6 +85,8 @@ def json_data(value: Any, **attrs: Any) -> Markup:
     safe = raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     safe = safe.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     rendered = "".join(
-        _attribute(name, value) for name, value in attrs.items() if value is not None and value is not False
+        _attribute(name, value)
+        for name, value in attrs.items()
+        if value is not None and value is not False
     )
     return Markup(f'<script type="application/json"{rendered}>{safe}</script>')

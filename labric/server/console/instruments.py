@@ -11,8 +11,16 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from labric.server.console.html import Markup, el
-from labric.server.console.layout import PREFIX, definition_list, error_page, link, page, table
+from labric.server.console.html import Markup, el, fragment
+from labric.server.console.layout import (
+    PREFIX,
+    definition_list,
+    error_page,
+    link,
+    page,
+    table,
+    url,
+)
 from labric.server.console.session import SESSION, require_session
 from labric.server.core.db import from_iso, iso
 from labric.server.core.routing import Pages
@@ -23,8 +31,14 @@ __all__ = ["PAGES"]
 
 PAGES = Pages()
 
-#: Seconds of history the timeline covers.
-WINDOW = 7 * 24 * 3600.0
+#: The timeline's windows: query value -> (label, seconds); the first is the default.
+WINDOWS = {
+    "week": ("last 7 days", 7 * 24 * 3600.0),
+    "day": ("last 24 hours", 24 * 3600.0),
+    "hour": ("last hour", 3600.0),
+}
+#: The narrowest band drawn (in the timeline's 1000 units), so an instant stays visible.
+_MIN_BAND = 3.0
 _WIDTH = 1000
 _HEIGHT = 36
 
@@ -75,8 +89,8 @@ def timeline(periods: list[store.Period], start: float, end: float) -> Markup:
 
     bands = []
     for period in periods:
-        left = max(0.0, x(period.first_seen))
-        width = max(2.0, min(float(_WIDTH), x(period.last_seen)) - left)
+        left = min(max(0.0, x(period.first_seen)), _WIDTH - _MIN_BAND)
+        width = max(_MIN_BAND, min(float(_WIDTH), x(period.last_seen)) - left)
         bands.append(
             el(
                 "rect",
@@ -107,12 +121,14 @@ def timeline(periods: list[store.Period], start: float, end: float) -> Markup:
 @PAGES.page("GET", PREFIX + "/instruments/{instrument_id}")
 @require_session
 async def instrument_page(request: web.Request) -> web.StreamResponse:
-    """One instrument: current status and the last week's history as a timeline."""
+    """One instrument: current status and its history over a window, as a timeline."""
     state = request.app[STATE]
     org_id = request[SESSION].org_id
     instrument_id = request.match_info["instrument_id"]
     now = state.clock()
-    start = now - WINDOW
+    window = request.query.get("window", "week")
+    label, seconds = WINDOWS.get(window, WINDOWS["week"])
+    start = now - seconds
 
     def read(conn: Any) -> tuple[store.InstrumentRecord, store.History] | None:
         row = store.get_instrument(conn, org_id, instrument_id, now)
@@ -141,7 +157,15 @@ async def instrument_page(request: web.Request) -> web.StreamResponse:
                 ),
             }
         ),
-        el("h2", "Status, last 7 days"),
+        el("h2", f"Status, {label}"),
+        el(
+            "p",
+            [
+                fragment(link(text, url(request.path, window=key)), " ")
+                for key, (text, _) in WINDOWS.items()
+            ],
+            class_="windows",
+        ),
         timeline(hist.periods, start, now),
         el("p", f"{hist.omitted} older periods left out.", class_="note") if hist.omitted else None,
         table(

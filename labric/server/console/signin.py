@@ -87,7 +87,12 @@ def _sign_in_form(
         el(
             "form",
             el("label", "Token ", el("input", type="password", name="token", required=True)),
-            el("input", type="hidden", name="next", value=_safe_next(next_value or request.query.get("next"))),
+            el(
+                "input",
+                type="hidden",
+                name="next",
+                value=_safe_next(next_value or request.query.get("next")),
+            ),
             el("button", "Sign in", type="submit"),
             method="post",
             action=PREFIX + "/sign-in",
