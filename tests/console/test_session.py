@@ -168,3 +168,50 @@ async def test_a_new_server_run_has_a_new_token(tmp_path: object) -> None:
 
 def test_attributes_keep_zero_and_drop_none_and_false() -> None:
     assert el("div", data_x=0, hidden=False, title=None, open=True) == '<div data-x="0" open></div>'
+
+
+async def test_the_assets_are_served_from_the_package_and_nothing_else(
+    server: LocalServer,
+) -> None:
+    from labric.server.console.static import ASSETS
+
+    async with aiohttp.ClientSession() as session:  # assets need no session
+        for name, media_type in ASSETS.items():
+            async with session.get(f"{server.origin}/console/static/{name}") as resp:
+                assert resp.status == 200, name
+                assert resp.content_type == media_type
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                assert len(await resp.read()) > 100
+        for name in ("../session.py", "%2e%2e/session.py", "console.py", "vendor/"):
+            async with session.get(f"{server.origin}/console/static/{name}") as resp:
+                assert resp.status == 404, name
+
+
+async def test_download_and_image_serve_the_bytes(
+    server: LocalServer,
+    client: AsyncLabric,
+    browser_session: aiohttp.ClientSession,
+    tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / 'weird "name".csv').write_bytes(b"a,b\n1,2\n")
+    (folder / "pic.svg").write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    csv_id = (await client.files.upload(folder / 'weird "name".csv')).file_id
+    svg_id = (await client.files.upload(folder / "pic.svg")).file_id
+    async with browser_session:
+        base = f"{server.origin}/console/files"
+        async with browser_session.get(f"{base}/{csv_id}/download") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"a,b\n1,2\n"
+            assert resp.headers["Content-Type"] == "application/octet-stream"
+            assert resp.headers["Content-Disposition"].startswith("attachment;")
+            assert '"name"' not in resp.headers["Content-Disposition"]  # quotes never break out
+        async with browser_session.get(f"{base}/{svg_id}/image") as resp:
+            assert resp.status == 404  # SVG can carry script: never shown inline
+        async with browser_session.get(f"{base}/{svg_id}") as resp:
+            assert resp.status == 200
+            assert "&lt;svg" in await resp.text()  # previewed as text
+        async with browser_session.get(f"{base}/missing") as resp:
+            assert resp.status == 404

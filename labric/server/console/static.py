@@ -6,6 +6,7 @@ system), with their media types and ``nosniff``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from aiohttp import web
@@ -28,6 +29,12 @@ ASSETS = {
 }
 
 
+@functools.cache
+def _read(name: str) -> bytes:
+    """An asset's bytes (read once: they are part of the installed package)."""
+    return (_ROOT / name).read_bytes()
+
+
 @PAGES.page("GET", STATIC + "/{name:.+}")
 async def asset(request: web.Request) -> web.StreamResponse:
     """One of :data:`ASSETS`."""
@@ -36,7 +43,7 @@ async def asset(request: web.Request) -> web.StreamResponse:
     if media_type is None:
         response = web.Response(status=404, text="Not found", content_type="text/plain")
         return security_headers(response)
-    body = (_ROOT / name).read_bytes()
+    body = _read(name)
     response = web.Response(body=body, content_type=media_type, charset="utf-8")
     response.headers["Cache-Control"] = "private, max-age=300"
     return security_headers(response)
