@@ -215,3 +215,9 @@ async def test_download_and_image_serve_the_bytes(
             assert "&lt;svg" in await resp.text()  # previewed as text
         async with browser_session.get(f"{base}/missing") as resp:
             assert resp.status == 404
+
+
+def test_json_data_turns_non_finite_numbers_into_null() -> None:
+    assert json_data([1.5, float("inf"), {"x": float("nan")}]) == (
+        '<script type="application/json">[1.5,null,{"x":null}]</script>'
+    )

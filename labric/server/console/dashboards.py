@@ -127,4 +127,5 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         if cards
         else el("p", "This dashboard has no widgets.", class_="empty"),
         active="dashboards",
+        charts=True,
     )

@@ -96,7 +96,16 @@ async def run_query(request: web.Request) -> web.StreamResponse:
         else:
             shown = outcome.data[:MAX_QUERY_ROWS]
             result = [
-                el("p", f"{len(outcome.data)} rows", class_="count"),
+                el(
+                    "p",
+                    f"{len(outcome.data)} rows"
+                    + (
+                        f", the first {MAX_QUERY_ROWS} shown"
+                        if len(outcome.data) > len(shown)
+                        else ""
+                    ),
+                    class_="count",
+                ),
                 table(outcome.columns, [[cell(v) for v in row] for row in shown], empty="No rows."),
             ]
     return page(request, "SQL", _sql_form(sql), result, active="datasets")

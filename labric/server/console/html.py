@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,9 +80,21 @@ def el(tag: str, *children: Node, **attrs: Any) -> Markup:
     return Markup(f"<{tag}{rendered}>{fragment(*children)}</{tag}>")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with infinite and NaN floats as ``None`` (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
 def json_data(value: Any, **attrs: Any) -> Markup:
-    """``value`` as JSON inside ``<script type="application/json">``, for a page's script."""
-    raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """``value`` as JSON inside ``<script type="application/json">``, for a page's script
+    (an infinite or NaN number becomes ``null``)."""
+    raw = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     safe = raw.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     safe = safe.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     rendered = "".join(

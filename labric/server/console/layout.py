@@ -34,7 +34,7 @@ __all__ = [
 
 #: Where the console's pages live.
 PREFIX = "/console"
-#: Seconds of unused static assets' caching (they are named by the package version).
+#: Where the scripts, the style sheet and the chart library are served.
 STATIC = PREFIX + "/static"
 
 
@@ -75,8 +75,9 @@ def page(
     *body: Node,
     active: str | None = None,
     status: int = 200,
+    charts: bool = False,
 ) -> web.Response:
-    """A full console page."""
+    """A full console page (``charts``: it draws charts, so it loads the chart library)."""
     signed_in = request.get(SESSION) is not None
     nav = (
         el(
@@ -112,7 +113,9 @@ def page(
                 el("meta", name="viewport", content="width=device-width, initial-scale=1"),
                 el("title", f"{title} · labric console"),
                 el("link", rel="stylesheet", href=STATIC + "/console.css"),
-                el("script", src=STATIC + "/vendor/chart.umd.min.js", defer=True),
+                el("script", src=STATIC + "/vendor/chart.umd.min.js", defer=True)
+                if charts
+                else None,
                 el("script", src=STATIC + "/console.js", defer=True),
             ),
             el("body", nav, el("main", el("h1", title), *body)),
