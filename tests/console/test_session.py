@@ -221,3 +221,20 @@ def test_json_data_turns_non_finite_numbers_into_null() -> None:
     assert json_data([1.5, float("inf"), {"x": float("nan")}]) == (
         '<script type="application/json">[1.5,null,{"x":null}]</script>'
     )
+
+
+async def test_injected_faults_leave_the_console_alone(tmp_path: object) -> None:
+    from pathlib import Path
+
+    async with (
+        LocalServer(Path(str(tmp_path)) / "d", faults="error=1,seed=1") as server,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session,
+    ):
+        async with session.get(server.console_url) as resp:
+            assert resp.status == 200  # the link, the redirect and the page
+        async with session.get(f"{server.origin}/console/files") as resp:
+            assert resp.status == 200
+        headers = {"Authorization": f"Bearer {server.admin_key}"}
+        async with session.get(f"{server.base_url}/v1/files", headers=headers) as resp:
+            assert resp.status in (500, 503)  # the API still gets them
+            assert "X-Labric-Fault" in resp.headers
