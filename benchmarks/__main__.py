@@ -12,6 +12,7 @@ NAMES = [
     "soak",
     "listing",
     "agent_stream",
+    "console",
 ]
 
 if len(sys.argv) > 1 and sys.argv[1] in NAMES:

@@ -39,8 +39,9 @@ asyncio nor aiohttp; a subcommand imports the client (or the server) when it run
 
 Progress goes to stderr: a bar on a terminal, plain lines when piped.
 
-``serve`` prints exactly two shell-ready lines on stdout once it is listening
-(``LABRIC_API_BASE_URL=...`` and ``LABRIC_API_KEY=...``, so ``eval "$(labric serve ...)"``-style
+``serve`` prints exactly three shell-ready lines on stdout once it is listening
+(``LABRIC_API_BASE_URL=...``, ``LABRIC_API_KEY=...`` and ``LABRIC_CONSOLE_URL=...``, the web
+console's sign-in link, whose token is new on every start; so ``eval "$(labric serve ...)"``-style
 wrappers and tests can read them), then serves until SIGINT or SIGTERM and exits 0. It creates
 DIR if it is missing or empty; a directory holding other things is refused (exit 2) unless
 ``--init`` is given, and a directory another server is using is refused (exit 1, naming that
@@ -128,7 +129,8 @@ def _add_serve(commands: Any) -> None:
         "serve",
         help="run the local Labric server",
         description="Run the local Labric server on a data directory (created if missing or "
-        "empty). Prints LABRIC_API_BASE_URL and LABRIC_API_KEY, then serves until interrupted.",
+        "empty). Prints LABRIC_API_BASE_URL, LABRIC_API_KEY and LABRIC_CONSOLE_URL (the web "
+        "console's sign-in link), then serves until interrupted.",
     )
     parser.add_argument("--data-dir", required=True, help="where metadata and file bytes live")
     parser.add_argument(
@@ -251,6 +253,7 @@ async def _serve_until_signalled(server: LocalServer, address: str, *, created: 
         try:
             print(f"LABRIC_API_BASE_URL={server.base_url}", flush=True)
             print(f"LABRIC_API_KEY={server.admin_key}", flush=True)
+            print(f"LABRIC_CONSOLE_URL={server.console_url}", flush=True)
             print(
                 f"labric: serving {server.data_dir.root} at {server.origin} (Ctrl-C to stop)",
                 file=sys.stderr,

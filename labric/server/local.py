@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from labric.server.console import CONSOLE
 from labric.server.core import auth, records
 from labric.server.core.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
 from labric.server.core.blobs import BlobStore
@@ -316,6 +317,14 @@ class LocalServer:
         return f"{self.origin}/api"
 
     @property
+    def console_url(self) -> str:
+        """The web console's sign-in link, ``http://HOST:PORT/?token=...`` (the token is new on
+        every start and signs a browser in to the server's own organisation)."""
+        if self._runner is None:
+            raise RuntimeError("The server has not been started")
+        return f"{self.origin}/?token={self._runner.app[CONSOLE].token}"
+
+    @property
     def admin_key(self) -> str:
         """The default organisation's admin key (read, write, admin); stable across restarts."""
         return self._require_identity().admin_key
@@ -520,6 +529,11 @@ class ThreadedServer:
     def base_url(self) -> str:
         """The API base URL."""
         return self.server.base_url
+
+    @property
+    def console_url(self) -> str:
+        """The web console's sign-in link (see :attr:`LocalServer.console_url`)."""
+        return self.server.console_url
 
     @property
     def admin_key(self) -> str:

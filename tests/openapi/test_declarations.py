@@ -16,10 +16,12 @@ from labric.server.core.app import add_routes
 from labric.server.core.declare import LIMIT, Body, Family, Operation, Param, integer, obj, string
 from labric.server.core.http import HTTPError, error_response, json_response, read_json_object
 from labric.server.core.routing import (
+    PAGE_ROUTES,
     ROUTE_ALIASES,
     ROUTE_DECLARATIONS,
     ROUTE_SCOPES,
     Handler,
+    Pages,
     Router,
     Routes,
     unversioned,
@@ -37,9 +39,13 @@ def _template(route: web.AbstractRoute) -> str:
 
 
 def _served(app: web.Application) -> set[tuple[str, str]]:
-    """Every route the application serves, less the unversioned aliases (checked apart)."""
+    """Every route the application serves, less the unversioned aliases (checked apart) and
+    the console's pages (no API routes; checked apart)."""
     aliases = app.get(ROUTE_ALIASES, {})
-    return {(r.method, _template(r)) for r in app.router.routes() if r not in aliases}
+    pages = app.get(PAGE_ROUTES, set())
+    return {
+        (r.method, _template(r)) for r in app.router.routes() if r not in aliases and r not in pages
+    }
 
 
 async def test_every_served_route_has_an_entry_and_every_entry_a_route(
@@ -64,6 +70,29 @@ def test_every_route_of_the_application_comes_from_a_declaration() -> None:
     add_routes(Router(app))
     declared = {(d.operation.method, d.operation.full_path) for d in app[ROUTE_DECLARATIONS]}
     assert declared == _served(app)
+
+
+def test_pages_are_the_consoles_and_stay_out_of_the_api_and_its_document() -> None:
+    """Pages are registered apart: none has a scope or a declaration, none is under ``/api`` or
+    ``/storage``, and every route is either a page or a declared route."""
+    app = web.Application()
+    add_routes(Router(app))
+    pages = app[PAGE_ROUTES]
+    assert len(pages) > 10
+    templates = {_template(r) for r in pages}
+    assert all(t == "/" or t.startswith("/console/") for t in templates), sorted(templates)
+    assert not any(r in app[ROUTE_SCOPES] for r in pages)
+    declared = {d.operation.full_path for d in app[ROUTE_DECLARATIONS]}
+    assert not templates & declared
+    assert set(app.router.routes()) == set(app[ROUTE_SCOPES]) | pages
+
+
+def test_the_router_refuses_a_page_under_the_api_or_storage() -> None:
+    for path in ("/api/v1/files", "/api", "/storage/v1/x"):
+        pages = Pages()
+        pages.page("GET", path)(_nothing)
+        with pytest.raises(ValueError, match="may not be served under /api or /storage"):
+            Router(web.Application()).add_pages(pages)
 
 
 def test_every_v1_route_has_exactly_its_unversioned_alias() -> None:

@@ -18,12 +18,15 @@ STARTUP_TIMEOUT = 60.0
 
 
 class Served:
-    """A ``labric serve`` subprocess and the two lines it printed."""
+    """A ``labric serve`` subprocess and the three lines it printed."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, base_url: str, key: str) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, base_url: str, key: str, console_url: str
+    ) -> None:
         self.proc = proc
         self.base_url = base_url
         self.key = key
+        self.console_url = console_url
 
 
 async def _serve(data_dir: Path, *extra: str) -> Served:
@@ -43,14 +46,16 @@ async def _serve(data_dir: Path, *extra: str) -> Served:
     )
     assert proc.stdout is not None
     lines = []
-    for _ in range(2):
+    for _ in range(3):
         line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
         lines.append(line.decode().rstrip("\n"))
     name, _, base_url = lines[0].partition("=")
     assert name == "LABRIC_API_BASE_URL", lines
     name, _, key = lines[1].partition("=")
     assert name == "LABRIC_API_KEY", lines
-    return Served(proc, base_url, key)
+    name, _, console_url = lines[2].partition("=")
+    assert name == "LABRIC_CONSOLE_URL", lines
+    return Served(proc, base_url, key, console_url)
 
 
 async def _finish(served: Served, sig: int) -> tuple[int, str, str]:
@@ -76,10 +81,20 @@ async def test_serve_prints_credentials_and_stops_on_sigint(tmp_path: Path) -> N
         assert served.key.startswith("lbk_")
         assert await _get(served.base_url, served.key) == 200
         assert await _get(served.base_url, "lbk_wrong_key") == 401
+        origin = served.base_url.removesuffix("/api")
+        assert served.console_url.startswith(f"{origin}/?token=")
+        assert served.key not in served.console_url
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(served.console_url, allow_redirects=False) as resp,
+        ):
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/console/"
+            assert "HttpOnly" in resp.headers["Set-Cookie"]
     finally:
         code, stdout, stderr = await _finish(served, signal.SIGINT)
     assert code == 0, stderr
-    assert stdout == ""  # nothing after the two lines
+    assert stdout == ""  # nothing after the three lines
     assert "Traceback" not in stderr
     assert (tmp_path / "d" / "admin.key").read_text() == served.key
 

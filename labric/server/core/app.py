@@ -38,7 +38,7 @@ import uuid
 
 from aiohttp import web
 
-from labric.server import datasets
+from labric.server import console, datasets
 from labric.server.admin import routes as admin
 from labric.server.agent import routes as agent
 from labric.server.core import auth, idempotency
@@ -311,7 +311,8 @@ def build_app(
 
 
 def add_routes(router: Router) -> None:
-    """Add every route the server serves, each from its declaration (the document's last).
+    """Add every route the server serves, each from its declaration (the document's last), and
+    the console's pages.
 
     Raises:
         RuntimeError: A route was added without a declaration.
@@ -330,6 +331,7 @@ def add_routes(router: Router) -> None:
         agent,
         admin,
         openapi,
+        console,
     ):
         module.register(router)
     router.check_complete()

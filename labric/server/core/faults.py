@@ -44,7 +44,8 @@ Determinism
     requests are decided in the order the middleware sees them, which the network may shuffle.
 
 Paths under ``/api/v1/admin/`` (and its alias ``/api/admin/``) are exempt, so a test can always
-turn faults off again.
+turn faults off again; so is the web console (``/console/`` and its front door ``/``), which
+shows what the server did rather than emulating the platform's network.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 __all__ = [
+    "CONSOLE_FRONT_DOOR",
     "DEFAULT_EXEMPT_PREFIXES",
     "FAULT_HEADER",
     "FAULT_KEY",
@@ -76,8 +78,10 @@ __all__ = [
     "parse_faults",
 ]
 
-#: Path prefixes that never get faults: the admin routes that turn them off.
-DEFAULT_EXEMPT_PREFIXES: Final = ("/api/v1/admin/", "/api/admin/")
+#: Path prefixes that never get faults: the admin routes that turn them off, and the console.
+DEFAULT_EXEMPT_PREFIXES: Final = ("/api/v1/admin/", "/api/admin/", "/console/")
+#: The console's sign-in link's path, also exempt (as a prefix it would exempt everything).
+CONSOLE_FRONT_DOOR: Final = "/"
 #: Response header naming the injected fault (``error`` or ``throttle``).
 FAULT_HEADER: Final = "X-Labric-Fault"
 
@@ -414,7 +418,10 @@ class FaultInjector:
         self.counters.update(dict.fromkeys(_COUNTER_NAMES, 0))
 
     def is_exempt(self, path: str) -> bool:
-        """Whether requests to ``path`` are never given faults."""
+        """Whether requests to ``path`` are never given faults (the exempt prefixes, and ``/``,
+        the console's front door)."""
+        if path == CONSOLE_FRONT_DOOR:
+            return True
         return any(path.startswith(p) or path == p.rstrip("/") for p in self._exempt_prefixes)
 
     def _decide(self, config: FaultConfig) -> tuple[_Outcome, float, bool]:

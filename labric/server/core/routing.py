@@ -44,6 +44,7 @@ from labric.server.core.validation import checked
 
 __all__ = [
     "API_PREFIX",
+    "PAGE_ROUTES",
     "PUBLIC",
     "ROUTE_ALIASES",
     "ROUTE_DECLARATIONS",
@@ -51,6 +52,7 @@ __all__ = [
     "VERSION_PREFIX",
     "Declared",
     "Handler",
+    "Pages",
     "Router",
     "Routes",
     "unversioned",
@@ -74,6 +76,9 @@ ROUTE_SCOPES: web.AppKey[dict[web.AbstractRoute, str]] = web.AppKey("labric_rout
 ROUTE_DECLARATIONS: web.AppKey[list[Declared]] = web.AppKey("labric_route_declarations")
 #: Alias route (``/api/files``) -> the served path it repeats (``/api/v1/files``).
 ROUTE_ALIASES: web.AppKey[dict[web.AbstractRoute, str]] = web.AppKey("labric_route_aliases")
+
+#: The console's page routes (no scope, no declaration: see "Pages" above).
+PAGE_ROUTES: web.AppKey[set[web.AbstractRoute]] = web.AppKey("labric_page_routes")
 
 #: The version segment the hosted API's paths start with; also served without it.
 VERSION_PREFIX = "/v1"
@@ -115,6 +120,32 @@ class Routes:
         return len(self._declared)
 
 
+class Pages:
+    """HTML pages one module serves (see "Pages" in the module docstring)."""
+
+    def __init__(self) -> None:
+        self._pages: list[tuple[str, str, Handler]] = []
+
+    def page(self, method: str, path: str) -> Callable[[H], H]:
+        """Serve the decorated handler at ``method`` ``path`` (stack several for one handler)."""
+
+        def add(handler: H) -> H:
+            self._pages.append((method, path, handler))
+            return handler
+
+        return add
+
+    def __iter__(self) -> Iterator[tuple[str, str, Handler]]:
+        return iter(self._pages)
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+#: Where pages may not be served: the API's and storage's paths.
+_NOT_PAGES = (API_PREFIX, "/storage")
+
+
 class Router:
     """Adds declared routes to an application, recording their scopes and declarations.
 
@@ -127,9 +158,11 @@ class Router:
         app.setdefault(ROUTE_SCOPES, {})
         app.setdefault(ROUTE_DECLARATIONS, [])
         app.setdefault(ROUTE_ALIASES, {})
+        app.setdefault(PAGE_ROUTES, set())
         self._scopes = app[ROUTE_SCOPES]
         self._declared = app[ROUTE_DECLARATIONS]
         self._aliases = app[ROUTE_ALIASES]
+        self._pages = app[PAGE_ROUTES]
 
     @property
     def app(self) -> web.Application:
@@ -164,6 +197,19 @@ class Router:
             self._scopes[aliased] = op.scope
             self._aliases[aliased] = op.full_path
 
+    def add_pages(self, pages: Pages) -> None:
+        """Add HTML pages: served as they are, with no API key and no declaration.
+
+        Raises:
+            ValueError: A page is under ``/api`` or ``/storage`` (those are the API's).
+        """
+        for method, path, handler in pages:
+            if any(path == p or path.startswith(p + "/") for p in _NOT_PAGES):
+                raise ValueError(
+                    f"{method} {path}: a page may not be served under /api or /storage"
+                )
+            self._pages.add(self._app.router.add_route(method, path, handler))
+
     def check_complete(self) -> None:
         """Refuse an application with a route that was not added from a declaration.
 
@@ -173,7 +219,7 @@ class Router:
         undeclared = [
             f"{route.method} {route.resource.canonical if route.resource else '?'}"
             for route in self._app.router.routes()
-            if route not in self._scopes
+            if route not in self._scopes and route not in self._pages
         ]
         if undeclared:
             raise RuntimeError(f"Routes added without a declaration: {', '.join(undeclared)}")

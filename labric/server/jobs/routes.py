@@ -53,6 +53,7 @@ __all__ = [
     "MAX_TIMEOUT_SECONDS",
     "execution_json",
     "job_json",
+    "queue_run",
     "register",
 ]
 
@@ -568,7 +569,29 @@ async def run_job(request: web.Request) -> web.StreamResponse:
     given = _object(f, body, "parameters")
     timeout = f.integer("timeout_seconds", minimum=1, maximum=MAX_TIMEOUT_SECONDS)
     f.check()
+    execution = await queue_run(
+        state, org_id, job_id, file_ids=file_ids, parameters=given, timeout_seconds=timeout
+    )
+    return json_response(execution_json(execution))
+
+
+async def queue_run(
+    state: ServerState,
+    org_id: str,
+    job_id: str,
+    *,
+    file_ids: list[str],
+    parameters: dict[str, Any] | None,
+    timeout_seconds: int | None,
+) -> store.ExecutionRecord:
+    """Queue a platform execution of a job's current script (``POST .../runs``, the console).
+
+    Raises:
+        HTTPError: 404 no such job or input file, 400 archived or without a script, 422 the
+            parameters do not fit the job's definitions.
+    """
     now = state.now()
+    given = parameters
 
     def run(conn: Any) -> store.ExecutionRecord:
         job = store.job_get(conn, org_id, job_id)
@@ -592,7 +615,7 @@ async def run_job(request: web.Request) -> web.StreamResponse:
             parameters=parameters,
             trigger_info=None,
             lineage=[],
-            timeout_seconds=timeout or job.timeout_seconds or state.settings.job_timeout,
+            timeout_seconds=timeout_seconds or job.timeout_seconds or state.settings.job_timeout,
             now=now,
         )
         row = store.execution_get(conn, execution_id)
@@ -601,7 +624,7 @@ async def run_job(request: web.Request) -> web.StreamResponse:
 
     execution = await state.db.run(run)
     _runner_wake(state)
-    return json_response(execution_json(execution))
+    return execution
 
 
 def register(router: Router) -> None:
