@@ -17,7 +17,7 @@ from labric.models.ml_models import (
     Prediction,
     QualityPreset,
 )
-from labric.resources.ml_models import AsyncMlModels
+from labric.resources.ml_models import DEFAULT_POLL_INTERVAL, AsyncMlModels
 
 __all__ = ["MlModels"]
 
@@ -26,8 +26,8 @@ class MlModels(SyncResource[AsyncLabric, AsyncMlModels]):
     """Machine-learning models trained on the organisation's dataset tables.
 
     Training runs in the background on the server: :meth:`train` answers at once with the
-    model's new version ``pending``; poll :meth:`get` until its ``status`` is ``ready`` (or
-    ``failed`` / ``cancelled``). A retrain (``ml_model_id=...``) adds a version to the same
+    model's new version ``pending``; :meth:`wait` returns it once its ``status`` is ``ready``
+    (or ``failed`` / ``cancelled``). A retrain (``ml_model_id=...``) adds a version to the same
     model, which stops serving predictions until that version is ready.
     """
 
@@ -69,7 +69,7 @@ class MlModels(SyncResource[AsyncLabric, AsyncMlModels]):
             ValueError: both or neither of ``name`` and ``ml_model_id``.
             UnprocessableEntityError: a column is not in the table, or cannot be used.
             NotFoundError: no such table, or no such model to retrain.
-            ServiceUnavailableError: the server cannot train (a local server without
+            InternalServerError: 503, the server cannot train (a local server without
                 ``labric[ml]``).
             PermissionDeniedError: the key lacks the ``write`` scope.
 
@@ -115,6 +115,36 @@ class MlModels(SyncResource[AsyncLabric, AsyncMlModels]):
             NotFoundError: no such model in the key's organisation.
         """
         return self._portal.call(lambda c: self._get(c).get(ml_model_id))
+
+    def wait(
+        self,
+        ml_model_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> MlModel:
+        """Wait until no version of a model is pending or training, and return the model.
+
+        Each poll asks the server to hold its answer until training ends (the local server
+        does; others answer at once). Between answers that come back unfinished, the pause
+        starts at ``poll_interval`` and grows by half each time, up to 5 seconds.
+
+        Args:
+            ml_model_id: The model.
+            timeout: Give up after this many seconds (``None``: wait as long as it takes).
+            poll_interval: The first pause between polls, in seconds.
+
+        Returns:
+            The model; check its ``status`` (``ready``, ``failed`` or ``cancelled``).
+
+        Raises:
+            WaitTimeoutError: ``timeout`` passed first (its ``ml_model_id`` and ``status`` say
+                which and where). Training goes on.
+            NotFoundError: no such model.
+        """
+        return self._portal.call(
+            lambda c: self._get(c).wait(ml_model_id, timeout=timeout, poll_interval=poll_interval)
+        )
 
     def cancel_training(self, ml_model_id: str) -> MlModel:
         """Cancel every pending or training version of a model.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from labric._core.pagination import AsyncPager
 from labric._core.urls import path_segment
+from labric.errors import WaitTimeoutError
 from labric.models.ml_models import (
     MlModel,
     MlModelTaskType,
@@ -19,6 +22,13 @@ from labric.resources._base import AsyncResource
 
 __all__ = ["AsyncMlModels"]
 
+#: The first pause between polls of :meth:`AsyncMlModels.wait`, in seconds.
+DEFAULT_POLL_INTERVAL = 0.5
+#: The longest pause between polls.
+MAX_POLL_INTERVAL = 5.0
+#: The longest the server is asked to hold one poll.
+MAX_HELD_POLL = 20.0
+
 
 def _path(ml_model_id: str, suffix: str = "") -> str:
     return f"/v1/ml-models/{path_segment(ml_model_id, 'ml_model_id')}{suffix}"
@@ -28,8 +38,8 @@ class AsyncMlModels(AsyncResource):
     """Machine-learning models trained on the organisation's dataset tables.
 
     Training runs in the background on the server: :meth:`train` answers at once with the
-    model's new version ``pending``; poll :meth:`get` until its ``status`` is ``ready`` (or
-    ``failed`` / ``cancelled``). A retrain (``ml_model_id=...``) adds a version to the same
+    model's new version ``pending``; :meth:`wait` returns it once its ``status`` is ``ready``
+    (or ``failed`` / ``cancelled``). A retrain (``ml_model_id=...``) adds a version to the same
     model, which stops serving predictions until that version is ready.
     """
 
@@ -71,7 +81,7 @@ class AsyncMlModels(AsyncResource):
             ValueError: both or neither of ``name`` and ``ml_model_id``.
             UnprocessableEntityError: a column is not in the table, or cannot be used.
             NotFoundError: no such table, or no such model to retrain.
-            ServiceUnavailableError: the server cannot train (a local server without
+            InternalServerError: 503, the server cannot train (a local server without
                 ``labric[ml]``).
             PermissionDeniedError: the key lacks the ``write`` scope.
 
@@ -122,6 +132,62 @@ class AsyncMlModels(AsyncResource):
         """
         response = await self._transport.request("GET", _path(ml_model_id))
         return self._parse(response, MlModel)
+
+    async def wait(
+        self,
+        ml_model_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> MlModel:
+        """Wait until no version of a model is pending or training, and return the model.
+
+        Each poll asks the server to hold its answer until training ends (the local server
+        does; others answer at once). Between answers that come back unfinished, the pause
+        starts at ``poll_interval`` and grows by half each time, up to 5 seconds.
+
+        Args:
+            ml_model_id: The model.
+            timeout: Give up after this many seconds (``None``: wait as long as it takes).
+            poll_interval: The first pause between polls, in seconds.
+
+        Returns:
+            The model; check its ``status`` (``ready``, ``failed`` or ``cancelled``).
+
+        Raises:
+            WaitTimeoutError: ``timeout`` passed first (its ``ml_model_id`` and ``status`` say
+                which and where). Training goes on.
+            NotFoundError: no such model.
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        path = _path(ml_model_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        read_timeout = self._transport.config.timeout.read
+        hold_cap = MAX_HELD_POLL if read_timeout is None else min(MAX_HELD_POLL, read_timeout / 2)
+        pause = poll_interval
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            held = int(hold_cap if remaining is None else min(hold_cap, max(remaining, 0.0)))
+            asked = time.monotonic()
+            response = await self._transport.request(
+                "GET", path, params={"wait": held} if held >= 1 else None
+            )
+            model = self._parse(response, MlModel)
+            if not model.in_flight:
+                return model
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeoutError(
+                    f"ML model {ml_model_id} was still {model.status} after {timeout:g} s; "
+                    "its training goes on",
+                    ml_model_id=ml_model_id,
+                    status=None if model.status is None else str(model.status),
+                )
+            if held >= 1 and time.monotonic() - asked >= held * 0.9:
+                continue  # the server held the poll for us: ask again at once
+            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 1.5, MAX_POLL_INTERVAL)
 
     async def cancel_training(self, ml_model_id: str) -> MlModel:
         """Cancel every pending or training version of a model.

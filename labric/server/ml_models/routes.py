@@ -6,7 +6,8 @@ route                                               scope  what
 ``POST /v1/ml-models``                              write  train a new model, or retrain one as
                                                            its next version; answers at once
 ``GET  /v1/ml-models``                              read   non-archived models, newest first
-``GET  /v1/ml-models/{ml_model_id}``                read   a model and its newest version
+``GET  /v1/ml-models/{ml_model_id}``                read   a model and its newest version;
+                                                           ``wait`` (local) holds until trained
 ``POST /v1/ml-models/{ml_model_id}/cancel-training`` write  cancel every pending or training
                                                            version; 400 if none is
 ``POST /v1/ml-models/predict``                      read   one prediction per row, by model id
@@ -38,7 +39,17 @@ from aiohttp import web
 
 from labric.server.core import records
 from labric.server.core.auth import principal
-from labric.server.core.declare import PAGE, Body, Operation, Response, array, path_param, ref
+from labric.server.core.declare import (
+    PAGE,
+    Body,
+    Operation,
+    Param,
+    Response,
+    array,
+    integer,
+    path_param,
+    ref,
+)
 from labric.server.core.http import Fields, HTTPError, json_response, read_json_object
 from labric.server.core.paging import listing, respond
 from labric.server.core.routing import Router, Routes
@@ -63,6 +74,8 @@ ROUTES = Routes(wire.ML_MODELS)
 ML_TRAINING = web.AppKey("labric_ml_training", TrainingRunner)
 
 ML_MODEL_ID = path_param("ml_model_id", "The model", maxLength=128)
+#: The longest ``wait`` of ``GET /v1/ml-models/{ml_model_id}``.
+MAX_WAIT_SECONDS = 30
 
 
 def install(app: web.Application, state: ServerState) -> None:
@@ -352,17 +365,34 @@ async def _model(request: web.Request, org_id: str, **by: str) -> store.ModelRec
         path="/v1/ml-models/{ml_model_id}",
         scope="read",
         summary="A model: its training status and results (its newest version's)",
-        params=(ML_MODEL_ID,),
+        description="Local addition: `wait` holds the answer until no version of the model is "
+        "pending or training (at most that many seconds); the hosted API answers at once.",
+        params=(
+            ML_MODEL_ID,
+            Param(
+                name="wait",
+                where="query",
+                schema=integer(minimum=0, maximum=MAX_WAIT_SECONDS),
+                description="Seconds to wait for training in flight to end",
+            ),
+        ),
         responses=(Response(schema=ref("MlModel")),),
         errors={404: "No such model"},
         hosted=True,
     )
 )
 async def get_model(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/ml-models/{ml_model_id}``."""
+    """``GET /v1/ml-models/{ml_model_id}`` (``wait`` holds until training in flight ends)."""
+    state = request.app[STATE]
     org_id = principal(request).org_id
+    q = Fields(request.query, "query")
+    wait = q.integer("wait", minimum=0, maximum=MAX_WAIT_SECONDS) or 0
+    q.check()
     model = await _model(request, org_id, model_id=request.match_info["ml_model_id"])
-    answer = await request.app[STATE].db.run(store.detail, model)
+    if wait:
+        flying = await state.db.run(store.in_flight, model.id)
+        await request.app[ML_TRAINING].settled(flying, timeout=wait)
+    answer = await state.db.run(store.detail, model)
     return json_response(answer)
 
 

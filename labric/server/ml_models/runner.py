@@ -205,6 +205,12 @@ class TrainingRunner:
         if pending:
             await asyncio.gather(*(asyncio.shield(f) for f in pending), return_exceptions=True)
 
+    async def settled(self, version_ids: Sequence[str], timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for these runs to end (those not queued here have)."""
+        pending = [f for v in version_ids if (f := self._futures.get(v)) is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     def hold(self, step: str) -> Hold:
         """Make runs wait at checkpoint ``step`` until the hold is released or they are
         cancelled (a test hook)."""

@@ -26,6 +26,7 @@ __all__ = [
     "fail_abandoned",
     "find_model",
     "finish",
+    "in_flight",
     "list_models",
     "new_version",
     "serving_version",
@@ -323,15 +324,20 @@ def finish(
     return cur.rowcount == 1
 
 
-def cancel_in_flight(conn: sqlite3.Connection, model_id: str, now: str) -> list[str]:
-    """Cancel every pending or training version of a model; return their ids."""
-    ids = [
+def in_flight(conn: sqlite3.Connection, model_id: str) -> list[str]:
+    """The ids of a model's pending or training versions."""
+    return [
         row["id"]
         for row in conn.execute(
             f"SELECT id FROM ml_model_versions WHERE model_id = ? AND status IN {_IN_FLIGHT_SQL}",
             (model_id,),
         )
     ]
+
+
+def cancel_in_flight(conn: sqlite3.Connection, model_id: str, now: str) -> list[str]:
+    """Cancel every pending or training version of a model; return their ids."""
+    ids = in_flight(conn, model_id)
     conn.execute(
         "UPDATE ml_model_versions SET status = 'cancelled', training_completed_at = ?, "
         f"error_message = 'Training was cancelled' WHERE model_id = ? "
