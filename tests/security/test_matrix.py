@@ -75,10 +75,12 @@ def test_every_route_declares_a_known_scope(server: LocalServer) -> None:
 
 
 #: Routes whose scope is below what their method says, on purpose: reads sent as POST (a query
-#: in the body), and the public routes (the API document; a device exchanging its pairing code).
+#: in the body; a prediction, which saves nothing), and the public routes (the API document; a
+#: device exchanging its pairing code).
 _BELOW_THEIR_KIND = {
     ("POST", "/api/v1/tools/read"): "read",
     ("POST", "/api/v1/tools/query"): "read",
+    ("POST", "/api/v1/ml-models/predict"): "read",  # hosted: predictions need read; nothing saved
     ("POST", "/api/v1/instruments/pair"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
 }
