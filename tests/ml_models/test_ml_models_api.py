@@ -399,3 +399,28 @@ async def test_a_trained_model_survives_a_restart(tmp_path: Path) -> None:
         assert after.currently_active is True  # version 1, from its file
         result = await c.ml_models.predict([{"height": 33.0}], ml_model_id=retrain.id)
         assert result.predictions == [True]
+
+
+async def test_a_run_cancelled_while_queued_never_starts(
+    server: LocalServer, client: AsyncLabric, plants: TableInfo
+) -> None:
+    runner = training(server)
+    hold = runner.hold("fit")
+    try:
+        first = await client.ml_models.train(
+            dataset_id=plants.id, target_column="healthy", name="first"
+        )
+        await hold.reached()  # the one training thread is busy with it
+        queued = await client.ml_models.train(
+            dataset_id=plants.id, target_column="healthy", name="queued"
+        )
+        assert queued.status == MlModelStatus.PENDING
+        cancelled = await client.ml_models.cancel_training(queued.id)
+        assert cancelled.status == MlModelStatus.CANCELLED
+    finally:
+        hold.release()
+    assert (await client.ml_models.wait(first.id)).status == MlModelStatus.READY
+    done = await client.ml_models.wait(queued.id)
+    assert done.status == MlModelStatus.CANCELLED
+    assert done.training_started_at is None
+    assert len(hold.arrivals) == 1  # only the first run ever reached a fitting step
