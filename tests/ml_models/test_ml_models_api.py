@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from labric import AsyncLabric
@@ -424,3 +425,31 @@ async def test_a_run_cancelled_while_queued_never_starts(
     assert done.status == MlModelStatus.CANCELLED
     assert done.training_started_at is None
     assert len(hold.arrivals) == 1  # only the first run ever reached a fitting step
+
+
+@pytest.mark.parametrize(
+    ("extra", "loc", "msg"),
+    [
+        ({}, "name", "Pass name (a new model) or ml_model_id"),
+        ({"name": None}, "name", "Pass name (a new model) or ml_model_id"),
+        ({"name": " "}, "name", "String should not be empty"),
+        ({"name": "m", "ml_model_id": "x"}, "ml_model_id", "not both"),
+        ({"name": "m", "task_type": "vision"}, "task_type", "Input should be 'tabular'"),
+    ],
+)
+async def test_name_xor_model_id_on_the_wire(
+    server: LocalServer, plants: TableInfo, extra: dict[str, object], loc: str, msg: str
+) -> None:
+    body = {"dataset_id": plants.id, "target_column": "healthy", **extra}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{server.base_url}/v1/ml-models",
+            json=body,
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+        ) as resp,
+    ):
+        assert resp.status == 422
+        (problem,) = (await resp.json())["detail"]
+    assert problem["loc"] == ["body", loc]
+    assert msg in problem["msg"]

@@ -135,13 +135,17 @@ def _read_train(body: dict[str, Any]) -> tuple[Fields, dict[str, Any]]:
             elif len(set(values)) != len(values):
                 f.add([name], "A column is named twice", "value_error")
         fields[name] = values
+    if fields["name"] is not None and not fields["name"].strip():
+        f.add(["name"], "String should not be empty", "string_too_short")
+        fields["name"] = None
     if fields["name"] is not None and fields["ml_model_id"] is not None:
         f.add(
             ["ml_model_id"],
             "Pass name to train a new model, or ml_model_id to retrain one, not both",
         )
-    elif fields["name"] is None and fields["ml_model_id"] is None and "name" not in body:
-        f.add(["name"], "Pass name (a new model) or ml_model_id (retrain an existing one)")
+    elif fields["name"] is None and fields["ml_model_id"] is None:
+        if not any(p["loc"][:2] == ["body", "name"] for p in f.problems):
+            f.add(["name"], "Pass name (a new model) or ml_model_id (retrain an existing one)")
     return f, fields
 
 
