@@ -143,9 +143,12 @@ def _read_train(body: dict[str, Any]) -> tuple[Fields, dict[str, Any]]:
             ["ml_model_id"],
             "Pass name to train a new model, or ml_model_id to retrain one, not both",
         )
-    elif fields["name"] is None and fields["ml_model_id"] is None:
-        if not any(p["loc"][:2] == ["body", "name"] for p in f.problems):
-            f.add(["name"], "Pass name (a new model) or ml_model_id (retrain an existing one)")
+    elif (
+        fields["name"] is None
+        and fields["ml_model_id"] is None
+        and not any(p["loc"][:2] == ["body", "name"] for p in f.problems)
+    ):
+        f.add(["name"], "Pass name (a new model) or ml_model_id (retrain an existing one)")
     return f, fields
 
 
