@@ -453,3 +453,12 @@ async def test_name_xor_model_id_on_the_wire(
         (problem,) = (await resp.json())["detail"]
     assert problem["loc"] == ["body", loc]
     assert msg in problem["msg"]
+
+
+async def test_a_predict_request_has_a_row_cap(client: AsyncLabric, plants: TableInfo) -> None:
+    await _trained(client, plants, target_column="healthy", name="m", feature_columns=FEATURES)
+    rows = [{"height": 1.0, "colour": None}] * 10_001
+    with pytest.raises(UnprocessableEntityError, match="At most 10000 rows"):
+        await client.ml_models.predict(rows, ml_model_name="m")
+    result = await client.ml_models.predict(rows[:10_000], ml_model_name="m")
+    assert len(result.predictions) == 10_000

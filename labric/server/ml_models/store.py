@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -356,22 +356,3 @@ def fail_abandoned(conn: sqlite3.Connection, now: str) -> int:
         (now,),
     )
     return cur.rowcount
-
-
-def artifacts(conn: sqlite3.Connection) -> set[str]:
-    """Every artifact file a version names (for sweeping files no version names)."""
-    return {
-        row["artifact"]
-        for row in conn.execute("SELECT artifact FROM ml_model_versions WHERE artifact IS NOT NULL")
-    }
-
-
-def versions_of(conn: sqlite3.Connection, model_id: str) -> Sequence[VersionRecord]:
-    """Every version of a model, oldest first."""
-    return [
-        _version(row)
-        for row in conn.execute(
-            "SELECT * FROM ml_model_versions WHERE model_id = ? ORDER BY version_number",
-            (model_id,),
-        )
-    ]
