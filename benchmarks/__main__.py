@@ -13,6 +13,7 @@ NAMES = [
     "listing",
     "agent_stream",
     "console",
+    "ml_models",
 ]
 
 if len(sys.argv) > 1 and sys.argv[1] in NAMES:

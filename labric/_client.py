@@ -16,6 +16,7 @@ from labric.resources.experiments import AsyncExperiments
 from labric.resources.files import AsyncFiles
 from labric.resources.instruments import AsyncInstruments
 from labric.resources.jobs import AsyncJobs
+from labric.resources.ml_models import AsyncMlModels
 from labric.resources.notifications import AsyncNotifications
 
 __all__ = ["AsyncLabric"]
@@ -92,6 +93,7 @@ class AsyncLabric:
         self.dashboards = AsyncDashboards(self._transport)
         self.notifications = AsyncNotifications(self._transport)
         self.agent = AsyncAgent(self._transport)
+        self.ml_models = AsyncMlModels(self._transport)
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"

@@ -30,7 +30,7 @@ cause is still inspectable.
     │       │                             a malformed or looping Link, a refused URL)
     │       ├── ResponseTooLargeError     an API body over ``ClientConfig.max_response_bytes``
     │       └── EventStreamError          a streamed answer that is not a usable event stream
-    ├── WaitTimeoutError              jobs.wait() gave up before the execution ended
+    ├── WaitTimeoutError              jobs.wait() / ml_models.wait() gave up before the end
     └── TransferError                 a file transfer could not be completed safely
         ├── IntegrityError            bytes do not match their checksum or the object changed
         └── UnsafeNameError           a server-supplied file name that could escape or deceive
@@ -262,19 +262,30 @@ class EventStreamError(APIResponseValidationError):
 
 
 class WaitTimeoutError(LabricError, TimeoutError):
-    """Waiting for a job execution to end took longer than the caller allowed.
+    """Waiting for a job execution to end (or a model's training) took longer than the caller
+    allowed.
 
-    The execution itself goes on; wait again, or look at it with ``jobs.executions.get``.
+    The execution (or training) itself goes on; wait again, or look at it with
+    ``jobs.executions.get`` (``ml_models.get``).
 
     Attributes:
-        execution_id: The execution waited for.
+        execution_id: The execution waited for (``None`` when waiting for a model).
         status: Its status when the wait gave up.
+        ml_model_id: The model whose training was waited for (``None`` for an execution).
     """
 
-    def __init__(self, message: str, *, execution_id: str, status: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution_id: str | None = None,
+        status: str | None,
+        ml_model_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.execution_id = execution_id
         self.status = status
+        self.ml_model_id = ml_model_id
 
 
 class TransferError(LabricError):

@@ -16,6 +16,7 @@ from labric._sync.experiments import Experiments
 from labric._sync.files import Files
 from labric._sync.instruments import Instruments
 from labric._sync.jobs import JobExecutions, Jobs
+from labric._sync.ml_models import MlModels
 from labric._sync.notifications import Notifications
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "JobExecutions",
     "Jobs",
     "Labric",
+    "MlModels",
     "Notifications",
 ]

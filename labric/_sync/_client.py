@@ -18,6 +18,7 @@ from labric._sync.experiments import Experiments
 from labric._sync.files import Files
 from labric._sync.instruments import Instruments
 from labric._sync.jobs import Jobs
+from labric._sync.ml_models import MlModels
 from labric._sync.notifications import Notifications
 from labric.errors import ClientClosedError
 
@@ -98,6 +99,7 @@ class Labric:
         self.dashboards = Dashboards(self._portal, lambda c: c.dashboards)
         self.notifications = Notifications(self._portal, lambda c: c.notifications)
         self.agent = Agent(self._portal, lambda c: c.agent)
+        self.ml_models = MlModels(self._portal, lambda c: c.ml_models)
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")

@@ -26,6 +26,7 @@ from labric._core.converter import converter
 from labric._core.sse import SSEDecoder
 from labric.server import LocalServer
 from labric.server.core.routing import PUBLIC
+from labric.server.ml_models import ML_TRAINING
 from labric.server.openapi import document
 
 from ._support import Route, documented, registered, response_schema, validator
@@ -621,6 +622,53 @@ async def _agent(api: Checked) -> None:
     await api.call("POST", path, json={"prompt": ""}, expect=422)
 
 
+async def _ml_models(api: Checked) -> None:
+    made = await api.call(
+        "POST",
+        "/api/v1/datasets",
+        expect=201,
+        json={
+            "name": "growth",
+            "columns": [{"name": "od600", "type": "float"}, {"name": "grew", "type": "boolean"}],
+        },
+    )
+    rows = [{"od600": i / 10, "grew": i >= 10} for i in range(20)]
+    await api.call(
+        "POST", "/api/v1/data/write", json={"tables": [{"table": "growth", "rows": rows}]}
+    )
+    path = "/api/v1/ml-models"
+    one = "/api/v1/ml-models/{ml_model_id}"
+    train = {"dataset_id": str(made["id"]), "target_column": "grew", "name": "growth"}
+    model = await api.call("POST", path, json=train)
+    ids = {"ml_model_id": model["id"]}
+    await api.call("POST", path, json={**train, "target_column": "nope"}, expect=422)
+    await api.call("POST", path, json={**train, "dataset_id": "999"}, expect=404)
+    ready = await api.call("GET", one, path=ids, params={"wait": "30"})
+    assert ready["status"] == "ready"
+    await api.call("GET", path)
+    await api.call("GET", path, params={"page_size": "1"})
+    predict = "/api/v1/ml-models/predict"
+    answer = await api.call(
+        "POST", predict, json={"data": [{"od600": 1.5}], "ml_model_id": model["id"]}
+    )
+    assert answer["predictions"] == [True]
+    await api.call("POST", predict, json={"data": [{}], "ml_model_name": "growth"}, expect=422)
+    await api.call("POST", predict, json={"data": [{}], "ml_model_name": "none"}, expect=404)
+    await api.call("POST", f"{one}/cancel-training", path=ids, expect=400)
+    # A retrain held at its first fitting step: not serving, and cancellable, for certain.
+    hold = api.server._runner.app[ML_TRAINING].hold("fit")  # type: ignore[union-attr]
+    try:
+        retrain = {**train, "name": None, "ml_model_id": model["id"]}
+        assert (await api.call("POST", path, json=retrain))["version_number"] == 2
+        await hold.reached()
+        held = {"data": [{"od600": 1.5}], "ml_model_id": model["id"]}
+        await api.call("POST", predict, json=held, expect=400)
+        cancelled = await api.call("POST", f"{one}/cancel-training", path=ids)
+        assert cancelled["status"] == "cancelled"
+    finally:
+        hold.release()
+
+
 async def _admin(api: Checked) -> None:
     await api.call("GET", "/api/v1/admin/faults")
     await api.call("PUT", "/api/v1/admin/faults", json={})
@@ -646,6 +694,7 @@ async def test_real_answers_fit_the_document_and_the_models(
     await _dashboards(checked)
     await _notifications(checked)
     await _agent(checked)
+    await _ml_models(checked)
     await _admin(checked)
     assert checked.structured >= 45
     unchecked = sorted(f"{m} {p}" for m, p in set(checked.ops) - checked.succeeded)

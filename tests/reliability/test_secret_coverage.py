@@ -1,8 +1,8 @@
 """Secrets: a full run of every client method, with coverage that fails loudly when it goes stale.
 
-``tests/security/test_secrets.py`` runs files, jobs and datasets on purpose and reaches the rest
-by reflection, with placeholder arguments. This run reuses its helpers and scanner and adds
-deliberate runs of what it reaches only by reflection (``datasets.transact`` and
+``tests/security/test_secrets.py`` runs files, jobs, datasets and ML models on purpose and
+reaches the rest by reflection, with placeholder arguments. This run reuses its helpers and
+scanner and adds deliberate runs of what it reaches only by reflection (``datasets.transact`` and
 ``write_series``, instruments with pairing, experiments, dashboards, notifications, the agent
 whole and streamed), then the
 sync client. It enumerates every public attribute of the client, recursively, and fails:
@@ -35,6 +35,7 @@ from security.test_secrets import (
     _failures,
     _files,
     _jobs,
+    _ml_models,
     _random_key,
     debug_logs,
     parts_server,
@@ -61,6 +62,7 @@ KNOWN_RESOURCES = frozenset(
         "dashboards",
         "notifications",
         "agent",
+        "ml_models",
     }
 )
 
@@ -287,6 +289,7 @@ async def test_every_client_method_is_scanned_and_leaks_nothing(
         await _dashboards(run, c, tmp_path)
         await _notifications(run, c)
         await _agent(run, c)
+        await _ml_models(run, c)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)
             if name not in run.deliberate:

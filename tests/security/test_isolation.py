@@ -2,7 +2,7 @@
 show them, and nothing one organisation sends changes another's data.
 
 Organisation A creates one of everything (instrument, file, job, execution, dataset and row,
-experiment with links, dashboard with a widget, notification); organisation B, holding an
+experiment with links, dashboard with a widget, notification, ML model); organisation B, holding an
 *admin* key of its own, then calls every registered route that takes an id with A's ids in each
 position. Each answer must be exactly what B gets for an id that does not exist (so B cannot
 even learn that A's ids exist), and never a success. Routes come from the server's registry: a
@@ -126,6 +126,26 @@ async def _populate(org: Org, label: str) -> Holdings:
             {"title": f"{label} notice", "dedupe_key": f"{label}-dedupe", "data": {"from": label}},
         )
     )["id"]
+    # A model (its training on one row fails: still a model, with an id and a name).
+    ml_table = f"m_{label.lower()}"
+    made = await org.ok(
+        "POST",
+        "/v1/datasets",
+        {
+            "name": ml_table,
+            "columns": [{"name": "x", "type": "float"}, {"name": "y", "type": "text"}],
+        },
+    )
+    await org.ok(
+        "POST", "/v1/data/write", {"tables": [{"table": ml_table, "rows": [{"x": 1, "y": label}]}]}
+    )
+    ml_model = (
+        await org.ok(
+            "POST",
+            "/v1/ml-models",
+            {"dataset_id": str(made["id"]), "target_column": "y", "name": f"{label} model"},
+        )
+    )["id"]
     ids = {
         "file_id": file_id,
         "execution_id": execution,
@@ -135,6 +155,7 @@ async def _populate(org: Org, label: str) -> Holdings:
         "experiment_id": experiment,
         "dashboard_id": dashboard,
         "widget_id": widget,
+        "ml_model_id": ml_model,
     }
     return Holdings(
         ids=ids,
@@ -302,6 +323,13 @@ async def test_another_orgs_ids_inside_bodies_are_not_found(
             "/v1/tools/batch-write",
             {"tables": {theirs.table: [{"v": "x"}]}, "options": {"job_execution_id": "{e}"}},
         ),
+        ("POST", "/v1/ml-models/predict", {"data": [{"x": 1}], "ml_model_id": "{m}"}),
+        ("POST", "/v1/ml-models/predict", {"data": [{"x": 1}], "ml_model_name": "{n}"}),
+        (
+            "POST",
+            "/v1/ml-models",
+            {"dataset_id": "1", "target_column": "v", "ml_model_id": "{m}"},
+        ),
         ("POST", "/v1/tools/query", {"query": "SELECT * FROM {t}"}),
         (
             "POST",
@@ -328,6 +356,8 @@ async def test_another_orgs_ids_inside_bodies_are_not_found(
             "{f}": mine.ids["file_id"],
             "{t}": mine.table,
             "{r}": mine.row_id,
+            "{m}": mine.ids["ml_model_id"],
+            "{n}": f"{MARK} model",
         }
         fake = {
             k: (f"t_missing{uuid.uuid4().hex[:8]}" if k == "{t}" else str(uuid.uuid4()))
@@ -445,6 +475,27 @@ async def test_the_agent_sees_only_its_organisations_data(
     assert stolen.json()["detail"].replace(chat["chat_id"], "X") == missing.json()[
         "detail"
     ].replace("no-such-chat", "X")
+
+
+async def test_ml_models_stay_in_their_organisation(
+    server: LocalServer, orgs: tuple[Org, Holdings, Org, Holdings]
+) -> None:
+    """Model names are per organisation: B may take A's name, and each name then means its own
+    organisation's model; B's cancel of A's model is a 404 that leaves A's model as it was."""
+    a, mine, b, _ = orgs
+    name = f"{MARK} model"
+    tables = await b.ok("GET", "/v1/datasets")
+    own = next(t for t in tables if t["name"] == "m_orgb")
+    taken = await b.ok(
+        "POST", "/v1/ml-models", {"dataset_id": str(own["id"]), "target_column": "y", "name": name}
+    )
+    assert taken["id"] != mine.ids["ml_model_id"]
+    assert [m["id"] for m in await b.ok("GET", "/v1/ml-models") if m["name"] == name] == [
+        taken["id"]
+    ]
+    cancel = await b.call("POST", f"/v1/ml-models/{mine.ids['ml_model_id']}/cancel-training")
+    assert cancel.status == 404
+    assert (await a.ok("GET", f"/v1/ml-models/{mine.ids['ml_model_id']}"))["name"] == name
 
 
 async def _a_is_untouched(server: LocalServer, a: Org, mine: Holdings) -> None:

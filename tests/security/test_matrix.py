@@ -81,11 +81,13 @@ def test_every_route_declares_a_known_scope(server: LocalServer) -> None:
 
 #: Routes whose scope is below what their method says, on purpose: reads sent as POST (a query
 #: in the body; an agent run, whose data-changing tools a key without write is refused in the
-#: stream), and the public routes (the API document; a device exchanging its pairing code).
+#: stream; a prediction, which saves nothing), and the public routes (the API document; a device
+#: exchanging its pairing code).
 _BELOW_THEIR_KIND = {
     ("POST", "/api/v1/tools/read"): "read",
     ("POST", "/api/v1/tools/query"): "read",
     ("POST", "/api/v1/agent/runs"): "read",
+    ("POST", "/api/v1/ml-models/predict"): "read",  # hosted: predictions need read; nothing saved
     ("POST", "/api/v1/instruments/pair"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
 }

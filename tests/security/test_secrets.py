@@ -32,11 +32,13 @@ from labric.errors import (
     APIResponseValidationError,
     APITimeoutError,
     AuthenticationError,
+    BadRequestError,
     ConfigurationError,
     InternalServerError,
     LabricError,
     NotFoundError,
     PermissionDeniedError,
+    UnprocessableEntityError,
 )
 from labric.models import FileContent, UploadPart, UploadURL
 from labric.resources._base import AsyncResource
@@ -289,6 +291,30 @@ async def _datasets(run: Run, c: AsyncLabric) -> None:
         )
 
 
+async def _ml_models(run: Run, c: AsyncLabric) -> None:
+    """Train, wait, predict, retrain and cancel: the model's answers and errors are scanned."""
+    m = c.ml_models
+    columns = [{"name": "od600", "type": "float"}, {"name": "grew", "type": "boolean"}]
+    table = await c.datasets.create("growth", columns=columns)
+    await c.datasets.write("growth", [{"od600": i / 10, "grew": i >= 10} for i in range(20)])
+    model = await run.call(
+        "ml_models.train",
+        lambda: m.train(dataset_id=table.id or 0, target_column="grew", name="growth"),
+    )
+    await run.call("ml_models.wait", lambda: m.wait(model.id))
+    await run.call("ml_models.get", lambda: m.get(model.id))
+    await run.call("ml_models.list", lambda: m.list().to_list())
+    await run.call("ml_models.predict", lambda: m.predict([{"od600": 1.5}], ml_model_id=model.id))
+    await run.call(
+        "ml_models.predict",
+        lambda: m.predict([{"od600": "x"}], ml_model_name="growth"),
+        expect=UnprocessableEntityError,
+    )
+    await run.call(
+        "ml_models.cancel_training", lambda: m.cancel_training(model.id), expect=BadRequestError
+    )
+
+
 async def _failures(
     run: Run, server: LocalServer, proxy: RecordingProxy, file_id: str, tmp: Path, bad_key: str
 ) -> None:
@@ -336,6 +362,7 @@ async def test_a_full_run_leaks_no_secret(
         await _jobs(run, c, file_id)
         if hasattr(c, "datasets"):
             await _datasets(run, c)
+        await _ml_models(run, c)
         methods = public_methods(c)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)

@@ -12,7 +12,7 @@ import pytest
 
 from labric import Labric, Page
 from labric._blocking.portal import SyncResource
-from labric.errors import NotFoundError, PortalUsageError
+from labric.errors import BadRequestError, NotFoundError, PortalUsageError
 from labric.models.agent import AgentRunResponse, RunResult, ToolCall
 from labric.models.dashboards import Dashboard, MetricWidget, SQLSource, TextWidget, WidgetData
 from labric.models.datasets import (
@@ -33,6 +33,7 @@ from labric.models.jobs import (
     OffPlatformExecution,
     RevertResult,
 )
+from labric.models.ml_models import MlModel, Prediction
 from labric.models.notifications import Notification, SentNotification
 
 DATA = b"sample,value\n1,2\n3,4\n"
@@ -480,6 +481,52 @@ def _notifications_list(ctx: Ctx) -> None:
     assert all(isinstance(n, Notification) for n in ctx.client.notifications.list(limit=3))
 
 
+def _ml_model(ctx: Ctx, *, wait: bool = True) -> MlModel:
+    """A model trained on a fresh table whose ``y`` is ``x >= 10``."""
+    pytest.importorskip("sklearn")
+    name = f"ml_{uuid.uuid4().hex[:12]}"
+    table = ctx.client.datasets.create(
+        name, columns=[{"name": "x", "type": "float"}, {"name": "y", "type": "boolean"}]
+    )
+    ctx.client.datasets.write(name, [{"x": float(i), "y": i >= 10} for i in range(20)])
+    assert table.id is not None
+    model = ctx.client.ml_models.train(dataset_id=table.id, target_column="y", name=name)
+    return ctx.client.ml_models.wait(model.id) if wait else model
+
+
+def _ml_models_train(ctx: Ctx) -> None:
+    model = _ml_model(ctx, wait=False)
+    assert isinstance(model, MlModel)
+    assert model.version_number == 1
+
+
+def _ml_models_wait(ctx: Ctx) -> None:
+    assert _ml_model(ctx).status == "ready"
+
+
+def _ml_models_get(ctx: Ctx) -> None:
+    model = _ml_model(ctx)
+    assert ctx.client.ml_models.get(model.id) == model
+
+
+def _ml_models_list(ctx: Ctx) -> None:
+    model = _ml_model(ctx)
+    assert ctx.client.ml_models.list(page_size=1).first_page()[0].id == model.id
+
+
+def _ml_models_predict(ctx: Ctx) -> None:
+    model = _ml_model(ctx)
+    result = ctx.client.ml_models.predict([{"x": 1.0}, {"x": 18.0}], ml_model_id=model.id)
+    assert isinstance(result, Prediction)
+    assert result.predictions == [False, True]
+
+
+def _ml_models_cancel_training(ctx: Ctx) -> None:
+    model = _ml_model(ctx)
+    with pytest.raises(BadRequestError):  # nothing in flight
+        ctx.client.ml_models.cancel_training(model.id)
+
+
 SMOKE: dict[str, Callable[[Ctx], None]] = {
     "datasets.create": _datasets_create,
     "datasets.get": _datasets_get,
@@ -546,6 +593,12 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "notifications.send": _notifications_send,
     "agent.run": _agent_run,
     "agent.stream": _agent_stream,
+    "ml_models.cancel_training": _ml_models_cancel_training,
+    "ml_models.get": _ml_models_get,
+    "ml_models.list": _ml_models_list,
+    "ml_models.predict": _ml_models_predict,
+    "ml_models.train": _ml_models_train,
+    "ml_models.wait": _ml_models_wait,
 }
 
 

@@ -61,6 +61,8 @@ from labric.server.files import signed, storage
 from labric.server.instruments import routes as instruments
 from labric.server.jobs import executions
 from labric.server.jobs import routes as jobs
+from labric.server.ml_models import routes as ml_models
+from labric.server.ml_models.wire import MAX_PREDICT_BODY
 from labric.server.notifications import routes as notifications
 from labric.server.openapi import assemble as openapi
 
@@ -181,6 +183,7 @@ def _largest_body(state: ServerState) -> int:
         DEFAULT_JSON_LIMIT,
         dashboards.MAX_BODY,
         MAX_WRITE_BODY,
+        MAX_PREDICT_BODY,
         state.settings.max_multipart_body,
     )
 
@@ -306,6 +309,7 @@ def build_app(
     app[idempotency.BODY_LIMIT] = 2 * app[_LARGEST_BODY]  # as _refuse_unwanted_body
     app.on_response_prepare.append(_add_request_id)
     datasets.install(app, state)
+    ml_models.install(app, state)
     add_routes(Router(app))
     return app
 
@@ -329,6 +333,7 @@ def add_routes(router: Router) -> None:
         dashboards,
         notifications,
         agent,
+        ml_models,
         admin,
         openapi,
         console,

@@ -419,6 +419,44 @@ CREATE TABLE agent_turns (
 CREATE INDEX agent_turns_chat ON agent_turns(chat_id, seq);
 """
 
+_ML_MODELS_SCHEMA = """
+-- A model is a name in its organisation; each training run is a version of it. The newest
+-- version gives the model its status; the newest ready one serves predictions while no newer
+-- version is pending or training. artifact names the trained model's file under ml_models/.
+CREATE TABLE ml_models (
+    id           TEXT PRIMARY KEY,
+    org_id       TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    task_type    TEXT NOT NULL,
+    archived     INTEGER NOT NULL DEFAULT 0,
+    created_at   TEXT NOT NULL,
+    UNIQUE (org_id, name)
+);
+CREATE INDEX ml_models_listing ON ml_models(org_id, archived, created_at);
+
+CREATE TABLE ml_model_versions (
+    id                     TEXT PRIMARY KEY,
+    model_id               TEXT NOT NULL REFERENCES ml_models(id) ON DELETE CASCADE,
+    version_number         INTEGER NOT NULL,
+    status                 TEXT NOT NULL,
+    dataset_id             TEXT NOT NULL,
+    target_column          TEXT NOT NULL,
+    feature_columns        TEXT NOT NULL,
+    image_columns          TEXT NOT NULL DEFAULT '[]',
+    problem_type           TEXT,
+    quality_preset         TEXT NOT NULL,
+    error_message          TEXT,
+    evaluation_metrics     TEXT,
+    artifact               TEXT,
+    created_at             TEXT NOT NULL,
+    training_started_at    TEXT,
+    training_completed_at  TEXT,
+    UNIQUE (model_id, version_number)
+);
+CREATE INDEX ml_model_versions_status ON ml_model_versions(status);
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -446,6 +484,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "listings: an index for every listing and filter", _LISTING_INDEXES_SCHEMA),
     Migration(10, "notifications: the inbox and the mute setting", _NOTIFICATIONS_SCHEMA),
+    Migration(12, "ml models and their versions", _ML_MODELS_SCHEMA),
     Migration(13, "agent: saved chats and their turns", _AGENT_CHATS_SCHEMA),
 )
 

@@ -1,0 +1,130 @@
+"""What every trainer shares: the request, the training context, results and errors."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from labric.server.core.http import HTTPError
+from labric.server.datasets.schema import TableDef
+
+__all__ = [
+    "ML_EXTRA",
+    "Cancelled",
+    "PredictOutcome",
+    "TrainSpec",
+    "TrainedModel",
+    "Trainer",
+    "TrainingContext",
+    "TrainingFailed",
+    "require_sklearn",
+]
+
+#: What to install for training: named by the 503 answered without it.
+ML_EXTRA = "labric[ml]"
+
+
+class Cancelled(Exception):
+    """The run was cancelled (or the server is stopping): the trainer stops at a checkpoint."""
+
+
+class TrainingFailed(Exception):
+    """The data cannot train this model; the message becomes the version's ``error_message``."""
+
+
+def require_sklearn() -> None:
+    """Check that scikit-learn can be imported.
+
+    Raises:
+        HTTPError: 503 naming the extra to install.
+    """
+    try:
+        importlib.import_module("sklearn")
+    except ImportError:
+        raise HTTPError(
+            503,
+            f"Training and predicting need scikit-learn, which this server lacks: install "
+            f"{ML_EXTRA} (pip install '{ML_EXTRA}') and restart it",
+        ) from None
+
+
+@attrs.frozen(kw_only=True)
+class TrainSpec:
+    """A checked training request.
+
+    Attributes:
+        table: The dataset table trained on.
+        target_column: The column to predict.
+        feature_columns: The columns predictions are made from.
+        image_columns: Image columns (segmentation and multimodal tasks).
+        problem_type: As requested; ``None`` to infer it from the target.
+        quality_preset: How hard to try (more and larger candidate models).
+    """
+
+    table: TableDef
+    target_column: str
+    feature_columns: tuple[str, ...]
+    image_columns: tuple[str, ...]
+    problem_type: str | None
+    quality_preset: str
+
+
+@attrs.frozen(kw_only=True)
+class TrainingContext:
+    """What a training run gets on the training thread.
+
+    Attributes:
+        spec: The request.
+        dataset_path: The organisation's dataset file (open it read-only).
+        checkpoint: Call between fitting steps with the step's name; raises :class:`Cancelled`
+            once the run is cancelled (a test hook may also hold the run there).
+    """
+
+    spec: TrainSpec
+    dataset_path: Path
+    checkpoint: Callable[[str], None]
+
+
+@attrs.frozen(kw_only=True)
+class TrainedModel:
+    """A finished run: the model to store (picklable), its problem type and metrics."""
+
+    model: Any
+    problem_type: str
+    metrics: Mapping[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class PredictOutcome:
+    """One prediction per row, and per-class probabilities for a classifier."""
+
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None = None
+
+
+class Trainer(Protocol):
+    """What a task type's module provides."""
+
+    task_type: str
+
+    def check(self, spec: TrainSpec) -> None:
+        """Refuse, with a 422, a request this trainer cannot train (column types, problem
+        type); called before anything is stored."""
+
+    def train(self, ctx: TrainingContext) -> TrainedModel:
+        """Train (on the training thread).
+
+        Raises:
+            Cancelled: from a checkpoint.
+            TrainingFailed: the data cannot train this model.
+        """
+
+    def predict(self, model: Any, rows: Sequence[Mapping[str, Any]]) -> PredictOutcome:
+        """Predict for rows already checked by :meth:`check_rows` (on a prediction thread)."""
+
+    def check_rows(self, model: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse, with a 422 naming each problem, rows the model cannot predict for."""
