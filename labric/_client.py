@@ -13,6 +13,7 @@ from labric.resources.dashboards import AsyncDashboards
 from labric.resources.datasets import AsyncDatasets
 from labric.resources.experiments import AsyncExperiments
 from labric.resources.files import AsyncFiles
+from labric.resources.images import AsyncImages
 from labric.resources.instruments import AsyncInstruments
 from labric.resources.jobs import AsyncJobs
 from labric.resources.notifications import AsyncNotifications
@@ -90,6 +91,7 @@ class AsyncLabric:
         self.experiments = AsyncExperiments(self._transport)
         self.dashboards = AsyncDashboards(self._transport)
         self.notifications = AsyncNotifications(self._transport)
+        self.images = AsyncImages(self._transport)
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"

@@ -15,6 +15,7 @@ from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.experiments import Experiments
 from labric._sync.files import Files
+from labric._sync.images import Images
 from labric._sync.instruments import Instruments
 from labric._sync.jobs import Jobs
 from labric._sync.notifications import Notifications
@@ -96,6 +97,7 @@ class Labric:
         self.experiments = Experiments(self._portal, lambda c: c.experiments)
         self.dashboards = Dashboards(self._portal, lambda c: c.dashboards)
         self.notifications = Notifications(self._portal, lambda c: c.notifications)
+        self.images = Images(self._portal, lambda c: c.images)
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")

@@ -48,6 +48,7 @@ from labric.models.files import (
     UploadStatus,
     UploadURL,
 )
+from labric.models.images import ActivityActor, Annotation, MaskBoundingBox, SaveAnnotation
 from labric.models.instruments import (
     CurrentDeviceStatus,
     DeviceStatus,
@@ -87,6 +88,8 @@ from labric.models.transfers import (
 )
 
 __all__ = [
+    "ActivityActor",
+    "Annotation",
     "ChartKind",
     "ChartWidget",
     "Column",
@@ -116,6 +119,7 @@ __all__ = [
     "Job",
     "JobExecution",
     "JobTrigger",
+    "MaskBoundingBox",
     "MetricWidget",
     "Notification",
     "OffPlatformExecution",
@@ -127,6 +131,7 @@ __all__ = [
     "QueryResult",
     "RevertResult",
     "SQLSource",
+    "SaveAnnotation",
     "ScriptEdit",
     "SentNotification",
     "SentNotificationStatus",

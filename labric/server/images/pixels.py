@@ -1,0 +1,197 @@
+"""Pixels: the one module that uses Pillow (the optional ``images`` extra).
+
+Everything that looks inside an image or a mask goes through here, so the rest of the package
+deals in sizes, counts and bytes. Pillow is imported on first use, not at import time, so a
+server installed without the extra starts and serves everything else; the image routes then
+answer 503 naming the extra (:class:`PillowMissing`).
+
+The mask rule
+    A mask is a PNG, "white on transparent" as the hosted platform describes it. A pixel is
+    *foreground* when its alpha is at least 128, for a PNG with an alpha channel (RGBA, LA, or a
+    palette or grey image with a transparent colour); a PNG without one (white on black) is read
+    by its grey level instead, at least 128 being foreground. The mask must have exactly the
+    image's width and height. What is stored and served is the mask *normalised* to that rule:
+    an LA PNG, white, opaque where the foreground is and transparent elsewhere, so the served
+    PNG always shows exactly the pixels that ``bbox`` and ``foreground_fraction`` describe.
+
+Limits
+    Masks and images are refused above :data:`MAX_PIXELS` before any pixel is decoded (a PNG
+    of a blank 100,000 x 100,000 mask is a few kilobytes: its size must be checked first).
+    Pillow's own decompression-bomb error answers the same way.
+
+Everything here is blocking and CPU-bound: call it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    #: A decoded mask, as :func:`load_mask` returns it.
+    MaskImage = PILImage.Image
+
+__all__ = [
+    "EXTRA",
+    "MAX_PIXELS",
+    "Measured",
+    "NotAnImage",
+    "PillowMissing",
+    "decode_mask",
+    "image_size",
+    "load_mask",
+    "require_pillow",
+]
+
+#: The extra that installs Pillow.
+EXTRA = "images"
+#: The most pixels an annotated image (and so a mask) may have.
+MAX_PIXELS = 50_000_000
+#: The alpha (or grey) level from which a mask pixel counts as foreground.
+THRESHOLD = 128
+#: The modes whose PNGs carry an alpha channel of their own.
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
+
+
+class PillowMissing(Exception):
+    """Pillow is not installed; the message says which extra installs it."""
+
+
+class NotAnImage(Exception):
+    """The bytes are not an image Pillow can read (or not the PNG a mask must be); the message
+    says why, in a sentence fit for an error's detail."""
+
+
+def _pil() -> Any:
+    """The ``PIL.Image`` module, or :class:`PillowMissing`."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise PillowMissing(
+            f"Image annotations need Pillow, which is not installed on this server: "
+            f"pip install 'labric[{EXTRA}]'"
+        ) from None
+    return Image
+
+
+def require_pillow() -> None:
+    """Raise :class:`PillowMissing` unless Pillow can be imported."""
+    _pil()
+
+
+def _too_large(width: int, height: int, what: str) -> NotAnImage:
+    return NotAnImage(
+        f"The {what} is {width} x {height} pixels, over the limit of {MAX_PIXELS:,} pixels"
+    )
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """The ``(width, height)`` of a stored image, read from its header.
+
+    Raises:
+        PillowMissing: Pillow is not installed.
+        NotAnImage: Pillow cannot identify the file as an image, or it is over the limit.
+    """
+    Image = _pil()
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            fmt = im.format
+    except Image.DecompressionBombError:
+        raise NotAnImage(f"The image is over the limit of {MAX_PIXELS:,} pixels") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        # UnidentifiedImageError is an OSError; truncated headers raise the others.
+        raise NotAnImage(f"The file is not an image this server can read ({exc})") from None
+    if width * height > MAX_PIXELS:
+        raise _too_large(width, height, f"{fmt or 'image'} image")
+    return int(width), int(height)
+
+
+@attrs.frozen(kw_only=True)
+class Measured:
+    """A decoded mask: its size, what it covers, and its normalised PNG.
+
+    Attributes:
+        bbox: ``(x, y, width, height)`` of the foreground pixels, in mask pixel coordinates;
+            ``None`` when the mask has none.
+        foreground: How many pixels are foreground.
+        png: The normalised mask (see the module docstring), to store and serve.
+    """
+
+    width: int
+    height: int
+    bbox: tuple[int, int, int, int] | None
+    foreground: int
+    png: bytes = attrs.field(repr=False)
+
+    @property
+    def foreground_fraction(self) -> float:
+        """The share of the mask's pixels that are foreground, 0 to 1."""
+        return self.foreground / (self.width * self.height)
+
+
+def _coverage(im: PILImage.Image) -> PILImage.Image:
+    """The mask's foreground as an ``L`` image: 255 where foreground, 0 elsewhere."""
+    if "transparency" in im.info and im.mode not in _ALPHA_MODES:
+        im = im.convert("RGBA")  # a palette or grey PNG with a transparent colour
+    level = im.getchannel("A") if im.mode in _ALPHA_MODES else im.convert("L")
+    return level.point([0] * THRESHOLD + [255] * (256 - THRESHOLD))
+
+
+def decode_mask(text: str) -> Measured:
+    """Decode a base64 PNG mask and measure it.
+
+    Raises:
+        PillowMissing: Pillow is not installed.
+        NotAnImage: not base64, not a PNG, over the pixel limit, or unreadable.
+    """
+    Image = _pil()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise NotAnImage("The mask is not valid base64") from None
+    if not raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise NotAnImage("The mask is not a PNG (masks are base64 PNGs, white on transparent)")
+    try:
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as im:
+            width, height = im.size
+            if width * height > MAX_PIXELS:
+                raise _too_large(width, height, "mask")
+            im.load()
+            coverage = _coverage(im)
+    except Image.DecompressionBombError:
+        raise NotAnImage(f"The mask is over the limit of {MAX_PIXELS:,} pixels") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise NotAnImage(f"The mask PNG cannot be decoded ({exc})") from None
+    box = coverage.getbbox()
+    foreground = coverage.histogram()[255]
+    white = Image.new("L", coverage.size, 255)
+    out = io.BytesIO()
+    Image.merge("LA", (white, coverage)).save(out, format="PNG")
+    return Measured(
+        width=int(width),
+        height=int(height),
+        bbox=None if box is None else (box[0], box[1], box[2] - box[0], box[3] - box[1]),
+        foreground=int(foreground),
+        png=out.getvalue(),
+    )
+
+
+def load_mask(path: Path) -> MaskImage:
+    """A stored (normalised) mask as an ``L`` image: 255 on the foreground, 0 elsewhere.
+
+    Raises:
+        PillowMissing: Pillow is not installed.
+        OSError: the blob is gone or unreadable.
+    """
+    Image = _pil()
+    with Image.open(path, formats=["PNG"]) as im:
+        im.load()
+        return _coverage(im)
