@@ -106,9 +106,10 @@ def image_size(path: Path) -> tuple[int, int]:
             fmt = im.format
     except Image.DecompressionBombError:
         raise NotAnImage(f"The image is over the limit of {MAX_PIXELS:,} pixels") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        # UnidentifiedImageError is an OSError; truncated headers raise the others.
-        raise NotAnImage(f"The file is not an image this server can read ({exc})") from None
+    except (OSError, ValueError, SyntaxError):
+        # UnidentifiedImageError is an OSError; truncated headers raise the others. Their
+        # messages name the blob's path on disk, which is nobody's business: say it plainly.
+        raise NotAnImage("Pillow cannot identify it as an image") from None
     if width * height > MAX_PIXELS:
         raise _too_large(width, height, f"{fmt or 'image'} image")
     return int(width), int(height)
@@ -168,8 +169,8 @@ def decode_mask(text: str) -> Measured:
             coverage = _coverage(im)
     except Image.DecompressionBombError:
         raise NotAnImage(f"The mask is over the limit of {MAX_PIXELS:,} pixels") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise NotAnImage(f"The mask PNG cannot be decoded ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        raise NotAnImage("The mask PNG is truncated or corrupt and cannot be decoded") from None
     box = coverage.getbbox()
     foreground = coverage.histogram()[255]
     white = Image.new("L", coverage.size, 255)
