@@ -37,6 +37,7 @@ or expired) and needs no key. Without Pillow the annotation routes answer 503 na
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -235,24 +236,29 @@ def _measure(entries: list[dict[str, Any]], size: tuple[int, int]) -> list[pixel
 async def _write_blobs(
     state: ServerState, file_id: str, masks: list[tuple[str, pixels.Measured]]
 ) -> list[Path]:
-    """Write each mask's PNG into place; on any failure remove those written and re-raise."""
-    written: list[Path] = []
-    try:
-        for annotation_id, mask in masks:
-            blob = state.blobs.writer()
-            try:
-                await blob.write(mask.png)
-                await blob.finish()
-                dest = store.mask_path(state.blobs, file_id, annotation_id)
-                await blob.install(dest)
-            except BaseException:
-                blob.abort()
-                raise
-            written.append(dest)
-    except BaseException:
-        await state.blobs.remove(written)
-        raise
-    return written
+    """Write each mask's PNG into place, all at once on the blob threads (so their fsyncs
+    overlap); if any fails, remove every one and re-raise."""
+    paths = [store.mask_path(state.blobs, file_id, annotation_id) for annotation_id, _ in masks]
+
+    async def write(mask: pixels.Measured, dest: Path) -> None:
+        blob = state.blobs.writer()
+        try:
+            await blob.write(mask.png)
+            await blob.finish()
+            await blob.install(dest)
+        except BaseException:
+            blob.abort()
+            raise
+
+    outcomes = await asyncio.gather(
+        *(write(mask, dest) for (_, mask), dest in zip(masks, paths, strict=True)),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        await state.blobs.remove(paths)
+        raise failed[0]
+    return paths
 
 
 @ROUTES.route(
