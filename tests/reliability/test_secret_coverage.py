@@ -3,8 +3,9 @@
 ``tests/security/test_secrets.py`` runs files, jobs and datasets on purpose and reaches the rest
 by reflection, with placeholder arguments. This run reuses its helpers and scanner and adds
 deliberate runs of what it reaches only by reflection (``datasets.transact`` and
-``write_series``, instruments with pairing, experiments, dashboards, notifications), then the
-sync client. It enumerates every public attribute of the client, recursively, and fails:
+``write_series``, instruments with pairing, experiments, dashboards, notifications, image
+annotations and their mask URLs), then the sync client. It enumerates every public attribute of
+the client, recursively, and fails:
 
 * when a resource appears that this run does not know (so a new resource gets a deliberate run
   here, with its secrets, instead of placeholder calls only);
@@ -33,6 +34,7 @@ from security.test_secrets import (
     _datasets,
     _failures,
     _files,
+    _images,
     _jobs,
     _random_key,
     debug_logs,
@@ -59,6 +61,7 @@ KNOWN_RESOURCES = frozenset(
         "experiments",
         "dashboards",
         "notifications",
+        "images",
     }
 )
 
@@ -264,6 +267,7 @@ async def test_every_client_method_is_scanned_and_leaks_nothing(
         await _experiments(run, c, file_id)
         await _dashboards(run, c, tmp_path)
         await _notifications(run, c)
+        await _images(run, c, instrument)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)
             if name not in run.deliberate:

@@ -20,7 +20,8 @@ annotation, with its extra fields, is taken as it is), and ``job_execution_id``:
   time a mask names it and can collect any number of masks;
 * measured: ``width``/``height`` (the mask's, which are the image's), ``bbox`` (the box of the
   foreground pixels) and ``foreground_fraction`` are computed from the decoded mask (the rule
-  is in :mod:`.pixels`), whatever the entry says;
+  is in :mod:`.pixels`); a predicted annotation's own ``foreground_fraction`` and
+  ``confidence`` are not kept;
 * attributed: to the calling key (``user``) and to ``job_execution_id`` when given (404 when
   it is not an execution of the organisation), else inside a job script to the running
   execution; reverting that execution removes the masks (``POST /v1/job-executions/{id}/revert``
@@ -391,8 +392,8 @@ async def get_mask(request: web.Request) -> web.StreamResponse:
     if file_id is None:
         raise HTTPError(404, f"No mask {annotation_id}")
     try:
-        data = await state.blobs.read_head(
-            store.mask_path(state.blobs, file_id, annotation_id), wire.MAX_BODY * 64
+        data = await state.blobs.run(
+            store.mask_path(state.blobs, file_id, annotation_id).read_bytes
         )
     except FileNotFoundError:
         raise HTTPError(404, f"No mask {annotation_id}") from None
