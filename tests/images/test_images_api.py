@@ -470,3 +470,20 @@ async def test_stray_mask_blobs_are_swept_at_start(tmp_path: Path, clock: FakeCl
     async with LocalServer(tmp_path / "srv", clock=clock) as srv:
         left = sorted(p.name for p in (srv.data_dir.root / "masks").rglob("*"))
         assert left == sorted([up.file_id, f"{kept.id}.png"])
+
+
+def test_neither_the_client_nor_the_server_imports_pillow_until_an_image_is_read() -> None:
+    """Pillow is the server's optional extra: importing the SDK, its models and the server (and
+    building the app) must not need it."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['PIL'] = None  # as if not installed: importing it raises\n"
+        "import labric, labric.models, labric.resources.images, labric.server\n"
+        "from labric.server.core.app import add_routes\n"
+        "from labric.models import SaveAnnotation\n"
+        "assert SaveAnnotation.from_png(b'png', label='x').mask == 'cG5n'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
