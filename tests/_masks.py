@@ -74,3 +74,10 @@ def foreground(png: bytes) -> set[tuple[int, int]]:
 def box_pixels(boxes: Iterable[Box]) -> set[tuple[int, int]]:
     """Every pixel inside the boxes."""
     return {(px, py) for x, y, w, h in boxes for px in range(x, x + w) for py in range(y, y + h)}
+
+
+def huge_blank_png(width: int, height: int) -> bytes:
+    """A 1-bit blank PNG: a few kilobytes however many pixels it claims."""
+    out = io.BytesIO()
+    Image.new("1", (width, height), 0).save(out, format="PNG")
+    return out.getvalue()

@@ -12,7 +12,16 @@ import aiohttp
 import attrs
 import pytest
 from _clocked import FakeClock, Wire
-from _masks import box_pixels, foreground, image_jpeg, image_png, mask_b64, mask_png, rgba_png
+from _masks import (
+    box_pixels,
+    foreground,
+    huge_blank_png,
+    image_jpeg,
+    image_png,
+    mask_b64,
+    mask_png,
+    rgba_png,
+)
 
 from labric import AsyncLabric
 from labric.errors import (
@@ -190,6 +199,18 @@ async def test_one_bad_entry_saves_nothing(
     assert labels == 0
 
 
+async def test_a_mask_claiming_too_many_pixels_is_refused_before_decoding(
+    client: AsyncLabric, image_id: str
+) -> None:
+    """A PNG bomb (a few kilobytes claiming 100 million pixels) is refused from its header."""
+    bomb = huge_blank_png(10_000, 10_000)
+    assert len(bomb) < 100_000
+    with pytest.raises(BadRequestError) as caught:
+        await client.images.annotate(image_id, [SaveAnnotation.from_png(bomb, label="x")])
+    assert "over the limit of 50,000,000 pixels" in str(caught.value.detail)
+    assert await client.images.annotations(image_id) == []
+
+
 async def test_an_entry_for_another_file_refuses_the_request(
     server: LocalServer, client: AsyncLabric, image_id: str
 ) -> None:
@@ -254,7 +275,7 @@ async def test_only_stored_images_can_be_annotated(
     ):
         with pytest.raises(BadRequestError) as caught:
             await call()
-        assert "is not an image" in str(caught.value.detail)
+        assert "cannot be annotated: it is not an image" in str(caught.value.detail)
     with pytest.raises(NotFoundError):
         await client.images.annotations("no-such-file")
     with pytest.raises(NotFoundError):
@@ -264,6 +285,13 @@ async def test_only_stored_images_can_be_annotated(
         image_jpeg(WIDTH, HEIGHT), name="j.jpg", instrument_id=instrument
     )
     assert len(await client.images.annotate(jpeg.file_id, [GOOD])) == 1
+    # An image over the pixel limit cannot be (its masks would be as large).
+    huge = await client.files.upload(
+        huge_blank_png(10_000, 10_000), name="huge.png", instrument_id=instrument
+    )
+    with pytest.raises(BadRequestError) as caught:
+        await client.images.annotations(huge.file_id)
+    assert "over the limit of 50,000,000 pixels" in str(caught.value.detail)
     # An upload that is not confirmed yet is not processed.
     pending = await client._transport.request(
         "POST", "/v1/files/upload-url", json={"file_name": "p.png", "instrument_id": instrument}

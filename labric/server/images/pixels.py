@@ -18,7 +18,9 @@ The mask rule
 Limits
     Masks and images are refused above :data:`MAX_PIXELS` before any pixel is decoded (a PNG
     of a blank 100,000 x 100,000 mask is a few kilobytes: its size must be checked first).
-    Pillow's own decompression-bomb error answers the same way.
+    Pillow's own decompression-bomb check (at a higher limit) answers the same way: its error,
+    and its warning where warnings are errors (elsewhere the warning is logged once and our
+    own check refuses the image).
 
 Everything here is blocking and CPU-bound: call it on a worker thread.
 """
@@ -105,12 +107,13 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             width, height = im.size
             fmt = im.format
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Past Pillow's own limit (above ours) it warns, or raises where warnings are errors.
         raise NotAnImage(f"The image is over the limit of {MAX_PIXELS:,} pixels") from None
     except (OSError, ValueError, SyntaxError):
         # UnidentifiedImageError is an OSError; truncated headers raise the others. Their
         # messages name the blob's path on disk, which is nobody's business: say it plainly.
-        raise NotAnImage("Pillow cannot identify it as an image") from None
+        raise NotAnImage("it is not an image (Pillow cannot identify it)") from None
     if width * height > MAX_PIXELS:
         raise _too_large(width, height, f"{fmt or 'image'} image")
     return int(width), int(height)
@@ -185,7 +188,7 @@ def decode_mask(text: str) -> Measured:
                 raise _too_large(width, height, "mask")
             im.load()
             coverage = _coverage(im)
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise NotAnImage(f"The mask is over the limit of {MAX_PIXELS:,} pixels") from None
     except (OSError, ValueError, SyntaxError, EOFError):
         raise NotAnImage("The mask PNG is truncated or corrupt and cannot be decoded") from None

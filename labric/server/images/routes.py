@@ -102,7 +102,7 @@ async def _image_size(state: ServerState, org_id: str, file_id: str) -> tuple[in
     except FileNotFoundError:
         raise not_found(file_id) from None  # deleted meanwhile
     except pixels.NotAnImage as exc:
-        raise HTTPError(400, f"File {file_id} is not an image: {exc}") from None
+        raise HTTPError(400, f"File {file_id} cannot be annotated: {exc}") from None
     return size
 
 
