@@ -515,3 +515,36 @@ def test_neither_the_client_nor_the_server_imports_pillow_until_an_image_is_read
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+async def test_a_job_scripts_masks_are_its_executions_and_go_with_its_revert(
+    tmp_path: Path,
+) -> None:
+    """A real job run: the script annotates its input image with no ids at all."""
+    code = (
+        "from labric import Labric\n"
+        "from labric.job import JobContext\n"
+        "ctx = JobContext.from_env()\n"
+        "(image,) = ctx.files\n"
+        "with Labric() as client:\n"
+        f"    saved = client.images.annotate(image.id, [{{'mask': {GOOD['mask']!r}, "
+        "'label': 'from-job'}])\n"
+        "print('saved', saved[0].job_execution_id == ctx.execution_id)\n"
+    )
+    async with (
+        LocalServer(tmp_path / "jobs") as srv,
+        AsyncLabric(srv.admin_key, base_url=srv.base_url, max_retries=0) as c,
+    ):
+        image = await c.files.upload(
+            image_png(WIDTH, HEIGHT), name="in.png", instrument_id=srv.create_instrument("m")
+        )
+        job = await c.jobs.create(name="segment", code=code)
+        run = await c.jobs.run(job.id, file_ids=[image.file_id])
+        done = await c.jobs.wait(run.id, timeout=120)
+        logs = await c.jobs.executions.logs(run.id)
+        assert done.status == "completed", logs.text
+        assert "saved True" in logs.text
+        (saved,) = await c.images.annotations(image.file_id)
+        assert (saved.label, saved.job_execution_id) == ("from-job", run.id)
+        assert (await c.jobs.executions.revert(run.id)).deleted_count == 1
+        assert await c.images.annotations(image.file_id) == []
