@@ -58,8 +58,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
-    session.install("-e", ".[lint]")
+    """mypy --strict on the package (with Pillow, whose types the image server code uses)."""
+    session.install("-e", ".[lint,images]")
     session.run("mypy", "labric")
 
 

@@ -14,6 +14,7 @@ NAMES = [
     "agent_stream",
     "console",
     "ml_models",
+    "annotations",
 ]
 
 if len(sys.argv) > 1 and sys.argv[1] in NAMES:

@@ -14,6 +14,7 @@ from labric.resources.dashboards import AsyncDashboards
 from labric.resources.datasets import AsyncDatasets
 from labric.resources.experiments import AsyncExperiments
 from labric.resources.files import AsyncFiles
+from labric.resources.images import AsyncImages
 from labric.resources.instruments import AsyncInstruments
 from labric.resources.jobs import AsyncJobs
 from labric.resources.ml_models import AsyncMlModels
@@ -94,6 +95,7 @@ class AsyncLabric:
         self.notifications = AsyncNotifications(self._transport)
         self.agent = AsyncAgent(self._transport)
         self.ml_models = AsyncMlModels(self._transport)
+        self.images = AsyncImages(self._transport)
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"

@@ -14,6 +14,7 @@ from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.experiments import Experiments
 from labric._sync.files import Files
+from labric._sync.images import Images
 from labric._sync.instruments import Instruments
 from labric._sync.jobs import JobExecutions, Jobs
 from labric._sync.ml_models import MlModels
@@ -25,6 +26,7 @@ __all__ = [
     "Datasets",
     "Experiments",
     "Files",
+    "Images",
     "Instruments",
     "JobExecutions",
     "Jobs",

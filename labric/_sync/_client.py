@@ -16,6 +16,7 @@ from labric._sync.dashboards import Dashboards
 from labric._sync.datasets import Datasets
 from labric._sync.experiments import Experiments
 from labric._sync.files import Files
+from labric._sync.images import Images
 from labric._sync.instruments import Instruments
 from labric._sync.jobs import Jobs
 from labric._sync.ml_models import MlModels
@@ -100,6 +101,7 @@ class Labric:
         self.notifications = Notifications(self._portal, lambda c: c.notifications)
         self.agent = Agent(self._portal, lambda c: c.agent)
         self.ml_models = MlModels(self._portal, lambda c: c.ml_models)
+        self.images = Images(self._portal, lambda c: c.images)
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")

@@ -63,6 +63,7 @@ from labric.models.files import (
     UploadStatus,
     UploadURL,
 )
+from labric.models.images import ActivityActor, Annotation, MaskBoundingBox, SaveAnnotation
 from labric.models.instruments import (
     CurrentDeviceStatus,
     DeviceStatus,
@@ -111,10 +112,12 @@ from labric.models.transfers import (
 )
 
 __all__ = [
+    "ActivityActor",
     "AgentRunEvent",
     "AgentRunResponse",
     "AgentRunUsage",
     "AgentToolCall",
+    "Annotation",
     "BatchWriteResult",
     "ChartKind",
     "ChartWidget",
@@ -145,6 +148,7 @@ __all__ = [
     "Job",
     "JobExecution",
     "JobTrigger",
+    "MaskBoundingBox",
     "MetricWidget",
     "MlModel",
     "MlModelStatus",
@@ -166,6 +170,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "SQLSource",
+    "SaveAnnotation",
     "ScriptEdit",
     "SentNotification",
     "SentNotificationStatus",

@@ -52,6 +52,7 @@ from labric.server.core.state import (
     Settings,
     Stats,
 )
+from labric.server.images import store as images_store
 from labric.server.jobs.runner import JobRunner
 
 __all__ = ["LocalServer", "ThreadedServer"]
@@ -215,6 +216,8 @@ class LocalServer:
             objects, uploads = await db.run(records.all_generations)
             await blobs.run(blobs.prepare_sync)
             await blobs.run(blobs.sweep_sync, objects, uploads)
+            masks = await db.run(images_store.all_masks)
+            await blobs.run(images_store.sweep_sync, blobs.root, masks)
             lost = await blobs.run(blobs.lost_uploads_sync, uploads)
             await db.run(records.reset_uploads, lost)  # their parts are no longer on disk
             await db.run(records.idem_prune, iso(now - RETENTION_SECONDS))

@@ -20,6 +20,7 @@ import attrs
 import jsonschema_rs
 import pytest
 import schemathesis
+from _masks import image_png, mask_b64
 
 import labric.models
 from labric._core.converter import converter
@@ -669,6 +670,37 @@ async def _ml_models(api: Checked) -> None:
         hold.release()
 
 
+async def _images(api: Checked, instrument: str) -> None:
+    form = aiohttp.FormData()
+    form.add_field("instrument_id", instrument)
+    form.add_field("file", image_png(8, 6), filename="cells.png", content_type="image/png")
+    image = await api.call("POST", "/api/v1/files", data=form)
+    ids = {"file_id": image["file_id"]}
+    path = "/api/v1/images/{file_id}/annotations"
+    saved = await api.call(
+        "POST",
+        path,
+        path=ids,
+        json={
+            "annotations": [
+                {"mask": mask_b64(8, 6, [(1, 1, 2, 2)]), "label": "cell", "is_human_vetted": True},
+                {"mask": mask_b64(8, 6), "label": "empty"},
+            ]
+        },
+    )
+    assert saved[1]["bbox"] is None
+    listed = await api.call("GET", path, path=ids)
+    assert [a["id"] for a in listed] == [a["id"] for a in saved]
+    await api.call("GET", "/storage/v1/masks/{annotation_id}", url=listed[0]["mask_url"])
+    await api.call(
+        "GET", "/storage/v1/masks/{annotation_id}", url=listed[0]["mask_url"] + "0", expect=403
+    )
+    bad = {"annotations": [{"mask": "eA==", "label": "x"}]}
+    await api.call("POST", path, path=ids, json=bad, expect=400)
+    await api.call("POST", path, path=ids, json={"annotations": [{}]}, expect=422)
+    await api.call("GET", path, path={"file_id": "nope"}, expect=404)
+
+
 async def _admin(api: Checked) -> None:
     await api.call("GET", "/api/v1/admin/faults")
     await api.call("PUT", "/api/v1/admin/faults", json={})
@@ -695,6 +727,7 @@ async def test_real_answers_fit_the_document_and_the_models(
     await _notifications(checked)
     await _agent(checked)
     await _ml_models(checked)
+    await _images(checked, small.create_instrument("Microscope"))
     await _admin(checked)
     assert checked.structured >= 45
     unchecked = sorted(f"{m} {p}" for m, p in set(checked.ops) - checked.succeeded)

@@ -4,8 +4,8 @@
 reaches the rest by reflection, with placeholder arguments. This run reuses its helpers and
 scanner and adds deliberate runs of what it reaches only by reflection (``datasets.transact`` and
 ``write_series``, instruments with pairing, experiments, dashboards, notifications, the agent
-whole and streamed), then the
-sync client. It enumerates every public attribute of the client, recursively, and fails:
+whole and streamed, image annotations and their mask URLs), then the sync client. It enumerates
+every public attribute of the client, recursively, and fails:
 
 * when a resource appears that this run does not know (so a new resource gets a deliberate run
   here, with its secrets, instead of placeholder calls only);
@@ -34,6 +34,7 @@ from security.test_secrets import (
     _datasets,
     _failures,
     _files,
+    _images,
     _jobs,
     _ml_models,
     _random_key,
@@ -63,6 +64,7 @@ KNOWN_RESOURCES = frozenset(
         "notifications",
         "agent",
         "ml_models",
+        "images",
     }
 )
 
@@ -290,6 +292,7 @@ async def test_every_client_method_is_scanned_and_leaks_nothing(
         await _notifications(run, c)
         await _agent(run, c)
         await _ml_models(run, c)
+        await _images(run, c, instrument)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)
             if name not in run.deliberate:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
+from _masks import image_png, mask_b64
 
 from labric.server import LocalServer
 
@@ -75,15 +76,21 @@ async def _populate(org: Org, label: str) -> Holdings:
     instrument = (await org.ok("POST", "/v1/instruments", {"name": f"{label} reader"}))[
         "instrument"
     ]["id"]
+    # The file is an image, so the image routes answer for it too.
     ticket = await org.ok(
-        "POST", "/v1/files/upload-url", {"file_name": f"{label}.csv", "instrument_id": instrument}
+        "POST", "/v1/files/upload-url", {"file_name": f"{label}.png", "instrument_id": instrument}
     )
     async with org.session.put(
-        ticket["upload_url"], data=f"{label} bytes".encode(), headers=ticket["headers"]
+        ticket["upload_url"], data=_image(label), headers=ticket["headers"]
     ) as put:
         assert put.status == 200
     file_id = ticket["file_id"]
     await org.ok("POST", f"/v1/files/{file_id}/confirm-upload")
+    (mask,) = await org.ok(
+        "POST",
+        f"/v1/images/{file_id}/annotations",
+        {"annotations": [{"mask": mask_b64(*IMAGE_SIZE, [(1, 1, 2, 2)]), "label": f"{label}-l"}]},
+    )
     execution = (await org.ok("POST", "/v1/job-executions", {}))["job_execution_id"]
     job = (await org.ok("POST", "/v1/jobs", {"name": f"{label} job", "code": "print(1)"}))["id"]
     table = f"t_{label.lower()}"
@@ -169,9 +176,20 @@ async def _populate(org: Org, label: str) -> Holdings:
                 ticket["upload_url"].split("?")[0],
                 notification,
                 f"{label}-dedupe",
+                mask["id"],
+                f"{label}-l",
             }
         ),
     )
+
+
+#: The size of each organisation's image.
+IMAGE_SIZE = (6, 4)
+
+
+def _image(label: str) -> bytes:
+    """The organisation's image file: a PNG whose colour depends on the label."""
+    return image_png(*IMAGE_SIZE, color=(len(label), 80, 120))
 
 
 #: Valid bodies for the write routes that take an id, so each gets past validation to the
@@ -192,6 +210,9 @@ BODIES: dict[str, Any] = {
         "rows": [{"table": "{b_table}", "row_id": "{b_row}"}]
     },
     "PATCH /api/v1/dashboards/{dashboard_id}": {"name": "taken by B"},
+    "POST /api/v1/images/{file_id}/annotations": {
+        "annotations": [{"mask": mask_b64(*IMAGE_SIZE), "label": "taken by B"}]
+    },
 }
 
 
@@ -293,6 +314,19 @@ async def test_another_orgs_ids_inside_bodies_are_not_found(
             "POST",
             f"/v1/experiments/{theirs.ids['experiment_id']}/rows",
             {"rows": [{"table": "{t}", "row_id": "{r}"}]},
+        ),
+        (
+            "POST",
+            f"/v1/images/{theirs.ids['file_id']}/annotations",
+            {"annotations": [{"mask": mask_b64(*IMAGE_SIZE), "label": "x", "file_id": "{f}"}]},
+        ),
+        (
+            "POST",
+            f"/v1/images/{theirs.ids['file_id']}/annotations",
+            {
+                "annotations": [{"mask": mask_b64(*IMAGE_SIZE), "label": "x"}],
+                "job_execution_id": "{e}",
+            },
         ),
         ("POST", "/v1/tools/read", {"target_name": "{t}", "target_type": "table"}),
         (
@@ -514,7 +548,11 @@ async def _a_is_untouched(server: LocalServer, a: Org, mine: Holdings) -> None:
     assert f"{MARK} row" in json.dumps(rows)
     content = await a.ok("GET", f"/v1/files/{mine.ids['file_id']}/content")
     async with a.session.get(content["download_url"]) as resp:
-        assert await resp.read() == f"{MARK} bytes".encode()
+        assert await resp.read() == _image(MARK)
+    (mask,) = await a.ok("GET", f"/v1/images/{mine.ids['file_id']}/annotations")
+    assert mask["label"] == f"{MARK}-l"
+    async with a.session.get(mask["mask_url"]) as resp:
+        assert resp.status == 200
 
 
 async def test_an_idempotency_key_replays_only_for_the_key_that_used_it(

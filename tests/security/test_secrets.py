@@ -1,4 +1,5 @@
-"""Secrets: a full run of the client leaks no API key and no signed-URL signature.
+"""Secrets: a full run of the client leaks no API key and no signed-URL signature (storage
+URLs, and the masks' URLs of image annotations).
 
 Every public method of every resource is run (the known ones with meaningful arguments, any
 other one found by reflection with placeholder arguments), successful and failing alike, with
@@ -20,8 +21,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import attrs
 import pytest
+from _masks import image_png, mask_b64
 from aiohttp import web
 
 from labric import AsyncLabric, Labric, RetryPolicy, Timeout, TransferConfig
@@ -40,7 +43,7 @@ from labric.errors import (
     PermissionDeniedError,
     UnprocessableEntityError,
 )
-from labric.models import FileContent, UploadPart, UploadURL
+from labric.models import Annotation, FileContent, SaveAnnotation, UploadPart, UploadURL
 from labric.resources._base import AsyncResource
 from labric.server import FaultConfig, LocalServer
 
@@ -315,6 +318,30 @@ async def _ml_models(run: Run, c: AsyncLabric) -> None:
     )
 
 
+async def _images(run: Run, c: AsyncLabric, instrument: str) -> None:
+    """Masks: their signed URLs come back in every answer and are fetched without the key."""
+    image = await run.call(
+        "files.upload",
+        lambda: c.files.upload(image_png(8, 6), name="cells.png", instrument_id=instrument),
+    )
+    entry = SaveAnnotation(mask=mask_b64(8, 6, [(1, 1, 3, 2)]), label="cell")
+    saved = await run.call("images.annotate", lambda: c.images.annotate(image.file_id, [entry]))
+    listed = await run.call("images.annotations", lambda: c.images.annotations(image.file_id))
+    await run.call(
+        "images.annotate",
+        lambda: c.images.annotate(image.file_id, [{"mask": "eA==", "label": "x"}]),
+        expect=BadRequestError,
+    )
+    await run.call(
+        "images.annotations", lambda: c.images.annotations("no-such-file"), expect=NotFoundError
+    )
+    for annotation in (*saved, *listed):
+        assert "X-Labric-Signature=" in annotation.mask_url
+        async with aiohttp.ClientSession() as plain, plain.get(annotation.mask_url) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "image/png"
+
+
 async def _failures(
     run: Run, server: LocalServer, proxy: RecordingProxy, file_id: str, tmp: Path, bad_key: str
 ) -> None:
@@ -363,6 +390,7 @@ async def test_a_full_run_leaks_no_secret(
         if hasattr(c, "datasets"):
             await _datasets(run, c)
         await _ml_models(run, c)
+        await _images(run, c, instrument)
         methods = public_methods(c)
         for name, method in methods.items():
             scanner.add_repr(name.rsplit(".", 1)[0], method.__self__)
@@ -391,6 +419,8 @@ async def test_a_full_run_leaks_no_secret(
         "files.upload_status",
         "jobs.executions.start",
         "jobs.executions.close",
+        "images.annotate",
+        "images.annotations",
     ]:
         assert name in run.called, name
 
@@ -432,13 +462,16 @@ def test_signed_url_fields_are_left_out_of_reprs() -> None:
     assert attrs.fields(UploadURL).upload_url.repr is False
     assert attrs.fields(UploadPart).url.repr is False
     assert attrs.fields(Page).next_url.repr is False
+    assert attrs.fields(Annotation).mask_url.repr is False
+    assert attrs.fields(SaveAnnotation).mask.repr is False
     url = (
         "http://127.0.0.1:1/storage/v1/objects/f?X-Labric-Expires=1&X-Labric-Signature=" + "ab" * 32
     )
     content = FileContent(file_id="f", download_url=url, preview_truncated=False)
     ticket = UploadURL(file_id="f", upload_url=url, expires_at="2030-01-01T00:00:00Z")
     part = UploadPart(number=1, offset=0, size=1, url=url)
-    for model in (content, ticket, part, Page([1], url)):
+    mask = Annotation(id="a", label="cell", mask_url=url)
+    for model in (content, ticket, part, Page([1], url), mask):
         assert "Signature" not in repr(model)
         assert "ab" * 32 not in repr(model)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _masks import image_png, mask_b64
 
 from labric import Labric, Page
 from labric._blocking.portal import SyncResource
@@ -24,6 +25,7 @@ from labric.models.datasets import (
 )
 from labric.models.experiments import Experiment, ExperimentRow
 from labric.models.files import FileContent, FileInfo, FileUpload, UploadStatus
+from labric.models.images import Annotation, SaveAnnotation
 from labric.models.instruments import DeviceStatusHistory, InstrumentPairing, PairedDevice
 from labric.models.jobs import (
     ExecutionLogs,
@@ -527,6 +529,25 @@ def _ml_models_cancel_training(ctx: Ctx) -> None:
         ctx.client.ml_models.cancel_training(model.id)
 
 
+def _image(ctx: Ctx) -> str:
+    return str(ctx.client.files.upload(image_png(6, 4), name=f"{ctx.tmp.name}.png").file_id)
+
+
+def _images_annotate(ctx: Ctx) -> None:
+    image = _image(ctx)
+    entry = SaveAnnotation(mask=mask_b64(6, 4, [(0, 0, 2, 2)]), label="cell")
+    (saved,) = ctx.client.images.annotate(image, [entry])
+    assert isinstance(saved, Annotation)
+    assert saved.foreground_fraction == 4 / 24
+
+
+def _images_annotations(ctx: Ctx) -> None:
+    image = _image(ctx)
+    ctx.client.images.annotate(image, [{"mask": mask_b64(6, 4), "label": "empty"}])
+    (listed,) = ctx.client.images.annotations(image)
+    assert (listed.label, listed.bbox) == ("empty", None)
+
+
 SMOKE: dict[str, Callable[[Ctx], None]] = {
     "datasets.create": _datasets_create,
     "datasets.get": _datasets_get,
@@ -599,6 +620,8 @@ SMOKE: dict[str, Callable[[Ctx], None]] = {
     "ml_models.predict": _ml_models_predict,
     "ml_models.train": _ml_models_train,
     "ml_models.wait": _ml_models_wait,
+    "images.annotate": _images_annotate,
+    "images.annotations": _images_annotations,
 }
 
 

@@ -58,6 +58,8 @@ from labric.server.datasets.validate import MAX_BODY_BYTES as MAX_WRITE_BODY
 from labric.server.experiments import routes as experiments
 from labric.server.files import routes as files
 from labric.server.files import signed, storage
+from labric.server.images import routes as images
+from labric.server.images.wire import MAX_BODY as MAX_ANNOTATE_BODY
 from labric.server.instruments import routes as instruments
 from labric.server.jobs import executions
 from labric.server.jobs import routes as jobs
@@ -184,6 +186,7 @@ def _largest_body(state: ServerState) -> int:
         dashboards.MAX_BODY,
         MAX_WRITE_BODY,
         MAX_PREDICT_BODY,
+        MAX_ANNOTATE_BODY,
         state.settings.max_multipart_body,
     )
 
@@ -334,6 +337,7 @@ def add_routes(router: Router) -> None:
         notifications,
         agent,
         ml_models,
+        images,
         admin,
         openapi,
         console,

@@ -457,6 +457,42 @@ CREATE TABLE ml_model_versions (
 CREATE INDEX ml_model_versions_status ON ml_model_versions(status);
 """
 
+_IMAGES_SCHEMA = """
+-- Image annotations: labels (created on first use, one per name and organisation) and the masks
+-- saved on image files. A mask's PNG lives in the blob directory (masks/<file_id>/<id>.png,
+-- see labric.server.images.store); the row keeps what was measured from it. bbox_* are NULL
+-- for a mask with no foreground. seq orders masks saved in the same instant (oldest first).
+CREATE TABLE image_labels (
+    id          TEXT PRIMARY KEY,
+    org_id      TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (org_id, name)
+);
+
+CREATE TABLE image_annotations (
+    seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                   TEXT NOT NULL UNIQUE,
+    org_id               TEXT NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+    file_id              TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    label_id             TEXT NOT NULL REFERENCES image_labels(id) ON DELETE CASCADE,
+    width                INTEGER NOT NULL,
+    height               INTEGER NOT NULL,
+    is_human_vetted      INTEGER NOT NULL,
+    foreground_fraction  REAL NOT NULL,
+    bbox_x               INTEGER,
+    bbox_y               INTEGER,
+    bbox_width           INTEGER,
+    bbox_height          INTEGER,
+    api_key_id           TEXT,
+    job_execution_id     TEXT REFERENCES job_executions(id) ON DELETE SET NULL,
+    created_at           TEXT NOT NULL
+);
+CREATE INDEX image_annotations_file ON image_annotations(file_id, created_at, seq);
+CREATE INDEX image_annotations_execution ON image_annotations(job_execution_id)
+    WHERE job_execution_id IS NOT NULL;
+"""
+
 #: Every schema step since the first release, in order. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -484,6 +520,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "listings: an index for every listing and filter", _LISTING_INDEXES_SCHEMA),
     Migration(10, "notifications: the inbox and the mute setting", _NOTIFICATIONS_SCHEMA),
+    Migration(11, "images: labels and annotation masks", _IMAGES_SCHEMA),
     Migration(12, "ml models and their versions", _ML_MODELS_SCHEMA),
     Migration(13, "agent: saved chats and their turns", _AGENT_CHATS_SCHEMA),
 )

@@ -8,7 +8,7 @@ route                                       scope  what
 ``POST /v1/tools/read``                     read   rows by equality filters; ``limit``/``cursor``
 ``POST /v1/tools/query``                    read   read-only SQL under the boundary
 ``POST /v1/data/write``                     write  table writes and series, one transaction
-``POST /v1/job-executions/{id}/revert``     write  undo what an execution created
+``POST /v1/job-executions/{id}/revert``     write  undo what an execution created (+ masks)
 ``GET  /v1/datasets``                       read   local: table definitions (as the schema)
 ``GET  /v1/datasets/{name}``                read   local: one table definition
 ``POST /v1/datasets``                       write  local: create a table
@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from labric.server.core import records
@@ -71,6 +72,7 @@ from labric.server.datasets.store import (
 )
 from labric.server.datasets.validate import MAX_BODY_BYTES, Rejected, TooLarge, check_size
 from labric.server.datasets.write import WriteOutcome, apply_write, revert
+from labric.server.images import store as images_store
 
 __all__ = [
     "DATASETS",
@@ -545,9 +547,21 @@ async def recorded_write(
 # -- revert ----------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class _Forgotten:
+    """What reverting an execution removed from the metadata: its files (with their parts), the
+    masks it saved, the masks others saved on its files, and its unreverted writes' summaries."""
+
+    files: list[tuple[records.FileRow, list[records.PartRow]]]
+    masks: list[tuple[str, str]]
+    masks_on_files: int
+    summaries: list[dict[str, Any]]
+
+
 def _forget_files_and_ledger(
     conn: sqlite3.Connection, org_id: str, execution_id: str, now: str
-) -> tuple[list[tuple[records.FileRow, list[records.PartRow]]], list[dict[str, Any]]]:
+) -> _Forgotten:
+    masks = images_store.forget_execution(conn, org_id, execution_id)
     removed: list[tuple[records.FileRow, list[records.PartRow]]] = []
     for row in conn.execute(
         "SELECT id FROM files WHERE org_id = ? AND job_execution_id = ?", (org_id, execution_id)
@@ -556,6 +570,9 @@ def _forget_files_and_ledger(
         if found is None:
             continue
         removed.append((found, records.delete_parts(conn, found.id)))
+    # Masks others saved on these files go with them (their rows by the foreign key).
+    on_files = images_store.masks_on_files(conn, [found.id for found, _ in removed])
+    for found, _ in removed:
         records.delete_file(conn, found.id)
     summaries = [
         json.loads(r[0])
@@ -570,7 +587,7 @@ def _forget_files_and_ledger(
         "AND reverted_at IS NULL",
         (now, execution_id),
     )
-    return removed, summaries
+    return _Forgotten(removed, masks, on_files, summaries)
 
 
 def _warnings(summaries: list[dict[str, Any]]) -> list[str]:
@@ -637,16 +654,22 @@ async def revert_execution(request: web.Request) -> web.StreamResponse:
         outcome = await org.write(lambda conn: revert(conn, org.catalog, execution_id))
     except Busy:
         raise _busy() from None
-    removed, summaries = await state.db.run(
-        _forget_files_and_ledger, who.org_id, execution_id, state.now()
-    )
+    forgotten = await state.db.run(_forget_files_and_ledger, who.org_id, execution_id, state.now())
+    removed = forgotten.files
     paths = []
     for row, parts in removed:
         paths += [state.blobs.part_path(row.id, p.number, p.generation) for p in parts]
         if row.generation:
             paths.append(state.blobs.object_path(row.id, row.generation))
     await state.blobs.remove(paths)
-    warnings = _warnings(summaries)
+    await images_store.remove_masks(state.blobs, forgotten.masks)
+    await images_store.remove_file_masks(state.blobs, [row.id for row, _ in removed])
+    warnings = _warnings(forgotten.summaries)
+    if forgotten.masks_on_files:
+        warnings.append(
+            f"{forgotten.masks_on_files} mask(s) saved by others on files this execution "
+            "created were removed with those files"
+        )
     for table, n in outcome.kept.items():
         warnings.append(
             f"{n} row(s) of {table} created by this execution were kept: rows written since "
@@ -656,7 +679,7 @@ async def revert_execution(request: web.Request) -> web.StreamResponse:
         warnings.append(f"{outcome.gone} row(s) created by this execution no longer existed")
     return json_response(
         {
-            "deleted_count": outcome.deleted + len(removed),
+            "deleted_count": outcome.deleted + len(removed) + len(forgotten.masks),
             "raws_deleted_count": outcome.raws_deleted,
             "skipped_count": outcome.skipped,
             "warnings": warnings,

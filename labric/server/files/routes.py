@@ -65,6 +65,7 @@ from labric.server.files.common import (
     split_name,
     upload_result,
 )
+from labric.server.images import store as images_store
 from labric.server.jobs.runner import on_file_confirmed
 
 __all__ = ["register", "text_preview"]
@@ -209,6 +210,7 @@ async def delete_file(request: web.Request) -> web.StreamResponse:
     if row is None:
         raise not_found(file_id)
     await state.blobs.remove_file(file_id, row.generation, row.upload_generation)
+    await images_store.remove_file_masks(state.blobs, [file_id])  # their rows went with the file
     return web.Response(status=204)
 
 
