@@ -85,7 +85,9 @@ class LabricError(Exception):
 
 def _unpickle(cls: type[LabricError], args: tuple[Any, ...]) -> LabricError:
     """An error of ``cls`` built without ``__init__``; pickle then restores its attributes."""
-    return cls.__new__(cls, *args)
+    error = cls.__new__(cls, *args)
+    error.args = args  # OSError subclasses (TimeoutError) set their args in __init__
+    return error
 
 
 class ConfigurationError(LabricError):
