@@ -18,15 +18,13 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from labric.errors import PermissionDeniedError, TransferError
-from labric.fsspec.paths import byte_range
+from labric.errors import NotFoundError, PermissionDeniedError, TransferError
+from labric.fsspec.namespace import LabricNamespace
+from labric.fsspec.paths import byte_range, not_found
 from labric.fsspec.reading import read_range
 from labric.models.files import FileContent
-
-if TYPE_CHECKING:
-    from labric.fsspec.filesystem import LabricFileSystem
 
 __all__ = ["cat_ranges"]
 
@@ -53,7 +51,7 @@ class _Target:
 
 
 async def cat_ranges(
-    fs: LabricFileSystem,
+    fs: LabricNamespace,
     paths: list[Any],
     starts: Any,
     ends: Any,
@@ -108,7 +106,7 @@ async def cat_ranges(
 
 
 async def _resolve(
-    fs: LabricFileSystem, paths: list[str], batch_size: int | None, limit: asyncio.Semaphore
+    fs: LabricNamespace, paths: list[str], batch_size: int | None, limit: asyncio.Semaphore
 ) -> dict[str, _Target]:
     """Each path's newest file and signed URL, a bounded number at a time."""
     try:
@@ -125,7 +123,7 @@ async def _resolve(
                     target.info = await fs._info(path)
                 if target.info["type"] != "file":
                     raise IsADirectoryError(errno.EISDIR, "A directory, not a file", path)
-                target.content = await fs._content_of(target.info)
+                target.content = await _content_of(fs, target.info)
             except Exception as exc:
                 target.error = exc
 
@@ -133,13 +131,22 @@ async def _resolve(
     return targets
 
 
-async def _renew(fs: LabricFileSystem, target: _Target, expired: FileContent) -> None:
+async def _content_of(fs: LabricNamespace, info: dict[str, Any]) -> FileContent:
+    """The signed URL (and size) of a listed file."""
+    client = await fs._labric()
+    try:
+        return await client.files.content(info["file_id"])
+    except NotFoundError as exc:
+        raise not_found(info["name"], exc) from exc
+
+
+async def _renew(fs: LabricNamespace, target: _Target, expired: FileContent) -> None:
     """A fresh signed URL for ``target``, asked for once however many of its ranges saw 403."""
     if target.content is not expired:
         return  # another range renewed it already
     if target.renewing is None:
         assert target.info is not None
-        target.renewing = asyncio.ensure_future(fs._content_of(target.info))
+        target.renewing = asyncio.ensure_future(_content_of(fs, target.info))
     renewing = target.renewing
     try:
         target.content = await asyncio.shield(renewing)
