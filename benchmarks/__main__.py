@@ -15,6 +15,7 @@ NAMES = [
     "console",
     "ml_models",
     "annotations",
+    "fsspec",
 ]
 
 if len(sys.argv) > 1 and sys.argv[1] in NAMES:

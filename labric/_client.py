@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import Any
 
 from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._core.transport import Transport, TransportStats
@@ -21,6 +22,21 @@ from labric.resources.ml_models import AsyncMlModels
 from labric.resources.notifications import AsyncNotifications
 
 __all__ = ["AsyncLabric"]
+
+
+def _rebuild(cls: type[Any], config: ClientConfig) -> Any:
+    """A new client of ``cls`` from a resolved configuration (what a pickle holds)."""
+    return cls(
+        config.api_key,
+        base_url=config.base_url,
+        timeout=config.timeout,
+        retry=config.retry,
+        transfer=config.transfer,
+        max_connections=config.max_connections,
+        # The URL passed its checks when the configuration was resolved.
+        allow_insecure=True,
+        max_response_bytes=config.max_response_bytes,
+    )
 
 
 class AsyncLabric:
@@ -103,6 +119,14 @@ class AsyncLabric:
             f"<AsyncLabric base_url={self._config.base_url!r} "
             f"key={self._config.key_prefix!r} {state}>"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the resolved configuration, never the connections.
+
+        The copy (in a Dask worker, say) is a new, unopened client that opens its own session
+        on first use. The pickle holds the API key, as the copy needs it; reprs never show it.
+        """
+        return _rebuild, (type(self), self._config)
 
     @property
     def base_url(self) -> str:

@@ -77,7 +77,21 @@ __all__ = [
 
 
 class LabricError(Exception):
-    """Base class of every error raised by `labric`."""
+    """Base class of every error raised by `labric`.
+
+    Every one pickles with its attributes (a Dask worker's errors travel back this way), though
+    most take keyword-only arguments, which ``Exception``'s own pickling cannot pass.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _unpickle, (type(self), self.args), self.__dict__
+
+
+def _unpickle(cls: type[LabricError], args: tuple[Any, ...]) -> LabricError:
+    """An error of ``cls`` built without ``__init__``; pickle then restores its attributes."""
+    error = cls.__new__(cls, *args)
+    error.args = args  # OSError subclasses (TimeoutError) set their args in __init__
+    return error
 
 
 class ConfigurationError(LabricError):
@@ -184,6 +198,15 @@ class APIStatusError(APIError):
 
     def __str__(self) -> str:
         return f"{self.status_code} {super().__str__()}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild, args, state = super().__reduce__()
+        # The transport's read-only view of the headers does not pickle; its copy does (and
+        # stays case-insensitive).
+        state = (
+            {**state, "headers": self.headers.copy()} if hasattr(self.headers, "copy") else state
+        )
+        return rebuild, args, state
 
 
 class BadRequestError(APIStatusError):

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import Any
 
 from labric._blocking.portal import Portal
-from labric._client import AsyncLabric
+from labric._client import AsyncLabric, _rebuild
 from labric._core.config import ClientConfig, RetryPolicy, Timeout, TransferConfig
 from labric._core.transport import TransportStats
 from labric._sync.agent import Agent
@@ -105,6 +106,14 @@ class Labric:
 
     def __repr__(self) -> str:
         return self._portal.describe("Labric")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the resolved configuration, never the connections.
+
+        The copy (in a Dask worker, say) is a new, unopened client that opens its own session
+        on first use. The pickle holds the API key, as the copy needs it; reprs never show it.
+        """
+        return _rebuild, (type(self), self._portal.client.config)
 
     @property
     def base_url(self) -> str:

@@ -17,6 +17,15 @@ loop never blocks on disk. Durability: WAL with ``synchronous=NORMAL`` (a crash 
 commits, never corrupt the file); losing an entry only means re-sending that file or part, because
 the server is always asked what it already holds before anything is skipped.
 
+Many processes: every process of a machine (Dask workers, say) may share one state directory.
+SQLite's file locks order their writers: each commit takes the write lock up front
+(``BEGIN IMMEDIATE``) and waits up to :data:`BUSY_TIMEOUT` seconds for it, so a commit never
+fails halfway because another process wrote first, and a process killed mid-commit leaves the
+database as it was before that commit. A journal used in a process other than the one that
+opened it (after ``fork``) leaves the parent's connection and thread alone and opens its own.
+Over a network filesystem SQLite's locks are unreliable: give each machine a local
+``state_dir``.
+
 Entries of confirmed uploads are kept (so rerunning a bulk upload after a crash skips what was
 already confirmed) and pruned after :data:`KEEP_CONFIRMED_SECONDS`.
 """
@@ -36,12 +45,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["KEEP_CONFIRMED_SECONDS", "Journal", "default_state_dir", "journal_key"]
+__all__ = ["BUSY_TIMEOUT", "KEEP_CONFIRMED_SECONDS", "Journal", "default_state_dir", "journal_key"]
 
 T = TypeVar("T")
 
 #: How long entries of finished transfers are kept.
 KEEP_CONFIRMED_SECONDS = 7 * 24 * 3600
+#: Seconds a commit waits for another process's write to finish before it fails.
+BUSY_TIMEOUT = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -54,6 +65,9 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 _Change = tuple[str, str, str | None, float]  # kind, key, JSON value (None: delete), time
+
+#: What forked children inherited and must never close (see :meth:`Journal._adopt`).
+_FORGOTTEN: list[object] = []
 
 
 def default_state_dir() -> Path:
@@ -80,6 +94,7 @@ class Journal:
         self._conn: sqlite3.Connection | None = None
         self._pending: dict[tuple[str, str], _Change] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._pid = os.getpid()
 
     @property
     def path(self) -> Path:
@@ -90,7 +105,7 @@ class Journal:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             self._dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
@@ -100,7 +115,21 @@ class Journal:
             self._conn = conn
         return self._conn
 
+    def _adopt(self) -> None:
+        """In a forked child, forget the parent's connection, thread and flush (never closing
+        them: they are the parent's); what it had pending is the parent's to write."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            # Kept referenced: closing the parent's SQLite handle here could checkpoint or
+            # unlock the database under the parent.
+            _FORGOTTEN.append((self._executor, self._conn))
+            self._executor = None
+            self._conn = None
+            self._flusher = None
+            self._pending.clear()
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._adopt()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="labric-journal")
         loop = asyncio.get_running_loop()
@@ -108,7 +137,8 @@ class Journal:
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, changes: list[_Change]) -> None:
-        conn.execute("BEGIN")
+        # The write lock up front: waiting for another process happens here, not midway.
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, key, value, when in changes:
                 if value is None:
@@ -129,6 +159,7 @@ class Journal:
 
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
         """The entry's value (pending changes included), or ``None``."""
+        self._adopt()
         pending = self._pending.get((kind, key))
         if pending is not None:
             return json.loads(pending[2]) if pending[2] is not None else None
@@ -145,16 +176,19 @@ class Journal:
     async def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
         """Create or replace an entry (written behind; see :meth:`flush`)."""
         text = json.dumps(value, separators=(",", ":"))
+        self._adopt()
         self._pending[(kind, key)] = (kind, key, text, time.time())
         self._schedule()
 
     async def delete(self, kind: str, key: str) -> None:
         """Remove an entry, if any (written behind; see :meth:`flush`)."""
+        self._adopt()
         self._pending[(kind, key)] = (kind, key, None, time.time())
         self._schedule()
 
     async def flush(self) -> None:
         """Wait until every change made so far is committed."""
+        self._adopt()
         while self._pending or self._flusher is not None:
             if self._flusher is None:
                 self._schedule()
@@ -183,6 +217,7 @@ class Journal:
 
         Changes still pending are committed first (synchronously), so nothing recorded is lost.
         """
+        self._adopt()
         executor, self._executor = self._executor, None
         flusher, self._flusher = self._flusher, None
         if flusher is not None and not flusher.done():

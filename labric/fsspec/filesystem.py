@@ -3,7 +3,8 @@
 :class:`LabricFileSystem` builds on :class:`~labric.fsspec.namespace.LabricNamespace` (clients,
 paths, listings, metadata) and maps fsspec's content calls onto the client: whole reads through
 ``files.read_bytes`` (CRC32C-verified), ranged and open-file reads through
-:mod:`~labric.fsspec.reading`, bulk ``get`` through :mod:`~labric.fsspec.transfers`, writes
+:mod:`~labric.fsspec.reading`, many ranges at once through :mod:`~labric.fsspec.ranges`, bulk
+``get`` through :mod:`~labric.fsspec.transfers`, writes
 through :mod:`~labric.fsspec.writing` (each replacing what was at its path unless
 ``keep_versions``, see :mod:`~labric.fsspec.versions`), copies through
 :mod:`~labric.fsspec.copying` (a move is a copy, then a delete), deletes through
@@ -27,7 +28,7 @@ from fsspec.utils import isfilelike
 
 from labric._transfer.download import DEFAULT_READ_LIMIT
 from labric.errors import NotFoundError, TransferError
-from labric.fsspec import copying, deleting, directories, transfers, writing
+from labric.fsspec import copying, deleting, directories, ranges, transfers, writing
 from labric.fsspec.files import LabricAsyncFile, LabricFile
 from labric.fsspec.namespace import LabricNamespace
 from labric.fsspec.paths import byte_range, not_found
@@ -99,6 +100,24 @@ class LabricFileSystem(LabricNamespace):
         begin, stop = byte_range(start, end, size)
         data, _ = await read_range(client, content, begin, stop, etag=None)
         return data
+
+    async def _cat_ranges(
+        self,
+        paths: list[Any],
+        starts: Any,
+        ends: Any,
+        max_gap: int | None = None,
+        batch_size: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Byte ranges of files: each file resolved once, the ranges fetched concurrently, at
+        most ``batch_size`` at a time (see :mod:`~labric.fsspec.ranges`)."""
+        if max_gap is not None:
+            raise NotImplementedError("max_gap: merge the ranges first (fsspec.utils)")
+        return await ranges.cat_ranges(
+            self, paths, starts, ends, batch_size=batch_size, on_error=on_error
+        )
 
     async def _content_of(self, info: dict[str, Any]) -> FileContent:
         """The signed URL (and size) of a listed file."""

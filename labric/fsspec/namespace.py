@@ -41,6 +41,10 @@ __all__ = ["LabricNamespace"]
 
 #: Files per page when looking up one path: the newest file at a path usually comes first.
 _LOOKUP_PAGE = 10
+#: Files per page of a listing (``ls``, ``find``, ``glob``): the local server's largest page,
+#: so 100,000 files are 100 requests (the pager fetches one page ahead of the caller); a server
+#: with a lower cap answers with its own size.
+LISTING_PAGE = 1000
 
 #: Constructor arguments a pickle leaves out: they belong to the process that made it.
 _UNPICKLED = ("loop", "asynchronous")
@@ -182,7 +186,8 @@ class LabricNamespace(AsyncFileSystem):  # type: ignore[misc]  # fsspec ships no
         """Every file whose path contains ``contains`` (any case; the server's filter), newest
         first. Callers match exactly; the filter only spares listing the whole organisation."""
         client = await self._labric()
-        return [f async for f in client.files.list(query=contains or None)]
+        listed = client.files.list(query=contains or None, page_size=LISTING_PAGE)
+        return [f async for f in listed]
 
     async def _by_id(self, path: str, file_id: str) -> FileInfo:
         client = await self._labric()

@@ -369,6 +369,12 @@ def _client_module(
                 "    def __repr__(self) -> str:",
                 f"        return self._portal.describe({client.sync_name!r})",
             ]
+        elif node.name == "__reduce__":
+            emitter.need("typing", "Any")
+            emitter.need("labric._client", "_rebuild")
+            body.append("    def __reduce__(self) -> tuple[Any, ...]:")
+            body += _format_docstring(renamer.doc(ast.get_docstring(node) or ""), "        ")
+            body.append("        return _rebuild, (type(self), self._portal.client.config)")
         elif node.name == "aclose":
             sig = _signature(module, node, renamer)
             if sig.forward:
