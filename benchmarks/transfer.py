@@ -1,7 +1,9 @@
 """Transfer benchmarks: ours against peers, all against one local server, in one run.
 
 Every contender runs in its own subprocess, so its wall time, CPU seconds (user + system, from
-``wait4``) and peak RSS are its own. The server runs in another process (``labric serve``).
+``wait4``) and peak RSS are its own. CPU seconds are the work's: each worker reports what its
+start-up and imports had cost before its work began, and that is subtracted. The server runs in
+another process (``labric serve``).
 
 Scenarios:
   small   N files of 16 KiB: ours (upload_many), ours through the sync facade, a raw aiohttp loop
@@ -10,6 +12,7 @@ Scenarios:
   big     one file up and down: ours, a raw aiohttp single stream (1 MiB ``os.pread`` chunks with
           a Content-Length up; ``iter_chunked`` to a file down), ``curl`` against the same signed
           URLs, and the official client's upload.
+  scale   our upload_many of 2,000 and of 20,000 files of 16 KiB: CPU per file must stay flat.
   rss     peak RSS of our upload and download of files of several sizes (must stay flat).
 
 Usage::
@@ -17,6 +20,8 @@ Usage::
     python -m benchmarks.transfer                      # everything, default sizes
     python -m benchmarks.transfer --only small --files 500
     python -m benchmarks.transfer --big-mib 256 --rss-mib 256,1024
+
+The last table holds the targets (CPU ours ÷ raw, CPU per file at scale, upload peak RSS).
 
 Results: a Markdown table on stdout and JSON in ``.bench-data/transfer.json``.
 """
@@ -27,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,8 +49,22 @@ MiB = 1024 * 1024
 # -- harness ------------------------------------------------------------------------------------
 
 
-def run_contender(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one contender process; return its JSON report plus CPU seconds and peak RSS."""
+def startup_cpu() -> float:
+    """CPU seconds this process has used so far (user + system): its start-up and imports."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_contender(
+    argv: list[str], env: dict[str, str] | None = None, *, json_report: bool = True
+) -> dict[str, Any]:
+    """Run one contender process; return its JSON report plus CPU seconds and peak RSS.
+
+    ``cpu_s`` is the process's CPU (user + system, from ``wait4``) less what it had used when
+    its imports were done (``startup_cpu_s``, reported by the worker; 0 for a native program),
+    so interpreters and libraries of different weights are compared on the work alone.
+    ``json_report=False`` runs a program that prints no report (``curl``).
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir()
@@ -60,9 +80,10 @@ def run_contender(argv: list[str], env: dict[str, str] | None = None) -> dict[st
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} failed ({code}):\n{err[-3000:]}")
-    report = json.loads(out.strip().splitlines()[-1])
+    report = json.loads(out.strip().splitlines()[-1]) if json_report else {"seconds": wall}
     report["process_wall_s"] = wall
-    report["cpu_s"] = usage.ru_utime + usage.ru_stime
+    report["process_cpu_s"] = usage.ru_utime + usage.ru_stime
+    report["cpu_s"] = report["process_cpu_s"] - report.get("startup_cpu_s", 0.0)
     report["peak_rss_mib"] = usage.ru_maxrss / 1024
     return report
 
@@ -247,9 +268,25 @@ async def worker_raw_big(base_url: str, key: str, path: str, direction: str) -> 
         return {"bytes": total, "seconds": time.perf_counter() - started}
 
 
+#: What each worker imports before its work starts (their CPU is subtracted, see run_contender).
+_IMPORTS = {
+    "ours-small": ("labric", ("AsyncLabric", "TransferConfig")),
+    "sync-small": ("labric", ("Labric", "TransferConfig")),
+    "ours-big": ("labric", ("AsyncLabric", "TransferConfig")),
+    "raw-small": ("aiohttp", ("ClientSession",)),
+    "raw-big": ("aiohttp", ("ClientSession",)),
+}
+
+
 def worker(argv: list[str]) -> None:
     kind, *args = argv
     result: dict[str, Any]
+    if kind in _IMPORTS:
+        module, names = _IMPORTS[kind]
+        imported = __import__(module)
+        for name in names:
+            getattr(imported, name)
+    startup = startup_cpu()
     if kind == "ours-small":
         result = asyncio.run(worker_ours_small(args[0], args[1], args[2], int(args[3])))
     elif kind == "sync-small":
@@ -262,6 +299,7 @@ def worker(argv: list[str]) -> None:
         result = asyncio.run(worker_raw_big(args[0], args[1], args[2], args[3]))
     else:
         raise SystemExit(f"unknown worker {kind}")
+    result["startup_cpu_s"] = startup
     print(json.dumps(result))
 
 
@@ -319,6 +357,25 @@ def scenario_small(
     return rows
 
 
+def scenario_scale(
+    work: Path, base_url: str, key: str, counts: list[int], concurrency: int
+) -> list[dict[str, Any]]:
+    """Our ``upload_many`` of 16 KiB files at several counts: CPU per file must stay flat."""
+    rows: list[dict[str, Any]] = []
+    for count in counts:
+        folder = make_small_files(work / f"scale-{count}", count, 16 * 1024)
+        report = run_contender(me("ours-small", base_url, key, str(folder), str(concurrency)))
+        report["cpu_ms_per_file"] = 1000 * report["cpu_s"] / report["files"]
+        report["files_per_s"] = report["files"] / report["seconds"]
+        rows.append(report)
+        print(
+            f"  scale: {count} files: {report['cpu_ms_per_file']:.2f} ms CPU per file",
+            file=sys.stderr,
+        )
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    return rows
+
+
 def scenario_big(work: Path, base_url: str, key: str, size: int) -> list[dict[str, Any]]:
     path = make_big_file(work / "big.bin", size)
     rows: list[dict[str, Any]] = []
@@ -363,20 +420,16 @@ def scenario_big(work: Path, base_url: str, key: str, size: int) -> list[dict[st
         run_contender(me("raw-big", base_url, key, f"{url}::{dest}", "down-fsync")),
     )
     if shutil.which("curl"):
-        started = time.perf_counter()
-        subprocess.run(["curl", "-sS", "-f", "-o", str(dest), url], check=True)
-        add(
-            "curl",
-            "down",
-            {"bytes": os.path.getsize(dest), "seconds": time.perf_counter() - started},
-        )
+        report = run_contender(["curl", "-sS", "-f", "-o", str(dest), url], json_report=False)
+        report["bytes"] = os.path.getsize(dest)
+        add("curl", "down", report)
         ticket = asyncio.run(_ticket(base_url, key, "curl.bin"))
-        args = ["curl", "-sS", "-f", "-X", "PUT", "-T", str(path)]
+        args = ["curl", "-sS", "-f", "-o", os.devnull, "-X", "PUT", "-T", str(path)]
         for name, value in ticket["headers"].items():
             args += ["-H", f"{name}: {value}"]
-        started = time.perf_counter()
-        subprocess.run([*args, ticket["upload_url"]], check=True, stdout=subprocess.DEVNULL)
-        add("curl", "up", {"bytes": size, "seconds": time.perf_counter() - started})
+        report = run_contender([*args, ticket["upload_url"]], json_report=False)
+        report["bytes"] = size
+        add("curl", "up", report)
     dest.unlink(missing_ok=True)
     path.unlink()
     return rows
@@ -436,24 +489,96 @@ def _row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _find(rows: list[dict[str, Any]], contender: str, **match: Any) -> dict[str, Any] | None:
+    return next(
+        (
+            r
+            for r in rows
+            if r["contender"] == contender and all(r.get(k) == v for k, v in match.items())
+        ),
+        None,
+    )
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The issue's targets, each as (what, measured, target)."""
+    out: list[tuple[str, str, str]] = []
+    small = results.get("small") or []
+    ours = _find(small, "labric upload_many (async)")
+    raw = _find(small, "raw aiohttp loop")
+    if ours and raw:
+        ratio = (ours["cpu_s"] / ours["files"]) / (raw["cpu_s"] / raw["files"])
+        out.append(
+            ("small files: CPU per file, ours ÷ raw 3-request loop", f"{ratio:.2f}×", "≤ 1.3×")
+        )
+    big = results.get("big") or []
+    for direction, peer in (
+        ("up", "raw aiohttp single stream"),
+        ("down", "raw aiohttp single stream + fsync"),
+    ):
+        mine = _find(
+            big, f"labric {'upload' if direction == 'up' else 'download'}", direction=direction
+        )
+        theirs = _find(big, peer, direction=direction)
+        if mine and theirs:
+            out.append(
+                (
+                    f"big file {direction}: CPU, ours ÷ {peer}",
+                    f"{mine['cpu_s'] / theirs['cpu_s']:.2f}×",
+                    "≤ 1.3×",
+                )
+            )
+    scale = results.get("scale") or []
+    if len(scale) >= 2:
+        first, last = scale[0], scale[-1]
+        ratio = last["cpu_ms_per_file"] / first["cpu_ms_per_file"]
+        out.append(
+            (
+                f"upload_many CPU per file, {last['files']:,} ÷ {first['files']:,} files",
+                f"{ratio:.2f}×",
+                "0.85–1.15×",
+            )
+        )
+    ups = [r for r in results.get("rss") or [] if r["direction"] == "up"]
+    if ups:
+        peaks = ", ".join(f"{r['size_mib']} MiB: {r['peak_rss_mib']:.0f}" for r in ups)
+        out.append(("upload peak RSS MiB by file size", peaks, "≤ 96, flat"))
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """Render the results as Markdown tables (ratios are ours ÷ theirs: above 1 means faster)."""
+    """Render the results as Markdown tables.
+
+    Speed ratios are ours ÷ theirs (above 1: we are faster); CPU ratios are ours ÷ theirs
+    (below 1: we cost less). CPU is the client process's, its start-up and imports subtracted.
+    """
     lines: list[str] = []
     small = results.get("small")
     if small:
         ours = next(r for r in small if r["contender"] == "labric upload_many (async)")
+        ours_cpu = ours["cpu_s"] / ours["files"]
         lines += [
-            _row("small files (16 KiB)", "files/s", "ours ÷ this", "CPU s", "peak RSS MiB"),
-            _row("---", "---:", "---:", "---:", "---:"),
+            _row(
+                "small files (16 KiB)",
+                "files/s",
+                "speed ours ÷ this",
+                "CPU s",
+                "CPU ms/file",
+                "CPU ours ÷ this",
+                "peak RSS MiB",
+            ),
+            _row("---", "---:", "---:", "---:", "---:", "---:", "---:"),
         ]
         for r in small:
-            ratio = ours["files_per_s"] / r["files_per_s"]
+            per_file = r["cpu_s"] / r["files"]
             lines.append(
                 _row(
                     r["contender"],
                     f"{r['files_per_s']:.0f}",
-                    f"{ratio:.2f}×",
-                    f"{r['cpu_s']:.1f}",
+                    f"{ours['files_per_s'] / r['files_per_s']:.2f}×",
+                    f"{r['cpu_s']:.2f}",
+                    f"{1000 * per_file:.2f}",
+                    f"{ours_cpu / per_file:.2f}×",
                     f"{r['peak_rss_mib']:.0f}",
                 )
             )
@@ -461,8 +586,16 @@ def markdown(results: dict[str, Any]) -> str:
     big = results.get("big")
     if big:
         lines += [
-            _row("big file", "direction", "MB/s", "ours ÷ this", "CPU s", "peak RSS MiB"),
-            _row("---", "---", "---:", "---:", "---:", "---:"),
+            _row(
+                "big file",
+                "direction",
+                "MB/s",
+                "speed ours ÷ this",
+                "CPU s",
+                "CPU ours ÷ this",
+                "peak RSS MiB",
+            ),
+            _row("---", "---", "---:", "---:", "---:", "---:", "---:"),
         ]
         for direction in ("up", "down"):
             rows = [r for r in big if r["direction"] == direction]
@@ -474,10 +607,28 @@ def markdown(results: dict[str, Any]) -> str:
                         direction,
                         f"{r['mb_per_s']:.0f}",
                         f"{ours['mb_per_s'] / r['mb_per_s']:.2f}×",
-                        f"{r['cpu_s']:.1f}" if "cpu_s" in r else "–",
-                        f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "–",
+                        f"{r['cpu_s']:.2f}",
+                        f"{ours['cpu_s'] / max(r['cpu_s'], 1e-3):.2f}×",
+                        f"{r['peak_rss_mib']:.0f}",
                     )
                 )
+        lines.append("")
+    scale = results.get("scale")
+    if scale:
+        lines += [
+            _row("upload_many files", "files/s", "CPU s", "CPU ms/file", "peak RSS MiB"),
+            _row("---:", "---:", "---:", "---:", "---:"),
+        ]
+        for r in scale:
+            lines.append(
+                _row(
+                    f"{r['files']:,}",
+                    f"{r['files_per_s']:.0f}",
+                    f"{r['cpu_s']:.2f}",
+                    f"{r['cpu_ms_per_file']:.2f}",
+                    f"{r['peak_rss_mib']:.0f}",
+                )
+            )
         lines.append("")
     rss = results.get("rss")
     if rss:
@@ -494,6 +645,11 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{r['mb_per_s']:.0f}",
                 )
             )
+        lines.append("")
+    goals = targets(results)
+    if goals:
+        lines += [_row("target", "measured", "goal"), _row("---", "---:", "---:")]
+        lines += [_row(*goal) for goal in goals]
     return "\n".join(lines)
 
 
@@ -503,14 +659,15 @@ def main(argv: list[str] | None = None) -> None:
         worker(argv[1:])
         return
     parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer")
-    parser.add_argument("--only", choices=["small", "big", "rss"], action="append")
+    parser.add_argument("--only", choices=["small", "big", "scale", "rss"], action="append")
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--rss-mib", default="1024,4096")
+    parser.add_argument("--scale-files", default="2000,20000")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args(argv)
-    only = set(args.only or ["small", "big", "rss"])
+    only = set(args.only or ["small", "big", "scale", "rss"])
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="labric-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     # The single-stream contenders (raw aiohttp, curl, the official client) PUT the big file in
@@ -525,6 +682,9 @@ def main(argv: list[str] | None = None) -> None:
             results["small"] = scenario_small(work, base_url, key, args.files, args.concurrency)
         if "big" in only:
             results["big"] = scenario_big(work, base_url, key, args.big_mib * MiB)
+        if "scale" in only:
+            counts = [int(n) for n in args.scale_files.split(",") if n]
+            results["scale"] = scenario_scale(work, base_url, key, counts, args.concurrency)
         if "rss" in only:
             sizes = [int(s) * MiB for s in args.rss_mib.split(",") if s]
             results["rss"] = scenario_rss(work, base_url, key, sizes)

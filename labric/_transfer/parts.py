@@ -58,6 +58,9 @@ async def upload_parts(
     check_part_plan(src.size, ticket.part_size, ticket.parts)
     parts = sorted(ticket.parts, key=lambda p: p.number)
     crcs: dict[int, int] = dict(done)
+    # Grown one part at a time and handed to the journal as is (encoded when written), so a
+    # many-part upload does not re-encode every part's CRC32C after each part.
+    journalled = _b64_parts(crcs)
     already = sum(p.size for p in parts if p.number in done)
     progress.advance(src.name, already, already, src.size)
     sent = [already]
@@ -82,9 +85,10 @@ async def upload_parts(
                     if buffer is not None:
                         ctx.buffers.give(buffer)
         crcs[part.number] = crc
+        journalled[str(part.number)] = crc32c_to_b64(crc)
         sent[0] += part.size
         progress.advance(src.name, part.size, sent[0], src.size)
-        await record_journal(ctx, key, {"file_id": ticket.file_id, "parts": _b64_parts(crcs)})
+        await record_journal(ctx, key, {"file_id": ticket.file_id, "parts": journalled})
 
     async def send_part(part: UploadPart, crc: int, data: memoryview | None) -> None:
         """PUT one part: ``data`` when buffered, else streamed from the file."""

@@ -119,6 +119,9 @@ class Uploader:
             await record_journal(
                 self._ctx, key, {"file_id": ticket.file_id, "parts": _b64_parts(done)}
             )
+            # On disk before any part is sent: a rerun after a crash finds the upload by it and
+            # asks the server which parts it holds (one commit per multi-part file).
+            await flush_journal(self._ctx, key, src, notes)
             result = await upload_parts(self._ctx, src, ticket, done, key, progress, notes)
         else:
             await record_journal(self._ctx, key, {"file_id": ticket.file_id, "parts": None})
@@ -149,6 +152,27 @@ class Uploader:
                 yield data
             crc_holder[0] = crc
 
+        whole = src.data is not None and src.size <= chunk
+        if whole:
+            # Small and in memory: checksummed once and handed to aiohttp as one body, written
+            # with the headers. The response's read timeout bounds a server that stops reading.
+            assert src.data is not None
+            crc_holder[0] = crc32c_extend(0, src.data)
+
+        async def put_whole() -> int | None:
+            headers = {**ticket.headers, "Content-Length": str(src.size)}
+
+            async def send() -> int | None:
+                async with self._ctx.transport.stream(
+                    "PUT", ticket.upload_url, headers=headers, data=src.data
+                ) as resp:
+                    await resp.read()
+                    return _goog_crc(resp.headers.get("x-goog-hash"))
+
+            server_crc = await self._ctx.slot_call(send)
+            progress.advance(src.name, src.size, src.size, src.size)
+            return server_crc
+
         async def put_once() -> int | None:
             progress.total_done -= sent[0]
             sent[0] = 0
@@ -171,7 +195,9 @@ class Uploader:
             return await self._ctx.slot_call(send)
 
         try:
-            server_crc = await self._ctx.retrying(put_once, method="PUT", url=ticket.upload_url)
+            server_crc = await self._ctx.retrying(
+                put_whole if whole else put_once, method="PUT", url=ticket.upload_url
+            )
         except APIStatusError as exc:
             if exc.status_code != 412:
                 raise
