@@ -102,7 +102,9 @@ class Journal:
         self._timer: asyncio.TimerHandle | None = None
         self._lookups: dict[tuple[str, str], asyncio.Future[str | None]] = {}
         self._reader: asyncio.Task[None] | None = None
+        #: Work done so far, for tests of its shape: commits, rows written, lookup queries.
         self.commits = 0
+        self.rows_written = 0
         self.queries = 0
 
     @property
@@ -265,6 +267,7 @@ class Journal:
                 batch = list(self._pending.values())
                 rows = self._encode(batch)
                 self.commits += 1
+                self.rows_written += len(rows)
                 await self._run(functools.partial(self._commit, changes=rows))
                 for change in batch:
                     # Keep a newer change made while this batch was being written.

@@ -35,7 +35,7 @@ from labric._transfer.bookkeeping import _b64_parts, flush_journal, record_journ
 from labric._transfer.checksum import crc32c_combine, crc32c_from_b64, crc32c_to_b64
 from labric._transfer.context import TransferContext, _fpath, _model
 from labric._transfer.progress import _Progress
-from labric._transfer.scheduling import _gather_all, check_part_plan
+from labric._transfer.scheduling import _gather_bounded, check_part_plan
 from labric._transfer.sources import _Source
 from labric.errors import APIStatusError, IntegrityError, TransferError
 from labric.models.files import FileUpload, UploadPart, UploadURL
@@ -120,7 +120,10 @@ async def upload_parts(
                 await _changed_since_checksum(src, part, crc, chunk, exc)
             raise
 
-    await _gather_all([one(p) for p in parts if p.number not in done])
+    # As many parts at once as requests may be in flight: a part is checksummed just before it
+    # is sent (still in the page cache), and no more coroutines wait than can send.
+    todo = (p for p in parts if p.number not in done)
+    await _gather_bounded(todo, one, ctx.limiter.ceiling)
     await src.check_unchanged()
     whole = 0
     for part in parts:

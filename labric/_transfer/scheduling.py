@@ -9,7 +9,8 @@ under the budget whatever the mix. The limiter halves its limit when the server 
 
 Large objects are cut into parts by :func:`iter_parts` (lazily: a plan is never a list as long as
 its part count) or :func:`plan_parts`, and concurrent pieces of one transfer run together under
-:func:`_gather_all`, which cancels the rest on the first failure. :func:`check_upload_size` and
+:func:`_gather_all`, which cancels the rest on the first failure (:func:`_gather_bounded` runs
+many through a few workers). :func:`check_upload_size` and
 :func:`check_part_plan` refuse what no upload can be: over :data:`MAX_UPLOAD_SIZE`, over
 :data:`MAX_PARTS` parts, or a server's part plan that does not tile the file.
 """
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from labric.errors import TransferError
 
@@ -34,6 +35,8 @@ __all__ = [
     "iter_parts",
     "plan_parts",
 ]
+
+T = TypeVar("T")
 
 #: The largest file the platform stores (5 TiB, as object stores).
 MAX_UPLOAD_SIZE = 5 * 1024**4
@@ -328,3 +331,20 @@ async def _gather_all(coros: list[Awaitable[Any]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def _gather_bounded(
+    items: Iterable[T], run: Callable[[T], Awaitable[Any]], width: int
+) -> None:
+    """Run ``run`` over ``items``, at most ``width`` at a time, as :func:`_gather_all` does.
+
+    Items are taken one by one as workers free up, so a many-part upload keeps ``width``
+    coroutines, not one per part, and a part is read just before it is sent.
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await run(item)
+
+    await _gather_all([worker() for _ in range(max(1, width))])
