@@ -85,6 +85,8 @@ def run_contender(
     report["process_cpu_s"] = usage.ru_utime + usage.ru_stime
     report["cpu_s"] = report["process_cpu_s"] - report.get("startup_cpu_s", 0.0)
     report["peak_rss_mib"] = usage.ru_maxrss / 1024
+    report["user_s"], report["system_s"] = usage.ru_utime, usage.ru_stime
+    report["minor_faults"] = usage.ru_minflt
     return report
 
 

@@ -85,8 +85,9 @@ class TransferEngine:
         self._bulk = BulkTransfers(context, self._uploads, self._downloads)
 
     def close(self) -> None:
-        """Release the journal's thread and database."""
+        """Release the journal's thread and database, and the file-reading thread."""
         self.journal.close()
+        self._context.close()
 
     async def api(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None

@@ -2,17 +2,20 @@
 
 :func:`open_source` measures a source once and returns a :class:`_Source` that reads any range
 of it, so parts are read concurrently and a retried request re-reads its bytes instead of keeping
-them. Paths are read with ``os.pread`` in a worker thread, off the event loop; a small file is read
-whole in the same trip that measures it (for thousands of small files the hops, not the bytes,
-are the cost), a larger one keeps the descriptor it was measured through, and its parts are
+them. Paths are read with ``os.pread`` off the event loop. A small file is read whole in the same
+worker-thread trip that measures it (for thousands of small files the hops, not the bytes, are
+the cost). A larger one keeps the descriptor it was measured through, and its parts are
 checksummed and streamed from it (:meth:`_Source.range_crc`, :meth:`_Source.stream`) rather than
-buffered. A path's identity (resolved path, size, mtime) keys its resume journal; its stamp
-(size, mtime, ctime, inode) is checked again before an upload is confirmed
-(:meth:`_Source.check_unchanged`), so a file rewritten while it was being sent fails instead of
-being confirmed as a mix of two versions (ctime moves on every write and on ``os.utime``, so a
-rewrite that restores the old mtime, as ``cp -p`` does, is seen too). Bytes are
-sliced without a copy; a seekable file object is read from where it stood; a non-seekable stream
-or an async iterable is spooled to a temporary file, never to memory.
+buffered, by the client's one file-reading thread
+(:meth:`~labric._transfer.context.TransferContext.reader`).
+
+A path's identity (resolved path, size, mtime) keys its resume journal; its stamp (size, mtime,
+ctime, inode) is checked again before an upload is confirmed (:meth:`_Source.check_unchanged`),
+so a file rewritten while it was being sent fails instead of being confirmed as a mix of two
+versions (ctime moves on every write and on ``os.utime``, so a rewrite that restores the old
+mtime, as ``cp -p`` does, is seen too). Bytes are sliced without a copy; a seekable file object
+is read from where it stood; a non-seekable stream or an async iterable is spooled to a
+temporary file, never to memory.
 
 :func:`_file_crc` reads a local file's CRC32C (to skip a file that is already there).
 """
@@ -27,8 +30,9 @@ import os
 import stat
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import attrs
 
@@ -36,6 +40,8 @@ from labric._transfer.checksum import crc32c_extend
 from labric.errors import TransferError
 
 __all__ = ["SMALL_FILE", "UploadSourceType", "guess_content_type", "open_source"]
+
+T = TypeVar("T")
 
 #: What ``upload`` accepts: a path, bytes, a binary file object, or an async iterable of bytes.
 UploadSourceType = (
@@ -61,6 +67,11 @@ class _Source:
     #: measured: every later read is an ``os.pread`` on it (no open per read), and a file
     #: renamed over the path meanwhile is still read as the one measured.
     fd: int | None = None
+    #: The executor that reads ``fd`` (``None``: the loop's default one).
+    reader: Executor | None = None
+
+    async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.reader, fn, *args)
 
     @property
     def streams(self) -> bool:
@@ -73,7 +84,7 @@ class _Source:
         The bytes are read ``chunk`` at a time and dropped: only the checksum is kept.
         """
         assert self.fd is not None
-        return await asyncio.to_thread(_crc_fd, self.fd, offset, length, chunk)
+        return await self._in_reader(_crc_fd, self.fd, offset, length, chunk)
 
     async def stream(
         self, offset: int, length: int, chunk: int, touch: Callable[[], None]
@@ -87,7 +98,7 @@ class _Source:
         fd = self.fd
         end = offset + length
         for start in range(offset, end, chunk):
-            data = await asyncio.to_thread(_pread_all, fd, start, min(chunk, end - start))
+            data = await self._in_reader(_pread_all, fd, start, min(chunk, end - start))
             touch()
             yield data
 
@@ -142,7 +153,7 @@ class _Source:
         if self.data is not None:
             return bytes(self.data[offset : offset + length])
         if self.fd is not None:
-            return await asyncio.to_thread(_pread_all, self.fd, offset, length)
+            return await self._in_reader(_pread_all, self.fd, offset, length)
         if self.path is not None:
             return await asyncio.to_thread(_pread_path, self.path, offset, length)
         assert self.fileobj is not None
@@ -310,8 +321,12 @@ async def open_source(
     name: str | None,
     content_type: str | None,
     chunk_size: int,
+    reader: Executor | None = None,
 ) -> _Source:
     """Measure a source; non-seekable streams are spooled to a temporary file, not to memory.
+
+    A file too big to read when measured is read later by ``reader`` (default: the loop's
+    executor).
 
     Raises:
         ValueError: bytes or a stream with no ``name``.
@@ -330,6 +345,7 @@ async def open_source(
             identity=(resolved, st.st_size, st.st_mtime_ns),
             stamp=_stamp(st),
             fd=fd,
+            reader=reader,
         )
     if isinstance(source, bytes | bytearray | memoryview):
         if not name:

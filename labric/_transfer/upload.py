@@ -70,7 +70,11 @@ class Uploader:
         """
         notes = warnings if warnings is not None else []
         src = await open_source(
-            source, name=name, content_type=content_type, chunk_size=self._ctx.config.chunk_size
+            source,
+            name=name,
+            content_type=content_type,
+            chunk_size=self._ctx.config.chunk_size,
+            reader=self._ctx.reader(),
         )
         try:
             return await self._upload_source(src, attribution, progress, resume=resume, notes=notes)
