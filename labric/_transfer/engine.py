@@ -15,7 +15,9 @@ Sources (:mod:`~labric._transfer.sources`)
 
 Uploads (:mod:`~labric._transfer.upload`)
     One streamed ``PUT`` or concurrent checksummed part ``PUT``s, then ``confirm-upload``; the
-    whole file's CRC32C is compared with what the server recorded. Path sources are journalled
+    whole file's CRC32C is compared with what the server recorded. A file's parts are
+    checksummed, then streamed, from the file (read twice, never buffered whole), so an upload's
+    memory does not grow with the file. Path sources are journalled
     (:mod:`~labric._transfer.journal`), so a rerun after a crash sends only what is missing.
 
 Downloads (:mod:`~labric._transfer.download`, :mod:`~labric._transfer.naming`)

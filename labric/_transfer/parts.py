@@ -7,12 +7,12 @@ combined from the parts' and sent with them to ``confirm-upload``. Every confirm
 read in this run.
 
 Streamed parts (a file on disk)
-    A part is read twice through the page cache instead of being buffered: once in a worker
-    thread to checksum it (one hop per part, each chunk dropped once counted), then again chunk
-    by chunk as the request body. A part in flight so holds about two chunks, whatever the part
-    size, and an upload's memory is flat in the file's size. The server verifies every part's
-    bytes against its ``x-goog-hash``, so a file rewritten between the two reads is refused
-    (400), never stored as a mix; the refusal is then explained as the file having changed
+    A part is read twice through the page cache instead of being buffered: once to checksum it (one
+    hop to the client's file-reading thread per part, each chunk dropped once counted), then again
+    chunk by chunk as the request body. A part in flight so holds about two chunks, whatever the
+    part size, and an upload's memory is flat in the file's size. The server verifies every part's
+    bytes against its ``x-goog-hash``, so a file rewritten between the two reads is refused (400),
+    never stored as a mix; the refusal is then explained as the file having changed
     (:func:`_changed_since_checksum`). The file's stamp is checked again before confirm.
 
 Buffered parts (bytes, file objects)

@@ -1,11 +1,12 @@
 """Uploads: one source to one confirmed file, streamed, checksummed and resumable.
 
-``POST upload-url`` (with the size), then either one streamed ``PUT`` (the hosted flow) or,
-when the server offers parts, concurrent part ``PUT``s (:mod:`labric._transfer.parts`); then
-``confirm-upload``. The whole file's CRC32C is computed while streaming (combined across parts,
-never a second read) and compared with what the server recorded; the CRC32C compared at confirm
-is always made of bytes read in this run. A file that changes while it is sent (see
-:meth:`~labric._transfer.sources._Source.check_unchanged`) fails before confirm.
+``POST upload-url`` (with the size), then either one streamed ``PUT`` (the hosted flow) or, when the
+server offers parts, concurrent part ``PUT``s (:mod:`labric._transfer.parts`); then
+``confirm-upload``. The whole file's CRC32C is computed while streaming a single ``PUT``, or
+combined from the parts' (each checksummed just before it is sent), and compared with what the
+server recorded; the CRC32C compared at confirm is always made of bytes read in this run. A file
+that changes while it is sent (see :meth:`~labric._transfer.sources._Source.check_unchanged`) fails
+before confirm.
 
 Path sources are journalled (see :mod:`labric._transfer.journal`): a rerun after a crash asks
 ``upload-status`` and sends only the missing parts, and an upload the server has confirmed is
