@@ -70,17 +70,22 @@ def _gf2_square(matrix: list[int]) -> list[int]:
     return [_gf2_times(matrix, matrix[n]) for n in range(32)]
 
 
-def _byte_shifts() -> list[list[int]]:
-    """Operators advancing a CRC register over 2**k zero bytes, for k = 0..63 (built once)."""
-    with _SHIFTS_LOCK:
-        if not _SHIFTS:
-            op = [_POLY] + [1 << n for n in range(31)]  # one zero bit
-            for _ in range(3):
-                op = _gf2_square(op)  # two, four, eight bits: one byte
-            for _ in range(64):
+def _byte_shift(k: int) -> list[int]:
+    """The operator advancing a CRC register over ``2**k`` zero bytes.
+
+    Built by squaring, once per process and only as far as the longest length combined so far
+    (a 16 MiB part needs 25 of them): building all 64 up front cost more than a file's combines.
+    """
+    if k >= len(_SHIFTS):
+        with _SHIFTS_LOCK:
+            if not _SHIFTS:
+                op = [_POLY] + [1 << n for n in range(31)]  # one zero bit
+                for _ in range(3):
+                    op = _gf2_square(op)  # two, four, eight bits: one byte
                 _SHIFTS.append(op)
-                op = _gf2_square(op)
-    return _SHIFTS
+            while k >= len(_SHIFTS):
+                _SHIFTS.append(_gf2_square(_SHIFTS[-1]))
+    return _SHIFTS[k]
 
 
 _SHIFTS: list[list[int]] = []
@@ -95,11 +100,10 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     """
     if len2 <= 0:
         return crc1
-    shifts = _byte_shifts()
     k = 0
     while len2:
         if len2 & 1:
-            crc1 = _gf2_times(shifts[k], crc1)
+            crc1 = _gf2_times(_byte_shift(k), crc1)
         len2 >>= 1
         k += 1
     return crc1 ^ crc2

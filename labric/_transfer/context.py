@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -72,6 +73,26 @@ class TransferContext:
         self.journal = journal
         self.origin = transport.config.base_url
         self.key_prefix = transport.config.key_prefix
+        self._reader: ThreadPoolExecutor | None = None
+
+    def reader(self) -> ThreadPoolExecutor:
+        """The one thread that reads the files being uploaded (started on first use).
+
+        Reads from the page cache run at memory speed, so one thread keeps ahead of the network
+        for every upload of the client; and buffers allocated and freed in one thread are reused
+        by the allocator instead of being faulted in afresh by a thread pool's many arenas
+        (measured on a 512 MiB upload with 16 parts in flight: 90k page faults down to 35k, a
+        fifth less CPU).
+        """
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="labric-read")
+        return self._reader
+
+    def close(self) -> None:
+        """Stop the file-reading thread (a read still running finishes; its result is dropped)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.shutdown(wait=False, cancel_futures=True)
 
     async def slot_call(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run one request under a limiter slot, noting throttling and success for AIMD."""

@@ -15,7 +15,9 @@ Sources (:mod:`~labric._transfer.sources`)
 
 Uploads (:mod:`~labric._transfer.upload`)
     One streamed ``PUT`` or concurrent checksummed part ``PUT``s, then ``confirm-upload``; the
-    whole file's CRC32C is compared with what the server recorded. Path sources are journalled
+    whole file's CRC32C is compared with what the server recorded. A file's parts are
+    checksummed, then streamed, from the file (read twice, never buffered whole), so an upload's
+    memory does not grow with the file. Path sources are journalled
     (:mod:`~labric._transfer.journal`), so a rerun after a crash sends only what is missing.
 
 Downloads (:mod:`~labric._transfer.download`, :mod:`~labric._transfer.naming`)
@@ -85,8 +87,9 @@ class TransferEngine:
         self._bulk = BulkTransfers(context, self._uploads, self._downloads)
 
     def close(self) -> None:
-        """Release the journal's thread and database."""
+        """Release the journal's thread and database, and the file-reading thread."""
         self.journal.close()
+        self._context.close()
 
     async def api(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None

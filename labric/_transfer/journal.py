@@ -7,10 +7,14 @@ destination path for downloads). Values are small JSON documents: the file id, t
 already stored and their CRC32Cs, the ETag a download is pinned to, whether an upload was confirmed.
 
 Write-behind: :meth:`Journal.put` and :meth:`Journal.delete` record the change in memory and return;
-one background flush commits everything pending in a single transaction in the worker thread, so a
-bulk upload of thousands of files costs a handful of commits, not thousands. :meth:`Journal.get`
-sees pending changes. A caller that must know an entry is on disk before it goes on (the transfer
-engine, before confirming an upload) awaits :meth:`Journal.flush`.
+the value is turned into JSON only when it is written, so an entry updated many times (the parts
+of a long upload) is encoded once per commit, not once per update. Pending changes are committed
+together, in one transaction in the worker thread, when a caller awaits :meth:`Journal.flush`
+(the transfer engine does before confirming an upload, so concurrent confirms share a commit),
+else :data:`WRITE_BEHIND_SECONDS` after the first of them or once :data:`WRITE_BEHIND_MAX` are
+pending: a bulk upload of thousands of files costs a commit per batch of files, not several per
+file. :meth:`Journal.get` sees pending changes; concurrent lookups share one query (one trip to the
+worker thread for a batch of files).
 
 Threading: the connection lives in one worker thread; every database call hops there, so the event
 loop never blocks on disk. Durability: WAL with ``synchronous=NORMAL`` (a crash may lose the last
@@ -45,7 +49,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["BUSY_TIMEOUT", "KEEP_CONFIRMED_SECONDS", "Journal", "default_state_dir", "journal_key"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "KEEP_CONFIRMED_SECONDS",
+    "WRITE_BEHIND_MAX",
+    "WRITE_BEHIND_SECONDS",
+    "Journal",
+    "default_state_dir",
+    "journal_key",
+]
 
 T = TypeVar("T")
 
@@ -64,7 +76,15 @@ CREATE TABLE IF NOT EXISTS entries (
 )
 """
 
-_Change = tuple[str, str, str | None, float]  # kind, key, JSON value (None: delete), time
+#: How long a change may wait in memory before it is committed, unless flushed sooner.
+WRITE_BEHIND_SECONDS = 0.5
+#: How many pending changes start a commit at once.
+WRITE_BEHIND_MAX = 1024
+
+_Change = tuple[str, str, dict[str, Any] | None, float]  # kind, key, value (None: delete), time
+_Row = tuple[str, str, str | None, float]  # the same, its value as JSON
+#: Keys looked up per query (under SQLite's limit on bound parameters).
+_LOOKUP_BATCH = 400
 
 #: What forked children inherited and must never close (see :meth:`Journal._adopt`).
 _FORGOTTEN: list[object] = []
@@ -95,6 +115,13 @@ class Journal:
         self._pending: dict[tuple[str, str], _Change] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._pid = os.getpid()
+        self._timer: asyncio.TimerHandle | None = None
+        self._lookups: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        #: Work done so far, for tests of its shape: commits, rows written, lookup queries.
+        self.commits = 0
+        self.rows_written = 0
+        self.queries = 0
 
     @property
     def path(self) -> Path:
@@ -126,6 +153,9 @@ class Journal:
             self._executor = None
             self._conn = None
             self._flusher = None
+            self._timer = None
+            self._reader = None
+            self._lookups = {}
             self._pending.clear()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -136,7 +166,32 @@ class Journal:
         return await loop.run_in_executor(self._executor, lambda: fn(self._connect()))
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, changes: list[_Change]) -> None:
+    def _encode(changes: list[_Change]) -> list[_Row]:
+        return [
+            (kind, key, None if value is None else json.dumps(value, separators=(",", ":")), when)
+            for kind, key, value, when in changes
+        ]
+
+    @staticmethod
+    def _lookup(
+        conn: sqlite3.Connection, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        for kind in {k for k, _ in keys}:
+            wanted = [key for k, key in keys if k == kind]
+            for start in range(0, len(wanted), _LOOKUP_BATCH):
+                batch = wanted[start : start + _LOOKUP_BATCH]
+                marks = ",".join("?" * len(batch))
+                rows = conn.execute(
+                    f"SELECT key, value FROM entries WHERE kind = ? AND key IN ({marks})",
+                    (kind, *batch),
+                )
+                for key, value in rows:
+                    found[(kind, str(key))] = str(value)
+        return found
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, changes: list[_Row]) -> None:
         # The write lock up front: waiting for another process happens here, not midway.
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -162,22 +217,53 @@ class Journal:
         self._adopt()
         pending = self._pending.get((kind, key))
         if pending is not None:
-            return json.loads(pending[2]) if pending[2] is not None else None
-
-        def op(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT value FROM entries WHERE kind = ? AND key = ?", (kind, key)
-            ).fetchone()
-            return str(row[0]) if row else None
-
-        text = await self._run(op)
+            value = pending[2]
+            # A copy: the caller may change it, the pending value may still change.
+            return json.loads(json.dumps(value)) if value is not None else None
+        lookup = self._lookups.get((kind, key))
+        if lookup is None:
+            lookup = asyncio.get_running_loop().create_future()
+            self._lookups[(kind, key)] = lookup
+            if self._reader is None:
+                self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        text = await asyncio.shield(lookup)
         return json.loads(text) if text is not None else None
 
+    async def _read_loop(self) -> None:
+        """Answer every lookup asked so far with one query; repeat while more arrive."""
+        try:
+            while self._lookups:
+                lookups, self._lookups = self._lookups, {}
+                keys = list(lookups)
+                self.queries += 1
+                try:
+                    found = await self._run(functools.partial(self._lookup, keys=keys))
+                except BaseException as exc:
+                    for future in lookups.values():
+                        if not future.done():
+                            if isinstance(exc, Exception):
+                                future.set_exception(exc)
+                            else:
+                                future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for wanted, future in lookups.items():
+                    if not future.done():
+                        future.set_result(found.get(wanted))
+        finally:
+            self._reader = None
+            for future in self._lookups.values():
+                future.cancel()
+            self._lookups.clear()
+
     async def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
-        """Create or replace an entry (written behind; see :meth:`flush`)."""
-        text = json.dumps(value, separators=(",", ":"))
+        """Create or replace an entry (written behind; see :meth:`flush`).
+
+        The value is encoded when it is written: later changes to it until then are written too.
+        """
         self._adopt()
-        self._pending[(kind, key)] = (kind, key, text, time.time())
+        self._pending[(kind, key)] = (kind, key, value, time.time())
         self._schedule()
 
     async def delete(self, kind: str, key: str) -> None:
@@ -191,24 +277,40 @@ class Journal:
         self._adopt()
         while self._pending or self._flusher is not None:
             if self._flusher is None:
-                self._schedule()
+                self._start_flusher()
             flusher = self._flusher
             assert flusher is not None
             await asyncio.shield(flusher)
 
     def _schedule(self) -> None:
-        if self._flusher is None:
+        if self._flusher is not None:
+            return  # the running flush goes on while changes are pending
+        if len(self._pending) >= WRITE_BEHIND_MAX:
+            self._start_flusher()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                WRITE_BEHIND_SECONDS, self._start_flusher
+            )
+
+    def _start_flusher(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flusher is None and self._pending:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
         try:
             while self._pending:
                 batch = list(self._pending.values())
-                await self._run(functools.partial(self._commit, changes=batch))
-                for kind, key, value, when in batch:
+                rows = self._encode(batch)
+                self.commits += 1
+                self.rows_written += len(rows)
+                await self._run(functools.partial(self._commit, changes=rows))
+                for change in batch:
                     # Keep a newer change made while this batch was being written.
-                    if self._pending.get((kind, key)) == (kind, key, value, when):
-                        del self._pending[(kind, key)]
+                    if self._pending.get(change[:2]) is change:
+                        del self._pending[change[:2]]
         finally:
             self._flusher = None
 
@@ -222,7 +324,13 @@ class Journal:
         flusher, self._flusher = self._flusher, None
         if flusher is not None and not flusher.done():
             flusher.cancel()
-        pending = list(self._pending.values())
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        pending = self._encode(list(self._pending.values()))
         self._pending.clear()
         if executor is not None:
             conn = self._conn

@@ -1,17 +1,29 @@
 """Sending the parts of a multipart upload, and confirming an upload against its CRC32C.
 
 When the server offers parts, they are sent as concurrent ``PUT`` requests
-(:func:`upload_parts`), each read with ``os.pread`` off the event loop, checksummed and sent with
-``x-goog-hash``; the whole file's CRC32C is combined from the parts' (never a second read) and
-sent with their CRC32Cs to ``confirm-upload``. Every confirm is checked (:func:`check_confirm`):
-the CRC32C the server recorded must be the one computed from the bytes read in this run.
+(:func:`upload_parts`), each with its CRC32C in ``x-goog-hash``; the whole file's CRC32C is
+combined from the parts' and sent with them to ``confirm-upload``. Every confirm is checked
+(:func:`check_confirm`): the CRC32C the server recorded must be the one computed from the bytes
+read in this run.
+
+Streamed parts (a file on disk)
+    A part is read twice through the page cache instead of being buffered: once to checksum it (one
+    hop to the client's file-reading thread per part, each chunk dropped once counted), then again
+    chunk by chunk as the request body. A part in flight so holds about two chunks, whatever the
+    part size, and an upload's memory is flat in the file's size. The server verifies every part's
+    bytes against its ``x-goog-hash``, so a file rewritten between the two reads is refused (400),
+    never stored as a mix; the refusal is then explained as the file having changed
+    (:func:`_changed_since_checksum`). The file's stamp is checked again before confirm.
+
+Buffered parts (bytes, file objects)
+    A part in flight holds its buffer (reused, see
+    :class:`~labric._transfer.scheduling.BufferPool`) under the shared memory budget, plus one
+    slice copied into the socket's buffer; bytes are sliced without a copy.
 
 A server's part plan is checked part by part first
-(:func:`~labric._transfer.scheduling.check_part_plan`). A part in flight holds its buffer
-(reused, see :class:`~labric._transfer.scheduling.BufferPool`) under the shared memory budget,
-plus one slice copied into the socket's buffer; every request takes a limiter slot (see
-:mod:`labric._transfer.context`). A body is handed to aiohttp in ``chunk_size`` slices so the stall
-guard sees it move. Each sent part is journalled, so an interrupted upload resumes with it.
+(:func:`~labric._transfer.scheduling.check_part_plan`). Every request takes a limiter slot (see
+:mod:`labric._transfer.context`). A body is handed to aiohttp in ``chunk_size`` pieces so the
+stall guard sees it move. Each sent part is journalled, so an interrupted upload resumes with it.
 """
 
 from __future__ import annotations
@@ -23,9 +35,9 @@ from labric._transfer.bookkeeping import _b64_parts, flush_journal, record_journ
 from labric._transfer.checksum import crc32c_combine, crc32c_from_b64, crc32c_to_b64
 from labric._transfer.context import TransferContext, _fpath, _model
 from labric._transfer.progress import _Progress
-from labric._transfer.scheduling import _gather_all, check_part_plan
+from labric._transfer.scheduling import _gather_bounded, check_part_plan
 from labric._transfer.sources import _Source
-from labric.errors import APIStatusError, IntegrityError
+from labric.errors import APIStatusError, IntegrityError, TransferError
 from labric.models.files import FileUpload, UploadPart, UploadURL
 
 __all__ = ["check_confirm", "confirm_landed", "upload_parts"]
@@ -46,25 +58,40 @@ async def upload_parts(
     check_part_plan(src.size, ticket.part_size, ticket.parts)
     parts = sorted(ticket.parts, key=lambda p: p.number)
     crcs: dict[int, int] = dict(done)
+    # Grown one part at a time and handed to the journal as is (encoded when written), so a
+    # many-part upload does not re-encode every part's CRC32C after each part.
+    journalled = _b64_parts(crcs)
     already = sum(p.size for p in parts if p.number in done)
     progress.advance(src.name, already, already, src.size)
     sent = [already]
 
+    chunk = ctx.config.chunk_size
+
     async def one(part: UploadPart) -> None:
-        # A part in flight holds its buffer, plus one slice copied into the socket's buffer.
-        async with ctx.memory.reserve(part.size + min(part.size, ctx.config.chunk_size)):
-            buffer = None if src.data is not None else ctx.buffers.take(part.size)
-            try:
-                await send_part(part, buffer)
-            finally:
-                if buffer is not None:
-                    ctx.buffers.give(buffer)
+        if src.streams:
+            # Checksummed, then sent, from the file: a chunk read ahead plus one in the
+            # socket's buffer is all a part holds.
+            async with ctx.memory.reserve(2 * min(part.size, chunk)):
+                crc = await src.range_crc(part.offset, part.size, chunk)
+                await send_part(part, crc, None)
+        else:
+            # A part in flight holds its buffer, plus one slice copied into the socket's buffer.
+            async with ctx.memory.reserve(part.size + min(part.size, chunk)):
+                buffer = None if src.data is not None else ctx.buffers.take(part.size)
+                try:
+                    data, crc = await src.read_part(part.offset, part.size, buffer)
+                    await send_part(part, crc, data)
+                finally:
+                    if buffer is not None:
+                        ctx.buffers.give(buffer)
+        crcs[part.number] = crc
+        journalled[str(part.number)] = crc32c_to_b64(crc)
         sent[0] += part.size
         progress.advance(src.name, part.size, sent[0], src.size)
-        await record_journal(ctx, key, {"file_id": ticket.file_id, "parts": _b64_parts(crcs)})
+        await record_journal(ctx, key, {"file_id": ticket.file_id, "parts": journalled})
 
-    async def send_part(part: UploadPart, buffer: bytearray | None) -> None:
-        data, crc = await src.read_part(part.offset, part.size, buffer)
+    async def send_part(part: UploadPart, crc: int, data: memoryview | None) -> None:
+        """PUT one part: ``data`` when buffered, else streamed from the file."""
         headers = {
             **part.headers,
             "Content-Length": str(part.size),
@@ -73,23 +100,30 @@ async def upload_parts(
 
         async def put_once() -> None:
             async def send() -> None:
-                async with (
-                    ctx.stall_guard("PUT", part.url) as touch,
-                    ctx.transport.stream(
-                        "PUT",
-                        part.url,
-                        headers=headers,
-                        data=_slices(data, ctx.config.chunk_size, touch),
-                    ) as resp,
-                ):
-                    await resp.read()
+                async with ctx.stall_guard("PUT", part.url) as touch:
+                    body = (
+                        _slices(data, chunk, touch)
+                        if data is not None
+                        else src.stream(part.offset, part.size, chunk, touch)
+                    )
+                    async with ctx.transport.stream(
+                        "PUT", part.url, headers=headers, data=body
+                    ) as resp:
+                        await resp.read()
 
             await ctx.slot_call(send)
 
-        await ctx.retrying(put_once, method="PUT", url=part.url)
-        crcs[part.number] = crc
+        try:
+            await ctx.retrying(put_once, method="PUT", url=part.url)
+        except APIStatusError as exc:
+            if exc.status_code == 400 and data is None:
+                await _changed_since_checksum(src, part, crc, chunk, exc)
+            raise
 
-    await _gather_all([one(p) for p in parts if p.number not in done])
+    # As many parts at once as requests may be in flight: a part is checksummed just before it
+    # is sent (still in the page cache), and no more coroutines wait than can send.
+    todo = (p for p in parts if p.number not in done)
+    await _gather_bounded(todo, one, ctx.limiter.ceiling)
     await src.check_unchanged()
     whole = 0
     for part in parts:
@@ -100,6 +134,24 @@ async def upload_parts(
     await flush_journal(ctx, key, src, notes)
     response = await ctx.api("POST", _fpath(ticket.file_id, "/confirm-upload"), json=manifest)
     return check_confirm(response, src, whole)
+
+
+async def _changed_since_checksum(
+    src: _Source, part: UploadPart, crc: int, chunk: int, refusal: APIStatusError
+) -> None:
+    """Explain a streamed part the server refused: the file changed since it was checksummed.
+
+    A part is read twice (checksum, then send); the server refuses (400) bytes that do not match
+    the checksum sent ahead of them. When the file's stamp or the part's bytes moved meanwhile,
+    that is the cause, and it is said so; otherwise the refusal stands as it is.
+    """
+    await src.check_unchanged()
+    if await src.range_crc(part.offset, part.size, chunk) != crc:
+        raise TransferError(
+            f"{src.name!r} changed while it was being uploaded (part {part.number} no longer "
+            "holds the bytes it was checksummed with); nothing was confirmed. Upload it again "
+            "once nothing writes to it."
+        ) from refusal
 
 
 async def confirm_landed(

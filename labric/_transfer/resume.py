@@ -190,6 +190,8 @@ async def verify_stored(
 
 
 async def read_part_crc(ctx: TransferContext, src: _Source, offset: int, size: int) -> int:
+    if src.streams:
+        return await src.range_crc(offset, size, ctx.config.chunk_size)
     async with ctx.memory.reserve(size):
         buffer = None if src.data is not None else ctx.buffers.take(size)
         try:
@@ -202,6 +204,8 @@ async def read_part_crc(ctx: TransferContext, src: _Source, offset: int, size: i
 
 async def read_crc(ctx: TransferContext, src: _Source) -> int:
     """The whole source's CRC32C as it is now (one more read, in chunks)."""
+    if src.streams:
+        return await src.range_crc(0, src.size, ctx.config.chunk_size)
     crc = 0
     for offset, length in iter_parts(src.size, ctx.config.chunk_size):
         crc = crc32c_extend(crc, await src.read(offset, length))

@@ -9,7 +9,8 @@ under the budget whatever the mix. The limiter halves its limit when the server 
 
 Large objects are cut into parts by :func:`iter_parts` (lazily: a plan is never a list as long as
 its part count) or :func:`plan_parts`, and concurrent pieces of one transfer run together under
-:func:`_gather_all`, which cancels the rest on the first failure. :func:`check_upload_size` and
+:func:`_gather_all`, which cancels the rest on the first failure (:func:`_gather_bounded` runs
+many through a few workers). :func:`check_upload_size` and
 :func:`check_part_plan` refuse what no upload can be: over :data:`MAX_UPLOAD_SIZE`, over
 :data:`MAX_PARTS` parts, or a server's part plan that does not tile the file.
 """
@@ -17,9 +18,9 @@ its part count) or :func:`plan_parts`, and concurrent pieces of one transfer run
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
-from typing import Any, Protocol
+import collections
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from labric.errors import TransferError
 
@@ -34,6 +35,8 @@ __all__ = [
     "iter_parts",
     "plan_parts",
 ]
+
+T = TypeVar("T")
 
 #: The largest file the platform stores (5 TiB, as object stores).
 MAX_UPLOAD_SIZE = 5 * 1024**4
@@ -127,6 +130,9 @@ def check_part_plan(size: int, part_size: object, parts: Iterable[_PlannedPart])
 class AdaptiveLimiter:
     """Bounds requests in flight; halves on throttling and grows back one slot at a time (AIMD).
 
+    A free slot is taken without yielding to the loop; waiters are served first come, first
+    served, and a waiter cancelled just after it was handed a slot passes the slot on.
+
     Args:
         limit: The most requests in flight (also the ceiling it grows back to).
         minimum: The floor it never shrinks below.
@@ -144,32 +150,50 @@ class AdaptiveLimiter:
         self.throttled = 0
         self._increase_after = increase_after
         self._successes = 0
-        self._cond: asyncio.Condition | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+    def _take(self) -> None:
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters and self.in_flight < self.limit:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
 
     async def acquire(self) -> None:
-        cond = self._condition()
-        async with cond:
-            await cond.wait_for(lambda: self.in_flight < self.limit)
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if not self._waiters and self.in_flight < self.limit:
+            self._take()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release_now()  # handed a slot, then cancelled: pass it on
+            else:
+                self._wake()
+            raise
+
+    def release_now(self) -> None:
+        """Give a slot back (never waits)."""
+        self.in_flight -= 1
+        self._wake()
 
     async def release(self) -> None:
-        cond = self._condition()
-        async with cond:
-            self.in_flight -= 1
-            cond.notify(1)
+        self.release_now()
 
     async def __aenter__(self) -> None:
         await self.acquire()
 
     async def __aexit__(self, *exc: object) -> None:
-        # Shielded so a cancelled request still gives its slot back.
-        await asyncio.shield(self.release())
+        # Synchronous, so a cancelled request still gives its slot back.
+        self.release_now()
 
     def on_throttle(self) -> None:
         """The server pushed back (429/503): halve the limit."""
@@ -184,10 +208,8 @@ class AdaptiveLimiter:
         self._successes += 1
         if self._successes >= self._increase_after:
             self._successes = 0
-            cond = self._condition()
-            async with cond:
-                self.limit += 1
-                cond.notify(1)
+            self.limit += 1
+            self._wake()
 
 
 class BufferPool:
@@ -226,38 +248,72 @@ class MemoryBudget:
     """Bounds bytes buffered at once across all transfers of a client.
 
     A reservation larger than the whole budget is capped at the budget, so it waits for everything
-    else to drain instead of deadlocking.
+    else to drain instead of deadlocking. Reservations are granted in the order they were asked
+    for (a large one is not starved by a stream of small ones); one that fits while nobody waits
+    is granted without yielding to the loop.
     """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.used = 0
         self.peak = 0
-        self._cond: asyncio.Condition | None = None
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+    def reserve(self, nbytes: int) -> _Reservation:
+        """An async context manager holding ``nbytes`` (capped at the budget) while inside."""
+        return _Reservation(self, min(max(nbytes, 0), self.budget))
 
-    @contextlib.asynccontextmanager
-    async def reserve(self, nbytes: int) -> AsyncIterator[None]:
-        amount = min(max(nbytes, 0), self.budget)
-        cond = self._condition()
-        async with cond:
-            await cond.wait_for(lambda: self.used + amount <= self.budget)
-            self.used += amount
-            self.peak = max(self.peak, self.used)
+    def _take(self, amount: int) -> None:
+        self.used += amount
+        if self.used > self.peak:
+            self.peak = self.used
+
+    async def _acquire(self, amount: int) -> None:
+        if not self._waiters and self.used + amount <= self.budget:
+            self._take(amount)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((amount, waiter))
         try:
-            yield
-        finally:
-            await asyncio.shield(self._release(amount))
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(amount)  # granted, then cancelled: give it back
+            else:
+                self._wake()  # a smaller reservation behind this one may fit now
+            raise
 
-    async def _release(self, amount: int) -> None:
-        cond = self._condition()
-        async with cond:
-            self.used -= amount
-            cond.notify_all()
+    def _release(self, amount: int) -> None:
+        self.used -= amount
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            amount, waiter = waiters[0]
+            if waiter.done():
+                waiters.popleft()
+                continue
+            if self.used + amount > self.budget:
+                return
+            waiters.popleft()
+            self._take(amount)
+            waiter.set_result(None)
+
+
+class _Reservation:
+    __slots__ = ("_amount", "_budget")
+
+    def __init__(self, budget: MemoryBudget, amount: int) -> None:
+        self._budget = budget
+        self._amount = amount
+
+    async def __aenter__(self) -> None:
+        await self._budget._acquire(self._amount)
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Synchronous, so a cancelled transfer still gives its bytes back.
+        self._budget._release(self._amount)
 
 
 # -- running together -------------------------------------------------------------------------
@@ -275,3 +331,20 @@ async def _gather_all(coros: list[Awaitable[Any]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def _gather_bounded(
+    items: Iterable[T], run: Callable[[T], Awaitable[Any]], width: int
+) -> None:
+    """Run ``run`` over ``items``, at most ``width`` at a time, as :func:`_gather_all` does.
+
+    Items are taken one by one as workers free up, so a many-part upload keeps ``width``
+    coroutines, not one per part, and a part is read just before it is sent.
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await run(item)
+
+    await _gather_all([worker() for _ in range(max(1, width))])

@@ -2,15 +2,20 @@
 
 :func:`open_source` measures a source once and returns a :class:`_Source` that reads any range
 of it, so parts are read concurrently and a retried request re-reads its bytes instead of keeping
-them. Paths are read with ``os.pread`` in a worker thread, off the event loop; a small file is read
-whole in the same trip that measures it (for thousands of small files the hops, not the bytes,
-are the cost). A path's identity (resolved path, size, mtime) keys its resume journal; its stamp
-(size, mtime, ctime, inode) is checked again before an upload is confirmed
-(:meth:`_Source.check_unchanged`), so a file rewritten while it was being sent fails instead of
-being confirmed as a mix of two versions (ctime moves on every write and on ``os.utime``, so a
-rewrite that restores the old mtime, as ``cp -p`` does, is seen too). Bytes are
-sliced without a copy; a seekable file object is read from where it stood; a non-seekable stream
-or an async iterable is spooled to a temporary file, never to memory.
+them. Paths are read with ``os.pread`` off the event loop. A small file is read whole in the same
+worker-thread trip that measures it (for thousands of small files the hops, not the bytes, are
+the cost). A larger one keeps the descriptor it was measured through, and its parts are
+checksummed and streamed from it (:meth:`_Source.range_crc`, :meth:`_Source.stream`) rather than
+buffered, by the client's one file-reading thread
+(:meth:`~labric._transfer.context.TransferContext.reader`).
+
+A path's identity (resolved path, size, mtime) keys its resume journal; its stamp (size, mtime,
+ctime, inode) is checked again before an upload is confirmed (:meth:`_Source.check_unchanged`),
+so a file rewritten while it was being sent fails instead of being confirmed as a mix of two
+versions (ctime moves on every write and on ``os.utime``, so a rewrite that restores the old
+mtime, as ``cp -p`` does, is seen too). Bytes are sliced without a copy; a seekable file object
+is read from where it stood; a non-seekable stream or an async iterable is spooled to a
+temporary file, never to memory.
 
 :func:`_file_crc` reads a local file's CRC32C (to skip a file that is already there).
 """
@@ -24,9 +29,10 @@ import mimetypes
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import attrs
 
@@ -34,6 +40,8 @@ from labric._transfer.checksum import crc32c_extend
 from labric.errors import TransferError
 
 __all__ = ["SMALL_FILE", "UploadSourceType", "guess_content_type", "open_source"]
+
+T = TypeVar("T")
 
 #: What ``upload`` accepts: a path, bytes, a binary file object, or an async iterable of bytes.
 UploadSourceType = (
@@ -55,6 +63,44 @@ class _Source:
     identity: tuple[str, int, int] | None = None
     stamp: tuple[int, int, int, int] | None = None
     spooled: bool = False
+    #: The descriptor ``path`` was measured through, kept open for a file too big to read when
+    #: measured: every later read is an ``os.pread`` on it (no open per read), and a file
+    #: renamed over the path meanwhile is still read as the one measured.
+    fd: int | None = None
+    #: The executor that reads ``fd`` (``None``: the loop's default one).
+    reader: Executor | None = None
+
+    async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.reader, fn, *args)
+
+    @property
+    def streams(self) -> bool:
+        """Whether parts are checksummed and sent from the file instead of from a buffer."""
+        return self.fd is not None
+
+    async def range_crc(self, offset: int, length: int, chunk: int) -> int:
+        """The CRC32C of ``length`` bytes at ``offset`` of the file, in one worker-thread hop.
+
+        The bytes are read ``chunk`` at a time and dropped: only the checksum is kept.
+        """
+        assert self.fd is not None
+        return await self._in_reader(_crc_fd, self.fd, offset, length, chunk)
+
+    async def stream(
+        self, offset: int, length: int, chunk: int, touch: Callable[[], None]
+    ) -> AsyncIterator[bytes]:
+        """``length`` bytes at ``offset`` of the file, ``chunk`` at a time, for a request body.
+
+        At most one chunk is read ahead of the socket, so a part in flight holds a chunk, not
+        the part. ``touch`` is called as each chunk is handed over (the stall guard's clock).
+        """
+        assert self.fd is not None
+        fd = self.fd
+        end = offset + length
+        for start in range(offset, end, chunk):
+            data = await self._in_reader(_pread_all, fd, start, min(chunk, end - start))
+            touch()
+            yield data
 
     async def check_unchanged(self) -> None:
         """Fail when the file on disk is no longer the one measured (size, mtime, ctime, inode).
@@ -106,6 +152,8 @@ class _Source:
     async def read(self, offset: int, length: int) -> bytes:
         if self.data is not None:
             return bytes(self.data[offset : offset + length])
+        if self.fd is not None:
+            return await self._in_reader(_pread_all, self.fd, offset, length)
         if self.path is not None:
             return await asyncio.to_thread(_pread_path, self.path, offset, length)
         assert self.fileobj is not None
@@ -116,6 +164,9 @@ class _Source:
     def close(self) -> None:
         if self.spooled and self.fileobj is not None:
             self.fileobj.close()
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 #: Files up to this size are read when they are measured, in the same worker-thread hop: for
@@ -123,11 +174,12 @@ class _Source:
 SMALL_FILE = 256 * 1024
 
 
-def _measure_path(path: Path) -> tuple[str, os.stat_result, bytes | None]:
-    """Resolve, stat and (when small) read a file, in one trip to a worker thread.
+def _measure_path(path: Path) -> tuple[str, os.stat_result, bytes | None, int | None]:
+    """Resolve, stat and either read a small file or keep its descriptor, in one worker hop.
 
     The bytes of a small file are read from the descriptor that was measured, so they belong to
-    the size and mtime recorded as its identity.
+    the size and mtime recorded as its identity; a larger file's descriptor is returned open
+    (the caller owns it).
     """
     # Non-blocking, so a FIFO is refused at once instead of waiting for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -135,10 +187,34 @@ def _measure_path(path: Path) -> tuple[str, os.stat_result, bytes | None]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IsADirectoryError(f"Not a regular file: {path}")
-        head = _pread_all(fd, 0, st.st_size) if st.st_size <= SMALL_FILE else None
-    finally:
+        resolved = str(path.resolve())
+        if st.st_size > SMALL_FILE:
+            return resolved, st, None, fd
+        head = _pread_all(fd, 0, st.st_size)
+    except BaseException:
         os.close(fd)
-    return str(path.resolve()), st, head
+        raise
+    os.close(fd)
+    return resolved, st, head, None
+
+
+async def _measure_owned(path: Path) -> tuple[str, os.stat_result, bytes | None, int | None]:
+    """:func:`_measure_path` off the loop; a descriptor opened for a cancelled caller is closed."""
+    measuring = asyncio.ensure_future(asyncio.to_thread(_measure_path, path))
+    try:
+        return await asyncio.shield(measuring)
+    except asyncio.CancelledError:
+        measuring.add_done_callback(_close_unclaimed)
+        raise
+
+
+def _close_unclaimed(
+    task: asyncio.Future[tuple[str, os.stat_result, bytes | None, int | None]],
+) -> None:
+    if not task.cancelled() and task.exception() is None:
+        fd = task.result()[3]
+        if fd is not None:
+            os.close(fd)
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -166,6 +242,14 @@ def _pread_all(fd: int, offset: int, length: int) -> bytes:
         chunks.append(more)
         got += len(more)
     return b"".join(chunks)
+
+
+def _crc_fd(fd: int, offset: int, length: int, chunk: int) -> int:
+    crc = 0
+    end = offset + length
+    for start in range(offset, end, chunk):
+        crc = crc32c_extend(crc, _pread_all(fd, start, min(chunk, end - start)))
+    return crc
 
 
 def _pread_into(path: Path, offset: int, buffer: bytearray) -> tuple[memoryview, int]:
@@ -237,8 +321,12 @@ async def open_source(
     name: str | None,
     content_type: str | None,
     chunk_size: int,
+    reader: Executor | None = None,
 ) -> _Source:
     """Measure a source; non-seekable streams are spooled to a temporary file, not to memory.
+
+    A file too big to read when measured is read later by ``reader`` (default: the loop's
+    executor).
 
     Raises:
         ValueError: bytes or a stream with no ``name``.
@@ -246,7 +334,7 @@ async def open_source(
     """
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        resolved, st, head = await asyncio.to_thread(_measure_path, path)
+        resolved, st, head, fd = await _measure_owned(path)
         file_name = name or path.name
         return _Source(
             name=file_name,
@@ -256,6 +344,8 @@ async def open_source(
             data=head,
             identity=(resolved, st.st_size, st.st_mtime_ns),
             stamp=_stamp(st),
+            fd=fd,
+            reader=reader,
         )
     if isinstance(source, bytes | bytearray | memoryview):
         if not name:

@@ -1,11 +1,12 @@
 """Uploads: one source to one confirmed file, streamed, checksummed and resumable.
 
-``POST upload-url`` (with the size), then either one streamed ``PUT`` (the hosted flow) or,
-when the server offers parts, concurrent part ``PUT``s (:mod:`labric._transfer.parts`); then
-``confirm-upload``. The whole file's CRC32C is computed while streaming (combined across parts,
-never a second read) and compared with what the server recorded; the CRC32C compared at confirm
-is always made of bytes read in this run. A file that changes while it is sent (see
-:meth:`~labric._transfer.sources._Source.check_unchanged`) fails before confirm.
+``POST upload-url`` (with the size), then either one streamed ``PUT`` (the hosted flow) or, when the
+server offers parts, concurrent part ``PUT``s (:mod:`labric._transfer.parts`); then
+``confirm-upload``. The whole file's CRC32C is computed while streaming a single ``PUT``, or
+combined from the parts' (each checksummed just before it is sent), and compared with what the
+server recorded; the CRC32C compared at confirm is always made of bytes read in this run. A file
+that changes while it is sent (see :meth:`~labric._transfer.sources._Source.check_unchanged`) fails
+before confirm.
 
 Path sources are journalled (see :mod:`labric._transfer.journal`): a rerun after a crash asks
 ``upload-status`` and sends only the missing parts, and an upload the server has confirmed is
@@ -70,7 +71,11 @@ class Uploader:
         """
         notes = warnings if warnings is not None else []
         src = await open_source(
-            source, name=name, content_type=content_type, chunk_size=self._ctx.config.chunk_size
+            source,
+            name=name,
+            content_type=content_type,
+            chunk_size=self._ctx.config.chunk_size,
+            reader=self._ctx.reader(),
         )
         try:
             return await self._upload_source(src, attribution, progress, resume=resume, notes=notes)
@@ -119,6 +124,9 @@ class Uploader:
             await record_journal(
                 self._ctx, key, {"file_id": ticket.file_id, "parts": _b64_parts(done)}
             )
+            # On disk before any part is sent: a rerun after a crash finds the upload by it and
+            # asks the server which parts it holds (one commit per multi-part file).
+            await flush_journal(self._ctx, key, src, notes)
             result = await upload_parts(self._ctx, src, ticket, done, key, progress, notes)
         else:
             await record_journal(self._ctx, key, {"file_id": ticket.file_id, "parts": None})
@@ -149,6 +157,27 @@ class Uploader:
                 yield data
             crc_holder[0] = crc
 
+        whole = src.data is not None and src.size <= chunk
+        if whole:
+            # Small and in memory: checksummed once and handed to aiohttp as one body, written
+            # with the headers. The response's read timeout bounds a server that stops reading.
+            assert src.data is not None
+            crc_holder[0] = crc32c_extend(0, src.data)
+
+        async def put_whole() -> int | None:
+            headers = {**ticket.headers, "Content-Length": str(src.size)}
+
+            async def send() -> int | None:
+                async with self._ctx.transport.stream(
+                    "PUT", ticket.upload_url, headers=headers, data=src.data
+                ) as resp:
+                    await resp.read()
+                    return _goog_crc(resp.headers.get("x-goog-hash"))
+
+            server_crc = await self._ctx.slot_call(send)
+            progress.advance(src.name, src.size, src.size, src.size)
+            return server_crc
+
         async def put_once() -> int | None:
             progress.total_done -= sent[0]
             sent[0] = 0
@@ -171,7 +200,9 @@ class Uploader:
             return await self._ctx.slot_call(send)
 
         try:
-            server_crc = await self._ctx.retrying(put_once, method="PUT", url=ticket.upload_url)
+            server_crc = await self._ctx.retrying(
+                put_whole if whole else put_once, method="PUT", url=ticket.upload_url
+            )
         except APIStatusError as exc:
             if exc.status_code != 412:
                 raise
