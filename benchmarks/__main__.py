@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-NAMES = ["startup", "facade", "transfer", "datasets_write", "load", "soak", "listing"]
+NAMES = ["startup", "facade", "transfer", "datasets_write", "load", "soak", "listing", "server"]
 
 if len(sys.argv) > 1 and sys.argv[1] in NAMES:
     importlib.import_module(f"benchmarks.{sys.argv[1]}").main(sys.argv[2:])
