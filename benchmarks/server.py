@@ -125,9 +125,7 @@ async def worker_big(
         request: dict[str, Any] = {"file_name": f"{mode}.bin", "job_execution_id": execution}
         if mode == "parts":
             request["size_bytes"] = size
-        async with session.post(
-            f"{base_url}/v1/files/upload-url", json=request, headers=auth
-        ) as r:
+        async with session.post(f"{base_url}/v1/files/upload-url", json=request, headers=auth) as r:
             ticket = await r.json()
         confirm: Any = None
         started = time.perf_counter()
@@ -185,9 +183,7 @@ def worker(argv: list[str]) -> None:
     if kind == "small":
         result = asyncio.run(worker_small(args[0], args[1], args[2], int(args[3]), int(args[4])))
     elif kind == "big":
-        result = asyncio.run(
-            worker_big(args[0], args[1], args[2], args[3], args[4], int(args[5]))
-        )
+        result = asyncio.run(worker_big(args[0], args[1], args[2], args[3], args[4], int(args[5])))
     else:
         raise SystemExit(f"unknown worker {kind}")
     print(json.dumps(result))
@@ -251,7 +247,8 @@ def scenario_small(
     print(
         f"  small: {row['files_per_s']:.0f} files/s, "
         f"server CPU {row['server_cpu_ms_per_file']:.2f} ms/file "
-        f"(user {row['server_user_ms_per_file']:.2f}, system {row['server_system_ms_per_file']:.2f})",
+        f"(user {row['server_user_ms_per_file']:.2f}, "
+        f"system {row['server_system_ms_per_file']:.2f})",
         file=sys.stderr,
     )
     return row
@@ -276,9 +273,7 @@ def scenario_parts(
         for _ in range(repeat):
             for name, mode, k in contenders:
                 cpu = cpu_seconds(server_pid)
-                report = run_contender(
-                    me("big", base_url, key, execution, str(path), mode, str(k))
-                )
+                report = run_contender(me("big", base_url, key, execution, str(path), mode, str(k)))
                 report["server_cpu_s"] = cpu_seconds(server_pid) - cpu
                 report["contender"] = name
                 report["mb_per_s"] = report["bytes"] / report["seconds"] / 1e6

@@ -631,9 +631,7 @@ class Database:
             return
         syncer = None
         if wal:
-            syncer = threading.Thread(
-                target=self._sync_wal, name="labric-db-sync", daemon=True
-            )
+            syncer = threading.Thread(target=self._sync_wal, name="labric-db-sync", daemon=True)
             syncer.start()
         opened.set_result(None)
         try:
