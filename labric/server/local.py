@@ -35,7 +35,7 @@ from aiohttp import web
 
 from labric.server.core import auth, records
 from labric.server.core.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
-from labric.server.core.blobs import BlobStore
+from labric.server.core.blobs import BlobStore, settle_unsynced_parts
 from labric.server.core.datadir import DataDir, DataDirLock, DataDirNotInitialised, Identity
 from labric.server.core.db import Database, iso
 from labric.server.core.faults import FaultConfig, FaultInjector, parse_faults
@@ -216,6 +216,7 @@ class LocalServer:
             await blobs.run(blobs.sweep_sync, objects, uploads)
             lost = await blobs.run(blobs.lost_uploads_sync, uploads)
             await db.run(records.reset_uploads, lost)  # their parts are no longer on disk
+            await settle_unsynced_parts(db, blobs)
             await db.run(records.idem_prune, iso(now - RETENTION_SECONDS))
             state = ServerState(
                 settings=self.settings,

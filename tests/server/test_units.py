@@ -233,7 +233,10 @@ def test_scopes_and_key_format() -> None:
 
 
 def test_migrations_are_ordered_and_applied_once(tmp_path: Path) -> None:
-    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    versions = [m.version for m in MIGRATIONS]
+    # Numbers are assigned ahead of merging, so the sequence may have gaps; never disorder.
+    assert versions[0] == 1
+    assert versions == sorted(set(versions))
     conn = connect(tmp_path / "a.db")
     try:
         version = conn.execute("SELECT version FROM schema_version").fetchone()[0]

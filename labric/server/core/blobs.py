@@ -78,6 +78,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from labric.server.core import records
+from labric.server.core.db import Database
 from labric.server.core.diskio import (
     O_CLOEXEC,
     SYNC_EVERY,
@@ -103,6 +105,7 @@ from labric.server.core.uploads import (
 )
 
 __all__ = [
+    "BOOT_ID_FILE",
     "BlobStore",
     "PartClaim",
     "PartSuperseded",
@@ -110,12 +113,54 @@ __all__ = [
     "TempBlob",
     "UploadFile",
     "UploadSealed",
+    "boot_id",
     "crc32c_b64",
     "decode_crc32c",
     "native_executable_kind",
+    "settle_unsynced_parts",
 ]
 
 T = TypeVar("T")
+
+
+#: The file the kernel names its current boot in (Linux).
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_BOOT_ID_KEY = "boot_id"
+
+
+def boot_id() -> str | None:
+    """An id of the running boot of the machine, or ``None`` where there is none to read."""
+    try:
+        return BOOT_ID_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+async def settle_unsynced_parts(db: Database, blobs: BlobStore) -> int:
+    """At start, decide what parts recorded but not yet synced are worth: return how many were
+    forgotten.
+
+    A killed server process loses nothing the kernel already holds, so when the machine has not
+    restarted since the server last started (the same :func:`boot_id`), their bytes are there:
+    their upload files are synced and the parts kept. After a restart (a power cut, a crash of
+    the machine) or where the boot cannot be told, their bytes may be lost: they are forgotten,
+    and their uploads resume by sending them again.
+    """
+    current = boot_id()
+    last = await db.run(records.meta_get, _BOOT_ID_KEY)
+    same_boot = current is not None and current == last
+    uploads = await db.run(records.unsynced_uploads)
+    if uploads and same_boot:
+        await blobs.run(blobs.sync_uploads_sync, uploads)
+
+    def settle(conn: Any) -> int:
+        count = records.settle_unsynced_parts(conn, keep=same_boot)
+        if current is not None:
+            records.meta_set(conn, _BOOT_ID_KEY, current)
+        return count
+
+    settled = await db.run_durable(settle)
+    return 0 if same_boot else settled
 
 
 class TempBlob:
@@ -310,6 +355,18 @@ class BlobStore:
                 path.unlink(missing_ok=True)
                 lost.append(file_id)
         return lost
+
+    def sync_uploads_sync(self, uploads: Collection[tuple[str, int]]) -> None:
+        """``fdatasync`` these upload files (missing ones are skipped)."""
+        for file_id, generation in uploads:
+            try:
+                fd = os.open(self.upload_path(file_id, generation), os.O_RDWR | O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                datasync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         """Wait for disk work in progress and stop the threads."""

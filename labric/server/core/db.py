@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
@@ -72,6 +73,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("labric.server")
 
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -452,6 +455,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "listings: an index for every listing and filter", _LISTING_INDEXES_SCHEMA),
     Migration(10, "notifications: the inbox and the mute setting", _NOTIFICATIONS_SCHEMA),
+    # Parts recorded before it were synced before they were recorded.
+    Migration(
+        15,
+        "upload parts: whether a part's bytes are synced yet",
+        "ALTER TABLE upload_parts ADD COLUMN synced INTEGER NOT NULL DEFAULT 1;",
+    ),
 )
 
 
@@ -577,6 +586,12 @@ def _hand_over(batch: list[_Work]) -> None:
                 work.sync.set_result(work.result)
         elif work.loop is not None:
             by_loop.setdefault(work.loop, []).append(work)
+        elif work.error is not None:
+            logger.error(
+                "A database operation nobody waited for failed: %s",
+                getattr(work.fn, "__name__", work.fn),
+                exc_info=work.error,
+            )
     for loop, works in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits
             loop.call_soon_threadsafe(_deliver, works)
@@ -816,6 +831,11 @@ class Database:
         it (for steps that destroy or publish bytes on the strength of the row). Concurrent
         durable operations share one commit and one WAL sync."""
         return await self._await(fn, args, True)
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(conn, *args)`` without waiting for it (its failure is logged): for
+        bookkeeping that nothing is answered on, such as marking parts synced."""
+        self._submit(_Work(fn, args, False, None, None, None))
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` atomically and block until its transaction has committed.

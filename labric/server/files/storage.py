@@ -462,8 +462,16 @@ async def _write_part(
         writer.abort()
         raise
     crc = _checked(crc32c_b64(digest), part, "")
-    await writer.sync()
-    await _record_part(state, upload, claim, part, crc)
+    # Recorded as written, not synced: the answer does not wait for a sync of the whole file
+    # (which other parts' writes would make ever longer). A background sync covers it soon
+    # and marks it synced; publishing syncs the file anyway (see labric.server.core.blobs).
+    await _record_part(state, upload, claim, part, crc, synced=False)
+    file_id, generation, db = upload.file_id, upload.generation, state.db
+    upload.part_written(
+        part.number,
+        crc,
+        lambda parts: db.post(records.mark_parts_synced, file_id, generation, parts),
+    )
     return crc
 
 
@@ -509,9 +517,15 @@ async def _replace_part(
 
 
 async def _record_part(
-    state: ServerState, upload: UploadFile, claim: PartClaim, part: _Part, crc: str
+    state: ServerState,
+    upload: UploadFile,
+    claim: PartClaim,
+    part: _Part,
+    crc: str,
+    *,
+    synced: bool = True,
 ) -> None:
-    """Record a part whose bytes are on disk in ``upload``'s file."""
+    """Record a part whose bytes are written to ``upload``'s file (and ``synced`` or not)."""
     file_id, generation = upload.file_id, upload.generation
 
     def record(conn: Any) -> str:
@@ -520,7 +534,7 @@ async def _record_part(
             return "missing"
         if current.status != "pending" or current.upload_generation != generation:
             return "changed"
-        records.put_part(conn, file_id, part.number, part.size, crc, generation)
+        records.put_part(conn, file_id, part.number, part.size, crc, generation, synced=synced)
         return "ok"
 
     outcome = await upload.guard(claim, lambda: state.db.run(record))
