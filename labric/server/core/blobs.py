@@ -122,6 +122,12 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: A temporary blob holds back its first bytes up to this size (see :meth:`TempBlob.write`).
+HOLD_LIMIT = 1024 * 1024
+#: Threads for disk work: enough for many small uploads' syncs to wait on the disk at once
+#: (concurrent syncs share the file system's journal commits).
+DEFAULT_WORKERS = 16
+
 
 #: The file the kernel names its current boot in (Linux).
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
@@ -167,7 +173,8 @@ class TempBlob:
     """Bytes being written under ``tmp/``, checksummed as they go; see the module docstring.
 
     Use :meth:`write` for each batch of chunks, then :meth:`finish` (fsync, close; returns size
-    and CRC32C) and :meth:`install` (atomic rename into place). Call :meth:`abort` on any failure
+    and CRC32C) and :meth:`install` (atomic rename into place), or :meth:`checksum` and then
+    ``finish(install=...)``, which does both in one step. Call :meth:`abort` on any failure
     path.
     """
 
@@ -182,6 +189,9 @@ class TempBlob:
         self._syncing: Future[Any] | None = None
         self._finished = False
         self._aborted = False
+        # The first bytes, held back until more come or the blob is finished (so a small body
+        # costs one hop to a disk thread, not three).
+        self._held: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<TempBlob {self.path.name} {self._size} bytes>"
@@ -196,12 +206,21 @@ class TempBlob:
     def _write_sync(self, buffers: list[bytes]) -> None:
         write_all(self._ensure_open().fileno(), buffers, None)
 
-    def _finish_sync(self, durable: bool) -> None:
+    def _finish_sync(self, durable: bool, held: list[bytes], dest: Path | None) -> None:
         f = self._ensure_open()
+        if held:
+            write_all(f.fileno(), held, None)
         if durable:
             os.fsync(f.fileno())
         f.close()
         self._file = None
+        if dest is not None:
+            self._move(dest)
+
+    def _move(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, dest)
+        fsync_dir(dest.parent)
 
     def _cleanup_sync(self) -> None:
         f, self._file = self._file, None
@@ -224,7 +243,8 @@ class TempBlob:
 
     async def write(self, data: Chunks) -> None:
         """Queue ``data`` (bytes, or a batch of chunks written in one vectored call), after waiting
-        for the previous write."""
+        for the previous write. The first :data:`HOLD_LIMIT` bytes are held back and written
+        with what follows them, or by :meth:`finish`."""
         buffers = as_list(data)
         # The checksum is taken here, on the loop thread: it costs well under a millisecond per
         # MiB, and doing it on the writing thread makes the two threads fight over the GIL
@@ -232,6 +252,11 @@ class TempBlob:
         for chunk in buffers:
             self._crc.update(chunk)
             self._size += len(chunk)
+        if self._pending is None and self._file is None and self._size <= HOLD_LIMIT:
+            self._held += buffers
+            return
+        if self._held:
+            buffers, self._held = self._held + buffers, []
         await self._settle()
         syncing = self._syncing
         due = self._file is not None and self._size - self._synced >= SYNC_EVERY
@@ -244,12 +269,20 @@ class TempBlob:
             self._syncing = self._store.executor.submit(datasync, self._file.fileno())
         self._pending = self._store.executor.submit(self._write_sync, buffers)
 
-    async def finish(self, *, durable: bool = True) -> tuple[int, bytes]:
+    def checksum(self) -> tuple[int, bytes]:
+        """The size and CRC32C digest (4 bytes) of everything written so far (no I/O)."""
+        return self._size, self._crc.digest()
+
+    async def finish(
+        self, *, durable: bool = True, install: Path | None = None
+    ) -> tuple[int, bytes]:
         """Flush, fsync (unless ``durable`` is false: bytes only copied elsewhere) and close;
-        return the size and the CRC32C digest (4 bytes)."""
+        with ``install``, also rename the bytes there as :meth:`install` does, in the same
+        step. Return the size and the CRC32C digest (4 bytes)."""
         await self._settle()
         await self._settle_sync()
-        self._pending = self._store.executor.submit(self._finish_sync, durable)
+        held, self._held = self._held, []
+        self._pending = self._store.executor.submit(self._finish_sync, durable, held, install)
         await self._settle()
         self._finished = True
         return self._size, self._crc.digest()
@@ -258,13 +291,7 @@ class TempBlob:
         """Rename the finished bytes to ``dest`` atomically (its directory is created)."""
         if not self._finished:
             raise RuntimeError("finish() the blob before installing it")
-
-        def move() -> None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.path, dest)
-            fsync_dir(dest.parent)
-
-        await self._store.run(move)
+        await self._store.run(self._move, dest)
 
     def abort(self) -> None:
         """Discard the bytes; safe to call at any point, including while a write is running."""
@@ -298,7 +325,7 @@ class BlobStore:
         workers: Threads for disk work.
     """
 
-    def __init__(self, root: Path, *, workers: int = 4) -> None:
+    def __init__(self, root: Path, *, workers: int = DEFAULT_WORKERS) -> None:
         self.root = root
         self.objects_dir = root / "objects"
         self.uploads_dir = root / "uploads"

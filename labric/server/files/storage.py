@@ -272,7 +272,7 @@ async def put_object(request: web.Request) -> web.StreamResponse:
         )
         if size < low:
             raise out_of_range
-        size, digest = await blob.finish()
+        size, digest = blob.checksum()
         crc = crc32c_b64(digest)
         if expected_crc is not None and crc != expected_crc:
             raise HTTPError(
@@ -282,7 +282,7 @@ async def put_object(request: web.Request) -> web.StreamResponse:
             )
         generation = state.blobs.new_generation()
         dest = state.blobs.object_path(file_id, generation)
-        await blob.install(dest)
+        await blob.finish(install=dest)  # synced, renamed into place, directory synced
     except BaseException:
         blob.abort()
         raise
