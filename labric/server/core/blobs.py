@@ -27,16 +27,26 @@ Multipart uploads (:class:`UploadFile`)
     The first part PUT of an upload creates ``uploads/<file_id>.<generation>``, preallocated to the
     planned size and fsynced (with its directory) before the file row names it. Each part is
     streamed straight into its range with ``pwritev`` and checksummed on the way; once complete
-    and verified, the file is ``fdatasync``-ed, and only then is the part recorded. Confirming
-    checks the recorded parts, joins their CRC32Cs without reading the bytes, fsyncs the file and
-    renames it to its object name: the bytes are written once, never copied.
+    and verified, it is recorded as written but *not synced*, and answered: a part does not wait
+    for a whole-file ``fdatasync`` (which the other parts' writes would keep lengthening, so
+    parts in flight would queue behind one another's syncs). Syncs run in the background
+    instead, one at a time per upload file (:meth:`UploadFile.part_written`): each covers every
+    part written before it started and then marks those parts synced; another starts every
+    :data:`SYNC_EVERY` bytes written, so the disk keeps up. Confirming checks the recorded parts,
+    joins their CRC32Cs without reading the bytes, fsyncs the file and renames it to its object
+    name: the bytes are written once, never copied, and synced before the durable confirm.
 
-    Crash semantics: a part listed by the database (and so by ``upload-status``) is on disk. A
-    killed process loses nothing written; after a power cut a part's record may be lost (the part
-    is then reported missing and sent again) but never outlives its bytes. Re-sending a recorded
+    Crash semantics: a part listed by the database (and so by ``upload-status``) was written to
+    the file, and its record says whether it is synced. A killed process loses nothing written
+    (the kernel holds it): on the next start in the same boot of the machine, the upload files
+    with unsynced parts are synced and the parts kept. After a power cut or a crash of the
+    machine (another boot), unsynced parts are forgotten and sent again
+    (:func:`settle_unsynced_parts`); a synced part's record may be lost (it is then sent again)
+    but never outlives its bytes. Re-sending a recorded
     part with different bytes receives them in ``tmp/`` first, forgets the part with a durable
-    commit, and only then overwrites the range; the same bytes again change nothing. So a bad
-    re-send never damages the good copy, and a listed part never names half-overwritten bytes.
+    commit, and only then overwrites the range (synced before it is recorded again); the same
+    bytes again change nothing. So a bad re-send never damages the good copy, and a listed part
+    never names half-overwritten bytes.
 
     Concurrency: parts of one upload are written concurrently (distinct ranges of one file
     descriptor). Two PUTs of the same part never write at once: the newer claims the part, the
@@ -49,15 +59,18 @@ Multipart uploads (:class:`UploadFile`)
 Start-up
     ``tmp/`` is emptied; object and upload files no row names (left by a crash between rename or
     creation and commit) are removed; an upload whose file is missing or of the wrong size has its
-    parts forgotten (:meth:`BlobStore.lost_uploads_sync`).
+    parts forgotten (:meth:`BlobStore.lost_uploads_sync`); unsynced parts are synced or forgotten
+    (:func:`settle_unsynced_parts`).
 
 Threading model
-    All disk work runs on a small dedicated thread pool, never on the event loop. A writer keeps
+    All disk work runs on a dedicated thread pool, never on the event loop; it is large enough
+    for many small uploads' syncs to wait on the disk together (they share its journal commits). A writer keeps
     at most one write in flight while the caller reads the next chunks from the network (double
     buffering), and hands the socket's chunks over as one vectored write (no joining copy).
     CRC32C is computed as chunks are queued, on the loop thread, where it is cheaper than the GIL
     hand-offs of doing it elsewhere. A single PUT syncs the bytes already written in the
-    background every :data:`SYNC_EVERY` bytes, so the final fsync only waits for the tail.
+    background every :data:`SYNC_EVERY` bytes, so the final fsync only waits for the tail; a
+    small one is held in memory and written, synced and renamed into place in one step.
     Cancelling the awaiting coroutine does not stop a write in progress: :meth:`TempBlob.abort`
     chains the cleanup after it, and an upload file's descriptor is closed only once no request
     holds it and no write on it is running.

@@ -11,7 +11,7 @@ Upload flows (the record is invisible to listings until confirmed):
   the upload's file (see :mod:`labric.server.core.blobs`). ``confirm-upload`` with
   ``{"parts": [...]}`` checks every part, joins their CRC32Cs into the whole file's (checked
   against the ``crc32c`` given up front), and renames the upload file into place: the bytes are
-  not read or copied again. ``upload-status`` lists the parts stored (each one is on disk), so an
+  not read or copied again. ``upload-status`` lists the parts stored (each one is written to disk), so an
   interrupted upload resumes by sending only the missing ones (it also signs fresh URLs for
   those). ``size_bytes`` may be at most :data:`.common.MAX_FILE_SIZE` (422 beyond); a file that
   would need more than :data:`.common.MAX_PARTS` parts gets larger parts instead

@@ -17,8 +17,9 @@ stored), is limited by its signed ``x-goog-content-length-range`` (400) and by t
 single-PUT cap (413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch).
 
 A part must have exactly its planned size. The first part PUT of an upload creates its upload
-file; each part is written in place at its offset, verified against ``x-goog-hash``, synced,
-and only then recorded. Re-sending a recorded part with the same bytes changes nothing; with
+file; each part is written in place at its offset, verified against ``x-goog-hash``, and
+recorded (synced in the background, and before confirming: see
+:mod:`labric.server.core.blobs`). Re-sending a recorded part with the same bytes changes nothing; with
 other bytes it replaces the earlier copy (received aside first, so a bad re-send leaves the good
 copy alone). A PUT of a part that another PUT of the same part is still writing takes over: the
 older one answers 409. While the upload is being confirmed, part PUTs answer 409.
