@@ -36,17 +36,16 @@ Multipart uploads (:class:`UploadFile`)
     joins their CRC32Cs without reading the bytes, fsyncs the file and renames it to its object
     name: the bytes are written once, never copied, and synced before the durable confirm.
 
-    Crash semantics: a part listed by the database (and so by ``upload-status``) was written to
-    the file, and its record says whether it is synced. A killed process loses nothing written
-    (the kernel holds it): on the next start in the same boot of the machine, the upload files
-    with unsynced parts are synced and the parts kept. After a power cut or a crash of the
-    machine (another boot), unsynced parts are forgotten and sent again
-    (:func:`settle_unsynced_parts`); a synced part's record may be lost (it is then sent again)
-    but never outlives its bytes. Re-sending a recorded
-    part with different bytes receives them in ``tmp/`` first, forgets the part with a durable
-    commit, and only then overwrites the range (synced before it is recorded again); the same
-    bytes again change nothing. So a bad re-send never damages the good copy, and a listed part
-    never names half-overwritten bytes.
+    Crash semantics: a part listed by the database (and so by ``upload-status``) was written to the
+    file, and its record says whether it is synced. A killed process loses nothing written (the
+    kernel holds it): on the next start in the same boot of the machine, the upload files with
+    unsynced parts are synced and the parts kept. After a power cut or a crash of the machine
+    (another boot), unsynced parts are forgotten and sent again (:func:`settle_unsynced_parts`); a
+    synced part's record may be lost (it is then sent again) but never outlives its bytes.
+    Re-sending a recorded part with different bytes receives them in ``tmp/`` first, forgets the
+    part with a durable commit, and only then overwrites the range (synced before it is recorded
+    again); the same bytes again change nothing. So a bad re-send never damages the good copy, and a
+    listed part never names half-overwritten bytes.
 
     Concurrency: parts of one upload are written concurrently (distinct ranges of one file
     descriptor). Two PUTs of the same part never write at once: the newer claims the part, the
@@ -64,9 +63,10 @@ Start-up
 
 Threading model
     All disk work runs on a dedicated thread pool, never on the event loop; it is large enough
-    for many small uploads' syncs to wait on the disk together (they share its journal commits). A writer keeps
-    at most one write in flight while the caller reads the next chunks from the network (double
-    buffering), and hands the socket's chunks over as one vectored write (no joining copy).
+    for many small uploads' syncs to wait on the disk together (they share its journal commits).
+    A writer keeps at most one write in flight while the caller reads the next chunks from the
+    network (double buffering), and hands the socket's chunks over as one vectored write (no
+    joining copy).
     CRC32C is computed as chunks are queued, on the loop thread, where it is cheaper than the GIL
     hand-offs of doing it elsewhere. A single PUT syncs the bytes already written in the
     background every :data:`SYNC_EVERY` bytes, so the final fsync only waits for the tail; a

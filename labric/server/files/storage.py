@@ -16,13 +16,13 @@ single PUT is create-only (``x-goog-if-generation-match: 0``: 412 when an object
 stored), is limited by its signed ``x-goog-content-length-range`` (400) and by the server's
 single-PUT cap (413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch).
 
-A part must have exactly its planned size. The first part PUT of an upload creates its upload
-file; each part is written in place at its offset, verified against ``x-goog-hash``, and
-recorded (synced in the background, and before confirming: see
-:mod:`labric.server.core.blobs`). Re-sending a recorded part with the same bytes changes nothing; with
-other bytes it replaces the earlier copy (received aside first, so a bad re-send leaves the good
-copy alone). A PUT of a part that another PUT of the same part is still writing takes over: the
-older one answers 409. While the upload is being confirmed, part PUTs answer 409.
+A part must have exactly its planned size. The first part PUT of an upload creates its upload file;
+each part is written in place at its offset, verified against ``x-goog-hash``, and recorded (synced
+in the background, and before confirming: see :mod:`labric.server.core.blobs`). Re-sending a
+recorded part with the same bytes changes nothing; with other bytes it replaces the earlier copy
+(received aside first, so a bad re-send leaves the good copy alone). A PUT of a part that another
+PUT of the same part is still writing takes over: the older one answers 409. While the upload is
+being confirmed, part PUTs answer 409.
 
 Downloads answer ``ETag`` (strong; changes with the object's generation), ``x-goog-hash`` of the
 whole object, ``Accept-Ranges``, single ``Range`` requests (206, or 416 when unsatisfiable) and
