@@ -115,7 +115,7 @@ class UploadFile:
         self._sync_running: asyncio.Future[None] | None = None
         self._sync_again = False
         self._unsynced: list[Part] = []
-        self._unwritten_back = 0
+        self._written_since_sync = 0
         self._on_synced: Callable[[list[Part]], Any] | None = None
         #: Syncs of the file run so far (for tests and benchmarks).
         self.syncs = 0
@@ -232,8 +232,8 @@ class UploadFile:
     def note_written(self, size: int) -> None:
         """Count ``size`` bytes handed to a write; every :data:`SYNC_EVERY` bytes, start a sync
         if none runs, so the disk works on what the parts write while they go on."""
-        self._unwritten_back += size
-        if self._unwritten_back >= SYNC_EVERY:
+        self._written_since_sync += size
+        if self._written_since_sync >= SYNC_EVERY:
             self._want_sync()
 
     def part_written(
@@ -253,7 +253,7 @@ class UploadFile:
         if self.sealed:
             return  # publishing syncs the whole file itself
         covered, self._unsynced = self._unsynced, []
-        self._unwritten_back = 0
+        self._written_since_sync = 0
         self._sync_again = False
         try:
             running = asyncio.ensure_future(self.run(None, datasync, self.fd))
