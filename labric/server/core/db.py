@@ -728,7 +728,11 @@ class Database:
                         break
                     waiting += more
                 try:
-                    fd = _open_current(wal_path, fd)
+                    try:
+                        fd = _open_current(wal_path, fd)
+                    except FileNotFoundError:
+                        # No WAL (yet): every commit is in the database file itself.
+                        fd = _open_current(self.path, fd)
                     datasync(fd)
                 except OSError as exc:
                     for work in waiting:
