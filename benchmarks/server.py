@@ -73,6 +73,7 @@ async def worker_small(
     data = os.urandom(SMALL_SIZE)
     connector = aiohttp.TCPConnector(limit=concurrency)
     left = [count]
+    steps = dict.fromkeys(("upload-url", "put", "confirm"), 0.0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def post(path: str, body: Any) -> Any:
@@ -86,20 +87,26 @@ async def worker_small(
             while left[0] > 0:
                 left[0] -= 1
                 name = f"bench/{os.getpid()}/{lane}/{left[0]}.bin"
+                t0 = time.perf_counter()
                 ticket = await post(
                     "/v1/files/upload-url",
                     {"file_name": name, "job_execution_id": execution, "size_bytes": len(data)},
                 )
+                t1 = time.perf_counter()
                 headers = {**ticket["headers"], "Content-Length": str(len(data))}
                 async with session.put(ticket["upload_url"], data=data, headers=headers) as r:
                     if r.status != 200:
                         raise RuntimeError(f"PUT: {r.status} {await r.text()}")
+                t2 = time.perf_counter()
                 await post(f"/v1/files/{ticket['file_id']}/confirm-upload", None)
+                t3 = time.perf_counter()
+                for step, spent in zip(steps, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    steps[step] += spent
 
         started = time.time()
         await asyncio.gather(*(loop(i) for i in range(concurrency)))
         ended = time.time()
-    return {"files": count, "started": started, "ended": ended}
+    return {"files": count, "started": started, "ended": ended, "step_s": steps}
 
 
 async def worker_big(
@@ -233,6 +240,10 @@ def scenario_small(
     user, system = user_after - user, system_after - system
     cpu = user + system
     seconds = max(r["ended"] for r in reports) - min(r["started"] for r in reports)
+    latency = {
+        step: sum(r["step_s"][step] for r in reports) / files * 1000
+        for step in reports[0]["step_s"]
+    }
     row = {
         "files": files,
         "clients": clients,
@@ -243,12 +254,14 @@ def scenario_small(
         "server_cpu_ms_per_file": cpu / files * 1000,
         "server_user_ms_per_file": user / files * 1000,
         "server_system_ms_per_file": system / files * 1000,
+        "mean_latency_ms": latency,
     }
     print(
         f"  small: {row['files_per_s']:.0f} files/s, "
         f"server CPU {row['server_cpu_ms_per_file']:.2f} ms/file "
         f"(user {row['server_user_ms_per_file']:.2f}, "
-        f"system {row['server_system_ms_per_file']:.2f})",
+        f"system {row['server_system_ms_per_file']:.2f}); mean ms per request: "
+        + ", ".join(f"{step} {ms:.1f}" for step, ms in latency.items()),
         file=sys.stderr,
     )
     return row

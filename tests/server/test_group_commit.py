@@ -102,6 +102,29 @@ async def test_a_failure_in_a_batch_fails_only_its_own_operation(db: Database) -
     assert await db.run(records.meta_get, "last") == "v"
 
 
+async def test_a_failure_that_wrote_nothing_needs_no_second_run(db: Database) -> None:
+    runs: list[str] = []
+
+    def refuse(conn: sqlite3.Connection) -> None:
+        runs.append("refuse")
+        raise LookupError("nothing to do")
+
+    def write(conn: sqlite3.Connection) -> str:
+        runs.append("write")
+        records.meta_set(conn, "written", "v")
+        return "written"
+
+    gate = _Gate(db)
+    async with gate:
+        refused = asyncio.ensure_future(db.run(refuse))
+        written = asyncio.ensure_future(db.run_durable(write))
+        await asyncio.sleep(0)
+    with pytest.raises(LookupError):
+        await refused
+    assert await written == "written"
+    assert runs == ["refuse", "write"]  # each ran once: nothing had to be undone
+
+
 async def test_a_batch_whose_transaction_is_lost_fails_every_operation(db: Database) -> None:
     def lose_everything(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")  # as SQLite itself does on some errors (a full disk)

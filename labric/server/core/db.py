@@ -11,11 +11,13 @@ Threading model
     a busy timeout.
 
 Group commit
-    The thread takes every operation waiting in its queue (up to ``max_batch``) and runs them
-    in one transaction, each inside a savepoint of its own, and commits once. No caller sees its
-    outcome before that commit has returned, so nothing is answered on the strength of a write
-    that could still be rolled back; each batch wakes each waiting event loop once, not once per
-    operation.
+    The thread takes every operation waiting in its queue (up to ``max_batch``) and runs them in one
+    transaction and commits once. An operation that raises is undone alone: one that wrote nothing
+    needs no undoing; when one raises after writing, the transaction is rolled back and the batch
+    run again with a savepoint around each operation (so an operation must act through ``conn``
+    only: it may be run twice before its outcome is delivered). No caller sees its outcome before
+    that commit has returned, so nothing is answered on the strength of a write that could still be
+    rolled back; each batch wakes each waiting event loop once, not once per operation.
 
     Commits use ``synchronous=NORMAL``: the WAL is written, not synced. A *durable* operation's
     outcome is held back until a second thread, the WAL syncer, has ``fdatasync``-ed the WAL
@@ -38,9 +40,9 @@ Invariants
       which sort lexicographically in time order and round-trip exactly.
 
 Failure behaviour
-    An exception raised by an operation rolls back its savepoint (what it wrote, and nothing of
-    the other operations in its batch) and propagates to its caller unchanged; the rest of the
-    batch commits. When the transaction as a whole fails (the commit itself, or an error after
+    An exception raised by an operation undoes what it wrote (and nothing of the other
+    operations in its batch) and propagates to its caller unchanged; the rest of the batch
+    commits. When the transaction as a whole fails (the commit itself, or an error after
     which SQLite rolled everything back, such as a full disk), every operation of the batch
     fails with that error: none of them is stored. Closing lets the operations already queued
     finish, then closes the connection.
@@ -597,6 +599,36 @@ def _hand_over(batch: list[_Work]) -> None:
             loop.call_soon_threadsafe(_deliver, works)
 
 
+def _run_all(conn: sqlite3.Connection, batch: list[_Work], *, savepoints: bool) -> bool:
+    """Run every operation of ``batch`` in the open transaction, each outcome kept on its work.
+
+    Without ``savepoints`` (the common case: a savepoint costs two statements per operation),
+    an operation that raises having written nothing needs no undoing; one that raises having
+    written something stops the run (returns ``False``) so that the caller can start over with
+    ``savepoints``, where each failing operation is rolled back to its own savepoint.
+
+    Raises:
+        BaseException: SQLite rolled the whole transaction back (the operation's error).
+    """
+    for work in batch:
+        if savepoints:
+            conn.execute("SAVEPOINT op")
+        changes = conn.total_changes
+        try:
+            work.result = work.fn(conn, *work.args)
+        except BaseException as exc:
+            work.error = exc
+            if not conn.in_transaction:
+                raise  # e.g. a full disk: what the batch did before is gone too
+            if savepoints:
+                conn.execute("ROLLBACK TO op")
+            elif conn.total_changes != changes:
+                return False
+        if savepoints:
+            conn.execute("RELEASE op")
+    return True
+
+
 def _open_current(path: Path, fd: int) -> int:
     """A descriptor of the file now at ``path``: ``fd`` while it still is that file, else a
     new one (``fd`` is closed)."""
@@ -747,28 +779,14 @@ class Database:
     def _transaction(conn: sqlite3.Connection, batch: list[_Work]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if len(batch) == 1:
-                work = batch[0]
-                try:
-                    work.result = work.fn(conn, *work.args)
-                except BaseException as exc:
-                    work.error = exc
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    return
-            else:
+            if not _run_all(conn, batch, savepoints=False):
+                # An operation wrote and then raised: undo everything and run the batch again,
+                # each operation in a savepoint this time, so that only its own writes go.
+                conn.execute("ROLLBACK")
                 for work in batch:
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        work.result = work.fn(conn, *work.args)
-                    except BaseException as exc:
-                        work.error = exc
-                        if not conn.in_transaction:
-                            # SQLite rolled the whole transaction back (e.g. a full disk):
-                            # what the batch did before is gone too.
-                            raise
-                        conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
+                    work.result, work.error = None, None
+                conn.execute("BEGIN IMMEDIATE")
+                _run_all(conn, batch, savepoints=True)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
