@@ -856,8 +856,10 @@ class Database:
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(conn, *args)`` without waiting for it (its failure is logged): for
-        bookkeeping that nothing is answered on, such as marking parts synced."""
-        self._submit(_Work(fn, args, False, None, None, None))
+        bookkeeping that nothing is answered on, such as marking parts synced. Once the
+        database is closed, it is dropped."""
+        with contextlib.suppress(DatabaseError):
+            self._submit(_Work(fn, args, False, None, None, None))
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` atomically and block until its transaction has committed.
