@@ -75,13 +75,16 @@ __all__ = [
 logger = logging.getLogger("labric.server")
 
 REQUEST_ID = web.RequestKey("labric_request_id", str)
-# Request ids: 32 hex digits, a random half per process and a counter (no system call each).
+# Request ids: 32 hex digits, a random half per process and a counter (no system call each),
+# scrambled by an odd multiplier (a bijection modulo 2**64, so still unique) so that ids do
+# not run to long strings of zeros.
 _REQUEST_ID_PREFIX = f"req_{secrets.token_hex(8)}"
-_request_numbers = itertools.count(1)
+_REQUEST_ID_MIX = secrets.randbits(64) | 1
+_request_numbers = itertools.count(secrets.randbits(64))
 
 
 def _request_id() -> str:
-    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) * _REQUEST_ID_MIX % 2**64:016x}"
 
 
 #: Bytes the server reads from a socket per buffer (larger buffers speed up uploads).
