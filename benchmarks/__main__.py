@@ -16,6 +16,7 @@ NAMES = [
     "ml_models",
     "annotations",
     "fsspec",
+    "server",
 ]
 
 if len(sys.argv) > 1 and sys.argv[1] in NAMES:

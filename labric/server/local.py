@@ -36,7 +36,7 @@ from aiohttp import web
 from labric.server.console import CONSOLE
 from labric.server.core import auth, records
 from labric.server.core.app import DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, build_app
-from labric.server.core.blobs import BlobStore
+from labric.server.core.blobs import BlobStore, settle_unsynced_parts
 from labric.server.core.datadir import DataDir, DataDirLock, DataDirNotInitialised, Identity
 from labric.server.core.db import Database, iso
 from labric.server.core.faults import FaultConfig, FaultInjector, parse_faults
@@ -220,6 +220,7 @@ class LocalServer:
             await blobs.run(images_store.sweep_sync, blobs.root, masks)
             lost = await blobs.run(blobs.lost_uploads_sync, uploads)
             await db.run(records.reset_uploads, lost)  # their parts are no longer on disk
+            await settle_unsynced_parts(db, blobs)
             await db.run(records.idem_prune, iso(now - RETENTION_SECONDS))
             state = ServerState(
                 settings=self.settings,

@@ -233,11 +233,9 @@ def test_scopes_and_key_format() -> None:
 
 
 def test_migrations_are_ordered_and_applied_once(tmp_path: Path) -> None:
-    # Strictly increasing from 1; numbers are assigned ahead, so one may be missing until the
-    # migration that holds it lands.
+    # Numbered 1..N, each once and in order: a gap or a swap would skip or reorder a step.
     versions = [m.version for m in MIGRATIONS]
-    assert versions[0] == 1
-    assert versions == sorted(set(versions))
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
     conn = connect(tmp_path / "a.db")
     try:
         version = conn.execute("SELECT version FROM schema_version").fetchone()[0]

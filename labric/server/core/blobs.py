@@ -27,16 +27,25 @@ Multipart uploads (:class:`UploadFile`)
     The first part PUT of an upload creates ``uploads/<file_id>.<generation>``, preallocated to the
     planned size and fsynced (with its directory) before the file row names it. Each part is
     streamed straight into its range with ``pwritev`` and checksummed on the way; once complete
-    and verified, the file is ``fdatasync``-ed, and only then is the part recorded. Confirming
-    checks the recorded parts, joins their CRC32Cs without reading the bytes, fsyncs the file and
-    renames it to its object name: the bytes are written once, never copied.
+    and verified, it is recorded as written but *not synced*, and answered: a part does not wait
+    for a whole-file ``fdatasync`` (which the other parts' writes would keep lengthening, so
+    parts in flight would queue behind one another's syncs). Syncs run in the background
+    instead, one at a time per upload file (:meth:`UploadFile.part_written`): each covers every
+    part written before it started and then marks those parts synced; another starts every
+    :data:`SYNC_EVERY` bytes written, so the disk keeps up. Confirming checks the recorded parts,
+    joins their CRC32Cs without reading the bytes, fsyncs the file and renames it to its object
+    name: the bytes are written once, never copied, and synced before the durable confirm.
 
-    Crash semantics: a part listed by the database (and so by ``upload-status``) is on disk. A
-    killed process loses nothing written; after a power cut a part's record may be lost (the part
-    is then reported missing and sent again) but never outlives its bytes. Re-sending a recorded
-    part with different bytes receives them in ``tmp/`` first, forgets the part with a durable
-    commit, and only then overwrites the range; the same bytes again change nothing. So a bad
-    re-send never damages the good copy, and a listed part never names half-overwritten bytes.
+    Crash semantics: a part listed by the database (and so by ``upload-status``) was written to the
+    file, and its record says whether it is synced. A killed process loses nothing written (the
+    kernel holds it): on the next start in the same boot of the machine, the upload files with
+    unsynced parts are synced and the parts kept. After a power cut or a crash of the machine
+    (another boot), unsynced parts are forgotten and sent again (:func:`settle_unsynced_parts`); a
+    synced part's record may be lost (it is then sent again) but never outlives its bytes.
+    Re-sending a recorded part with different bytes receives them in ``tmp/`` first, forgets the
+    part with a durable commit, and only then overwrites the range (synced before it is recorded
+    again); the same bytes again change nothing. So a bad re-send never damages the good copy, and a
+    listed part never names half-overwritten bytes.
 
     Concurrency: parts of one upload are written concurrently (distinct ranges of one file
     descriptor). Two PUTs of the same part never write at once: the newer claims the part, the
@@ -49,15 +58,19 @@ Multipart uploads (:class:`UploadFile`)
 Start-up
     ``tmp/`` is emptied; object and upload files no row names (left by a crash between rename or
     creation and commit) are removed; an upload whose file is missing or of the wrong size has its
-    parts forgotten (:meth:`BlobStore.lost_uploads_sync`).
+    parts forgotten (:meth:`BlobStore.lost_uploads_sync`); unsynced parts are synced or forgotten
+    (:func:`settle_unsynced_parts`).
 
 Threading model
-    All disk work runs on a small dedicated thread pool, never on the event loop. A writer keeps
-    at most one write in flight while the caller reads the next chunks from the network (double
-    buffering), and hands the socket's chunks over as one vectored write (no joining copy).
+    All disk work runs on a dedicated thread pool, never on the event loop; it is large enough
+    for many small uploads' syncs to wait on the disk together (they share its journal commits).
+    A writer keeps at most one write in flight while the caller reads the next chunks from the
+    network (double buffering), and hands the socket's chunks over as one vectored write (no
+    joining copy).
     CRC32C is computed as chunks are queued, on the loop thread, where it is cheaper than the GIL
     hand-offs of doing it elsewhere. A single PUT syncs the bytes already written in the
-    background every :data:`SYNC_EVERY` bytes, so the final fsync only waits for the tail.
+    background every :data:`SYNC_EVERY` bytes, so the final fsync only waits for the tail; a
+    small one is held in memory and written, synced and renamed into place in one step.
     Cancelling the awaiting coroutine does not stop a write in progress: :meth:`TempBlob.abort`
     chains the cleanup after it, and an upload file's descriptor is closed only once no request
     holds it and no write on it is running.
@@ -78,6 +91,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from labric.server.core import records
+from labric.server.core.db import Database
 from labric.server.core.diskio import (
     O_CLOEXEC,
     SYNC_EVERY,
@@ -103,6 +118,7 @@ from labric.server.core.uploads import (
 )
 
 __all__ = [
+    "BOOT_ID_FILE",
     "BlobStore",
     "PartClaim",
     "PartSuperseded",
@@ -110,19 +126,68 @@ __all__ = [
     "TempBlob",
     "UploadFile",
     "UploadSealed",
+    "boot_id",
     "crc32c_b64",
     "decode_crc32c",
     "native_executable_kind",
+    "settle_unsynced_parts",
 ]
 
 T = TypeVar("T")
+
+#: A temporary blob holds back its first bytes up to this size (see :meth:`TempBlob.write`).
+HOLD_LIMIT = 1024 * 1024
+#: Threads for disk work: enough for many small uploads' syncs to wait on the disk at once
+#: (concurrent syncs share the file system's journal commits).
+DEFAULT_WORKERS = 16
+
+
+#: The file the kernel names its current boot in (Linux).
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_BOOT_ID_KEY = "boot_id"
+
+
+def boot_id() -> str | None:
+    """An id of the running boot of the machine, or ``None`` where there is none to read."""
+    try:
+        return BOOT_ID_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+async def settle_unsynced_parts(db: Database, blobs: BlobStore) -> int:
+    """At start, decide what parts recorded but not yet synced are worth: return how many were
+    forgotten.
+
+    A killed server process loses nothing the kernel already holds, so when the machine has not
+    restarted since the server last started (the same :func:`boot_id`), their bytes are there:
+    their upload files are synced and the parts kept. After a restart (a power cut, a crash of
+    the machine) or where the boot cannot be told, their bytes may be lost: they are forgotten,
+    and their uploads resume by sending them again.
+    """
+    current = boot_id()
+    last = await db.run(records.meta_get, _BOOT_ID_KEY)
+    same_boot = current is not None and current == last
+    uploads = await db.run(records.unsynced_uploads)
+    if uploads and same_boot:
+        await blobs.run(blobs.sync_uploads_sync, uploads)
+
+    def settle(conn: Any) -> int:
+        count = records.settle_unsynced_parts(conn, keep=same_boot)
+        if current is not None:
+            records.meta_set(conn, _BOOT_ID_KEY, current)
+        return count
+
+    settled = await db.run_durable(settle)
+    return 0 if same_boot else settled
 
 
 class TempBlob:
     """Bytes being written under ``tmp/``, checksummed as they go; see the module docstring.
 
     Use :meth:`write` for each batch of chunks, then :meth:`finish` (fsync, close; returns size
-    and CRC32C) and :meth:`install` (atomic rename into place). Call :meth:`abort` on any failure
+    and CRC32C) and :meth:`install` (atomic rename into place), or :meth:`checksum` and then
+    ``finish(install=...)``, which does both in one step. Call :meth:`abort` on any failure
     path.
     """
 
@@ -137,6 +202,9 @@ class TempBlob:
         self._syncing: Future[Any] | None = None
         self._finished = False
         self._aborted = False
+        # The first bytes, held back until more come or the blob is finished (so a small body
+        # costs one hop to a disk thread, not three).
+        self._held: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<TempBlob {self.path.name} {self._size} bytes>"
@@ -151,12 +219,21 @@ class TempBlob:
     def _write_sync(self, buffers: list[bytes]) -> None:
         write_all(self._ensure_open().fileno(), buffers, None)
 
-    def _finish_sync(self, durable: bool) -> None:
+    def _finish_sync(self, durable: bool, held: list[bytes], dest: Path | None) -> None:
         f = self._ensure_open()
+        if held:
+            write_all(f.fileno(), held, None)
         if durable:
             os.fsync(f.fileno())
         f.close()
         self._file = None
+        if dest is not None:
+            self._move(dest)
+
+    def _move(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, dest)
+        fsync_dir(dest.parent)
 
     def _cleanup_sync(self) -> None:
         f, self._file = self._file, None
@@ -179,7 +256,8 @@ class TempBlob:
 
     async def write(self, data: Chunks) -> None:
         """Queue ``data`` (bytes, or a batch of chunks written in one vectored call), after waiting
-        for the previous write."""
+        for the previous write. The first :data:`HOLD_LIMIT` bytes are held back and written
+        with what follows them, or by :meth:`finish`."""
         buffers = as_list(data)
         # The checksum is taken here, on the loop thread: it costs well under a millisecond per
         # MiB, and doing it on the writing thread makes the two threads fight over the GIL
@@ -187,6 +265,11 @@ class TempBlob:
         for chunk in buffers:
             self._crc.update(chunk)
             self._size += len(chunk)
+        if self._pending is None and self._file is None and self._size <= HOLD_LIMIT:
+            self._held += buffers
+            return
+        if self._held:
+            buffers, self._held = self._held + buffers, []
         await self._settle()
         syncing = self._syncing
         due = self._file is not None and self._size - self._synced >= SYNC_EVERY
@@ -199,12 +282,20 @@ class TempBlob:
             self._syncing = self._store.executor.submit(datasync, self._file.fileno())
         self._pending = self._store.executor.submit(self._write_sync, buffers)
 
-    async def finish(self, *, durable: bool = True) -> tuple[int, bytes]:
+    def checksum(self) -> tuple[int, bytes]:
+        """The size and CRC32C digest (4 bytes) of everything written so far (no I/O)."""
+        return self._size, self._crc.digest()
+
+    async def finish(
+        self, *, durable: bool = True, install: Path | None = None
+    ) -> tuple[int, bytes]:
         """Flush, fsync (unless ``durable`` is false: bytes only copied elsewhere) and close;
-        return the size and the CRC32C digest (4 bytes)."""
+        with ``install``, also rename the bytes there as :meth:`install` does, in the same
+        step. Return the size and the CRC32C digest (4 bytes)."""
         await self._settle()
         await self._settle_sync()
-        self._pending = self._store.executor.submit(self._finish_sync, durable)
+        held, self._held = self._held, []
+        self._pending = self._store.executor.submit(self._finish_sync, durable, held, install)
         await self._settle()
         self._finished = True
         return self._size, self._crc.digest()
@@ -213,13 +304,7 @@ class TempBlob:
         """Rename the finished bytes to ``dest`` atomically (its directory is created)."""
         if not self._finished:
             raise RuntimeError("finish() the blob before installing it")
-
-        def move() -> None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.path, dest)
-            fsync_dir(dest.parent)
-
-        await self._store.run(move)
+        await self._store.run(self._move, dest)
 
     def abort(self) -> None:
         """Discard the bytes; safe to call at any point, including while a write is running."""
@@ -253,7 +338,7 @@ class BlobStore:
         workers: Threads for disk work.
     """
 
-    def __init__(self, root: Path, *, workers: int = 4) -> None:
+    def __init__(self, root: Path, *, workers: int = DEFAULT_WORKERS) -> None:
         self.root = root
         self.objects_dir = root / "objects"
         self.uploads_dir = root / "uploads"
@@ -310,6 +395,18 @@ class BlobStore:
                 path.unlink(missing_ok=True)
                 lost.append(file_id)
         return lost
+
+    def sync_uploads_sync(self, uploads: Collection[tuple[str, int]]) -> None:
+        """``fdatasync`` these upload files (missing ones are skipped)."""
+        for file_id, generation in uploads:
+            try:
+                fd = os.open(self.upload_path(file_id, generation), os.O_RDWR | O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                datasync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         """Wait for disk work in progress and stop the threads."""

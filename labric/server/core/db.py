@@ -1,14 +1,32 @@
 """The server's metadata store: one SQLite database, owned by one thread, migrated in order.
 
 Threading model
-    A :class:`Database` owns exactly one ``sqlite3.Connection`` and one single-worker thread pool;
-    the connection is created in that thread and only ever used there. Every operation is a plain
-    function ``fn(conn, *args)`` submitted to the thread (:meth:`Database.run` from the event loop,
-    :meth:`Database.run_sync` from any other thread). Because there is one worker, operations run
-    one at a time, in submission order, each inside its own ``BEGIN IMMEDIATE`` transaction: a
-    read-modify-write done inside one function is atomic with respect to every other request of
-    this process, and the immediate lock serialises it against other processes sharing the data
-    directory (``labric keys create`` while a server runs), with a busy timeout.
+    A :class:`Database` owns exactly one ``sqlite3.Connection`` and one thread; the connection is
+    created in that thread and only ever used there. Every operation is a plain function
+    ``fn(conn, *args)`` queued to the thread (:meth:`Database.run` from the event loop,
+    :meth:`Database.run_sync` from any other thread). The thread runs operations one at a time,
+    in submission order, so a read-modify-write done inside one function is atomic with respect
+    to every other request of this process; its ``BEGIN IMMEDIATE`` lock serialises it against
+    other processes sharing the data directory (``labric keys create`` while a server runs), with
+    a busy timeout.
+
+Group commit
+    The thread takes every operation waiting in its queue (up to ``max_batch``) and runs them in one
+    transaction and commits once. An operation that raises is undone alone: one that wrote nothing
+    needs no undoing; when one raises after writing, the transaction is rolled back and the batch
+    run again with a savepoint around each operation (so an operation must act through ``conn``
+    only: it may be run twice before its outcome is delivered). No caller sees its outcome before
+    that commit has returned, so nothing is answered on the strength of a write that could still be
+    rolled back; each batch wakes each waiting event loop once, not once per operation.
+
+    Commits use ``synchronous=NORMAL``: the WAL is written, not synced. A *durable* operation's
+    outcome is held back until a second thread, the WAL syncer, has ``fdatasync``-ed the WAL
+    after its commit: exactly what ``synchronous=FULL`` does for each commit, but one sync
+    covers every durable commit made while the previous sync ran, and nothing else waits for
+    it (the database thread goes on with the next batch meanwhile). A commit that a checkpoint
+    has already moved into the database file is durable there (SQLite syncs the database file
+    after each checkpoint, and the WAL before it). Where SQLite could not use a WAL, a batch
+    holding a durable operation commits with ``synchronous=FULL`` instead.
 
 Invariants
     * ``PRAGMA foreign_keys=ON`` on every connection; WAL journal; ``synchronous=NORMAL`` (a power
@@ -22,22 +40,31 @@ Invariants
       which sort lexicographically in time order and round-trip exactly.
 
 Failure behaviour
-    An exception raised by an operation rolls its transaction back and propagates to the awaiting
-    caller unchanged. Closing waits for the operation in progress, then closes the connection.
+    An exception raised by an operation undoes what it wrote (and nothing of the other
+    operations in its batch) and propagates to its caller unchanged; the rest of the batch
+    commits. When the transaction as a whole fails (the commit itself, or an error after
+    which SQLite rolled everything back, such as a full disk), every operation of the batch
+    fails with that error: none of them is stored. Closing lets the operations already queued
+    finish, then closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "MIGRATIONS",
     "Database",
     "DatabaseError",
@@ -49,7 +76,15 @@ __all__ = [
 
 T = TypeVar("T")
 
+logger = logging.getLogger("labric.server")
+
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+#: ``fdatasync`` where the platform has it (not macOS), else ``fsync``.
+datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+#: The most operations the database thread runs in one transaction.
+DEFAULT_MAX_BATCH = 128
 
 
 def iso(ts: float) -> str:
@@ -523,6 +558,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "images: labels and annotation masks", _IMAGES_SCHEMA),
     Migration(12, "ml models and their versions", _ML_MODELS_SCHEMA),
     Migration(13, "agent: saved chats and their turns", _AGENT_CHATS_SCHEMA),
+    # Parts recorded before it were synced before they were recorded.
+    Migration(
+        14,
+        "upload parts: whether a part's bytes are synced yet",
+        "ALTER TABLE upload_parts ADD COLUMN synced INTEGER NOT NULL DEFAULT 1;",
+    ),
 )
 
 
@@ -596,106 +637,337 @@ def migrate(conn: sqlite3.Connection) -> int:
     return current
 
 
+class _Work:
+    """One operation queued for the database thread, and where its outcome goes.
+
+    Exactly one of ``loop`` (an awaiting coroutine's loop; ``future`` is an asyncio future of
+    that loop) and ``sync`` (a blocked thread's future) is set.
+    """
+
+    __slots__ = ("args", "durable", "error", "fn", "future", "loop", "result", "sync")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        durable: bool,
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
+        sync: Future[Any] | None,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.durable = durable
+        self.loop = loop
+        self.future = future
+        self.sync = sync
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _deliver(batch: list[_Work]) -> None:
+    """Hand a committed batch's outcomes to their awaiting coroutines (on their loop)."""
+    for work in batch:
+        future = work.future
+        if future is None or future.done():
+            continue  # the caller was cancelled meanwhile
+        if work.error is not None:
+            future.set_exception(work.error)
+        else:
+            future.set_result(work.result)
+
+
+def _hand_over(batch: list[_Work]) -> None:
+    """Give every outcome of ``batch`` to its caller: blocked threads directly, each event loop
+    with one wake-up for all of its coroutines."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Work]] = {}
+    for work in batch:
+        if work.sync is not None:
+            if work.error is not None:
+                work.sync.set_exception(work.error)
+            else:
+                work.sync.set_result(work.result)
+        elif work.loop is not None:
+            by_loop.setdefault(work.loop, []).append(work)
+        elif work.error is not None:
+            logger.error(
+                "A database operation nobody waited for failed: %s",
+                getattr(work.fn, "__name__", work.fn),
+                exc_info=work.error,
+            )
+    for loop, works in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits
+            loop.call_soon_threadsafe(_deliver, works)
+
+
+def _run_all(conn: sqlite3.Connection, batch: list[_Work], *, savepoints: bool) -> bool:
+    """Run every operation of ``batch`` in the open transaction, each outcome kept on its work.
+
+    Without ``savepoints`` (the common case: a savepoint costs two statements per operation),
+    an operation that raises having written nothing needs no undoing; one that raises having
+    written something stops the run (returns ``False``) so that the caller can start over with
+    ``savepoints``, where each failing operation is rolled back to its own savepoint.
+
+    Raises:
+        BaseException: SQLite rolled the whole transaction back (the operation's error).
+    """
+    for work in batch:
+        if savepoints:
+            conn.execute("SAVEPOINT op")
+        changes = conn.total_changes
+        try:
+            work.result = work.fn(conn, *work.args)
+        except BaseException as exc:
+            work.error = exc
+            if not conn.in_transaction:
+                raise  # e.g. a full disk: what the batch did before is gone too
+            if savepoints:
+                conn.execute("ROLLBACK TO op")
+            elif conn.total_changes != changes:
+                return False
+        if savepoints:
+            conn.execute("RELEASE op")
+    return True
+
+
+def _open_current(path: Path, fd: int) -> int:
+    """A descriptor of the file now at ``path``: ``fd`` while it still is that file, else a
+    new one (``fd`` is closed)."""
+    if fd >= 0:
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    return os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+
+
 class Database:
     """The metadata store, served by one dedicated thread (see the module docstring).
 
     Args:
         path: The SQLite file.
+        max_batch: The most operations one transaction (one commit) takes.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.path = path
-        self._executor: ThreadPoolExecutor | None = None
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._sync_queue: queue.SimpleQueue[list[_Work] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        #: Commits made, operations they held and WAL syncs (for tests and benchmarks).
+        self.commits = 0
+        self.operations = 0
+        self.syncs = 0
 
     def __repr__(self) -> str:
         return f"<Database {self.path}>"
 
-    def _open_in_thread(self) -> None:
-        self._conn = connect(self.path)
+    # -- the database thread ------------------------------------------------------------------
 
-    def _close_in_thread(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+    def _serve(self, opened: Future[None]) -> None:
+        try:
+            conn = self._conn = connect(self.path)
+            wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        syncer = None
+        if wal:
+            syncer = threading.Thread(target=self._sync_wal, name="labric-db-sync", daemon=True)
+            syncer.start()
+        opened.set_result(None)
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._run_batch(batch, wal=wal)
+        finally:
+            if syncer is not None:
+                self._sync_queue.put(None)
+                syncer.join()
+            self._conn = None
             conn.close()
 
-    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _run_batch(self, batch: list[_Work], *, wal: bool) -> None:
+        """Run ``batch`` in one transaction, each operation in a savepoint of its own (so one
+        that raises is undone alone), commit once, then deliver the outcomes: at once, except
+        those of durable operations, which wait for the next sync of the WAL."""
         conn = self._conn
-        if conn is None:
-            raise DatabaseError("The database is closed")
+        assert conn is not None
+        # Without a WAL (a file system SQLite could not use one on), the commit syncs itself.
+        full = not wal and any(work.durable for work in batch)
+        try:
+            if full:
+                conn.execute("PRAGMA synchronous=FULL")
+            try:
+                self._transaction(conn, batch)
+            finally:
+                if full:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException as exc:
+            # The commit (or the transaction as a whole) failed: nothing of the batch is stored.
+            for work in batch:
+                if work.error is None:
+                    work.error = exc
+                    work.result = None
+        self.commits += 1
+        self.operations += len(batch)
+        if not wal:
+            _hand_over(batch)
+            return
+        now = [work for work in batch if not work.durable or work.error is not None]
+        later = [work for work in batch if work.durable and work.error is None]
+        _hand_over(now)
+        if later:
+            self._sync_queue.put(later)
+
+    def _sync_wal(self) -> None:
+        """The WAL syncer: ``fdatasync`` the WAL once for every durable commit waiting, then
+        deliver their outcomes (see the module docstring)."""
+        wal_path = Path(f"{self.path}-wal")
+        fd = -1
+        try:
+            stop = False
+            while not stop:
+                first = self._sync_queue.get()
+                if first is None:
+                    break
+                waiting = list(first)
+                while True:
+                    try:
+                        more = self._sync_queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    waiting += more
+                try:
+                    try:
+                        fd = _open_current(wal_path, fd)
+                    except FileNotFoundError:
+                        # No WAL (yet): every commit is in the database file itself.
+                        fd = _open_current(self.path, fd)
+                    datasync(fd)
+                except OSError as exc:
+                    for work in waiting:
+                        work.error, work.result = exc, None
+                self.syncs += 1
+                _hand_over(waiting)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, batch: list[_Work]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(conn, *args)
+            if not _run_all(conn, batch, savepoints=False):
+                # An operation wrote and then raised: undo everything and run the batch again,
+                # each operation in a savepoint this time, so that only its own writes go.
+                conn.execute("ROLLBACK")
+                for work in batch:
+                    work.result, work.error = None, None
+                conn.execute("BEGIN IMMEDIATE")
+                _run_all(conn, batch, savepoints=True)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return result
 
-    def _durable_transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise DatabaseError("The database is closed")
-        conn.execute("PRAGMA synchronous=FULL")  # the WAL is synced as this transaction commits
-        try:
-            return self._transaction(fn, args)
-        finally:
-            conn.execute("PRAGMA synchronous=NORMAL")
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def open_sync(self) -> None:
         """Start the thread and open (and migrate) the database, blocking until done."""
         with self._lock:
-            if self._executor is not None:
+            if self._thread is not None:
                 return
-            executor = ThreadPoolExecutor(1, thread_name_prefix="labric-db")
+            opened: Future[None] = Future()
+            thread = threading.Thread(
+                target=self._serve, args=(opened,), name="labric-db", daemon=True
+            )
+            thread.start()
             try:
-                executor.submit(self._open_in_thread).result()
+                opened.result()
             except BaseException:
-                executor.shutdown(wait=True)
+                thread.join()
                 raise
-            self._executor = executor
+            self._thread = thread
 
     async def open(self) -> None:
         """Like :meth:`open_sync`, without blocking the event loop."""
         await asyncio.to_thread(self.open_sync)
 
     def close_sync(self) -> None:
-        """Wait for the operation in progress, close the connection and stop the thread."""
+        """Let the operations already queued finish, close the connection and stop the thread."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            executor.submit(self._close_in_thread).result()
-        finally:
-            executor.shutdown(wait=True)
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._queue.put(None)
+        thread.join()
 
     async def close(self) -> None:
         """Like :meth:`close_sync`, without blocking the event loop."""
         await asyncio.to_thread(self.close_sync)
 
-    def _require(self) -> ThreadPoolExecutor:
-        executor = self._executor
-        if executor is None:
-            raise DatabaseError("The database is not open")
-        return executor
+    # -- operations ---------------------------------------------------------------------------
+
+    def _submit(self, work: _Work) -> None:
+        with self._lock:
+            if self._thread is None:
+                raise DatabaseError("The database is not open")
+            self._queue.put(work)
+
+    async def _await(self, fn: Callable[..., T], args: tuple[Any, ...], durable: bool) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._submit(_Work(fn, args, durable, loop, future, None))
+        return await future
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in one transaction on the database thread and await it."""
-        future = self._require().submit(self._transaction, fn, args)
-        return await asyncio.wrap_future(future)
+        """Run ``fn(conn, *args)`` atomically on the database thread and await its outcome, which
+        arrives once its transaction has committed (see the module docstring)."""
+        return await self._await(fn, args, False)
 
     async def run_durable(self, fn: Callable[..., T], *args: Any) -> T:
         """Like :meth:`run`, but the commit is on disk once this returns: a power cut cannot undo
-        it (one WAL sync; for steps that destroy or publish bytes on the strength of the row)."""
-        future = self._require().submit(self._durable_transaction, fn, args)
-        return await asyncio.wrap_future(future)
+        it (for steps that destroy or publish bytes on the strength of the row). Concurrent
+        durable operations share one commit and one WAL sync."""
+        return await self._await(fn, args, True)
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(conn, *args)`` without waiting for it (its failure is logged): for
+        bookkeeping that nothing is answered on, such as marking parts synced. Once the
+        database is closed, it is dropped."""
+        with contextlib.suppress(DatabaseError):
+            self._submit(_Work(fn, args, False, None, None, None))
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in one transaction and block until it is done.
+        """Run ``fn(conn, *args)`` atomically and block until its transaction has committed.
 
         For synchronous callers on other threads (helpers, the CLI). Never call it from the
         database thread itself.
         """
-        return self._require().submit(self._transaction, fn, args).result()
+        future: Future[T] = Future()
+        self._submit(_Work(fn, args, False, None, None, future))
+        return future.result()

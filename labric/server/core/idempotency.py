@@ -18,7 +18,9 @@ meets the 422 itself.
 
 Concurrency: requests sharing an (API key, idempotency key) are serialised by an in-process
 lock, so two concurrent duplicates never both execute; the second waits for the first and
-replays its answer.
+replays its answer. The answer is queued for storing before the lock is released and the
+database runs operations in queue order, so the second's lookup always finds it (the first's
+answer does not wait for the store to commit).
 """
 
 from __future__ import annotations
@@ -175,5 +177,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             answer = records.StoredResponse(
                 status=response.status, body=response.body, headers=kept
             )
-            await state.db.run(_store, *ident, answer, state.now())
+            # Queued, not awaited: the answer need not wait for it. Operations run in the order
+            # they are queued, so a repeat of this request (which looks up only after this
+            # one's lock is released) finds the stored answer.
+            state.db.post(_store, *ident, answer, state.now())
         return response

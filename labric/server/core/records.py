@@ -47,6 +47,7 @@ __all__ = [
     "key_by_prefix",
     "list_files",
     "list_keys",
+    "mark_parts_synced",
     "meta_get",
     "meta_set",
     "new_id",
@@ -58,7 +59,9 @@ __all__ = [
     "reset_uploads",
     "revoke_key",
     "set_upload_generation",
+    "settle_unsynced_parts",
     "touch_key",
+    "unsynced_uploads",
     "update_pending",
 ]
 
@@ -668,20 +671,64 @@ def part_get(conn: sqlite3.Connection, file_id: str, number: int) -> PartRow | N
 
 
 def put_part(
-    conn: sqlite3.Connection, file_id: str, number: int, size: int, crc32c: str, generation: int
+    conn: sqlite3.Connection,
+    file_id: str,
+    number: int,
+    size: int,
+    crc32c: str,
+    generation: int,
+    *,
+    synced: bool = True,
 ) -> int | None:
-    """Record a part (replacing an earlier copy); return the replaced copy's generation."""
+    """Record a part (replacing an earlier copy); return the replaced copy's generation.
+
+    ``synced`` says whether its bytes are already durable (synced); a part written but not
+    yet synced is marked so by :func:`mark_parts_synced` once a sync covers it.
+    """
     row = conn.execute(
         "SELECT generation FROM upload_parts WHERE file_id = ? AND number = ?",
         (file_id, number),
     ).fetchone()
     conn.execute(
-        "INSERT INTO upload_parts (file_id, number, size, crc32c, generation) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (file_id, number) DO UPDATE SET "
-        "size = excluded.size, crc32c = excluded.crc32c, generation = excluded.generation",
-        (file_id, number, size, crc32c, generation),
+        "INSERT INTO upload_parts (file_id, number, size, crc32c, generation, synced) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, number) DO UPDATE SET "
+        "size = excluded.size, crc32c = excluded.crc32c, generation = excluded.generation, "
+        "synced = excluded.synced",
+        (file_id, number, size, crc32c, generation, int(synced)),
     )
     return int(row["generation"]) if row else None
+
+
+def mark_parts_synced(
+    conn: sqlite3.Connection, file_id: str, generation: int, parts: Iterable[tuple[int, str]]
+) -> None:
+    """Mark parts ``(number, crc32c)`` of upload file ``generation`` as synced. A part since
+    replaced by other bytes (another CRC32C) is left as it is: the sync did not cover those."""
+    conn.executemany(
+        "UPDATE upload_parts SET synced = 1 "
+        "WHERE file_id = ? AND number = ? AND crc32c = ? AND generation = ? AND synced = 0",
+        [(file_id, number, crc, generation) for number, crc in parts],
+    )
+
+
+def unsynced_uploads(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """``(file_id, upload_generation)`` of every upload with parts recorded but not synced."""
+    return [
+        (row["id"], row["upload_generation"])
+        for row in conn.execute(
+            "SELECT DISTINCT files.id, files.upload_generation FROM upload_parts "
+            "JOIN files ON files.id = upload_parts.file_id "
+            "WHERE upload_parts.synced = 0 AND upload_parts.generation = files.upload_generation"
+        )
+    ]
+
+
+def settle_unsynced_parts(conn: sqlite3.Connection, *, keep: bool) -> int:
+    """Mark every unsynced part synced (``keep``: its upload file was just synced), or forget
+    them all (their bytes may be lost); return how many there were."""
+    if keep:
+        return conn.execute("UPDATE upload_parts SET synced = 1 WHERE synced = 0").rowcount
+    return conn.execute("DELETE FROM upload_parts WHERE synced = 0").rowcount
 
 
 def delete_part(conn: sqlite3.Connection, file_id: str, number: int) -> None:

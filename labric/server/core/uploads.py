@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from labric.server.core.diskio import (
     O_CLOEXEC,
+    SYNC_EVERY,
     Checksum,
     Chunks,
     as_list,
@@ -54,6 +55,10 @@ class _Gauge:
     async def zero(self) -> None:
         while self.value:
             await self._zero.wait()
+
+
+#: A part as a background sync covers it: its number and CRC32C (which names its bytes).
+Part = tuple[int, str]
 
 
 class PartClaim:
@@ -104,6 +109,16 @@ class UploadFile:
         self._part_ops: dict[int, _Gauge] = {}
         self._claims: dict[int, PartClaim] = {}
         self._opening: Future[int] | None = None
+        # Background syncs (see part_written()): the one running, whether another is due when
+        # it ends, the parts written and recorded that no sync has covered yet, bytes written
+        # since the last sync started, and who hears of parts made durable.
+        self._sync_running: asyncio.Future[None] | None = None
+        self._sync_again = False
+        self._unsynced: list[Part] = []
+        self._written_since_sync = 0
+        self._on_synced: Callable[[list[Part]], Any] | None = None
+        #: Syncs of the file run so far (for tests and benchmarks).
+        self.syncs = 0
 
     def __repr__(self) -> str:
         return f"<UploadFile {self.path.name}{' sealed' if self.sealed else ''}>"
@@ -128,7 +143,7 @@ class UploadFile:
 
     def _maybe_close(self) -> None:
         """Close the descriptor and forget this handle once nobody holds it and nothing runs."""
-        if self._users or self._ops.value:
+        if self._users or self._ops.value or self._sync_running is not None:
             return
         if self._opening is not None and not self._opening.done():
             return  # _opened() comes back here
@@ -212,6 +227,54 @@ class UploadFile:
         if self._registry.get((self.file_id, self.generation)) is self:
             self.sealed = False
 
+    # -- background syncs -----------------------------------------------------------------------
+
+    def note_written(self, size: int) -> None:
+        """Count ``size`` bytes handed to a write; every :data:`SYNC_EVERY` bytes, start a sync
+        if none runs, so the disk works on what the parts write while they go on."""
+        self._written_since_sync += size
+        if self._written_since_sync >= SYNC_EVERY:
+            self._want_sync()
+
+    def part_written(
+        self, number: int, crc32c: str, on_synced: Callable[[list[Part]], Any]
+    ) -> None:
+        """Note that part ``number`` (with this CRC32C) is written and recorded, not yet synced:
+        a sync covering it starts now, or when the one running ends, and ``on_synced`` is then
+        called (on the loop) with every part it made durable."""
+        self._unsynced.append((number, crc32c))
+        self._on_synced = on_synced
+        self._want_sync()
+
+    def _want_sync(self) -> None:
+        if self._sync_running is not None:
+            self._sync_again = True
+            return
+        if self.sealed:
+            return  # publishing syncs the whole file itself
+        covered, self._unsynced = self._unsynced, []
+        self._written_since_sync = 0
+        self._sync_again = False
+        try:
+            running = asyncio.ensure_future(self.run(None, datasync, self.fd))
+        except (UploadSealed, PartSuperseded):
+            return
+        self.syncs += 1
+        self._sync_running = running
+        running.add_done_callback(lambda done: self._sync_ended(done, covered))
+
+    def _sync_ended(self, done: asyncio.Future[None], covered: list[Part]) -> None:
+        self._sync_running = None
+        failed = done.cancelled() or done.exception() is not None
+        if failed:
+            # Not durable after all: the next sync covers these parts again.
+            self._unsynced[:0] = covered
+        elif covered and self._on_synced is not None:
+            self._on_synced(covered)
+        if (self._sync_again or self._unsynced) and not failed:
+            self._want_sync()
+        self._maybe_close()
+
     def writer(self, claim: PartClaim, offset: int) -> PartWriter:
         """A writer of ``claim``'s part, whose range starts at ``offset``."""
         return PartWriter(self, claim, offset)
@@ -249,6 +312,7 @@ class PartWriter:
             self._size += len(chunk)
         await self._settle()
         self._pending = self._upload.run(self._claim, write_all, self._upload.fd, buffers, position)
+        self._upload.note_written(self._size + self._offset - position)
 
     async def finish(self) -> tuple[int, bytes]:
         """Wait for the writes; return the size and the CRC32C digest (4 bytes)."""
@@ -256,7 +320,8 @@ class PartWriter:
         return self._size, self._crc.digest()
 
     async def sync(self) -> None:
-        """``fdatasync`` the upload file, making this part's bytes durable."""
+        """``fdatasync`` the upload file now, making this part's bytes durable (for callers that
+        must wait; a part PUT leaves it to the background syncs instead)."""
         await self._upload.run(self._claim, datasync, self._upload.fd)
 
     def abort(self) -> None:

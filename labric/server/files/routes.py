@@ -6,16 +6,16 @@ Upload flows (the record is invisible to listings until confirmed):
 * ``POST /v1/files`` (multipart, at most 4.5 MB): bytes and record in one request.
 * ``POST /v1/files/upload-url`` -> ``PUT`` the signed URL -> ``POST .../confirm-upload``: the
   hosted single-object flow (up to 500 MB).
-* The same with ``size_bytes`` above the part size: the answer adds a part plan; each part is
-  PUT to its own signed URL (in any order, concurrently, re-sendable) and written in place into
-  the upload's file (see :mod:`labric.server.core.blobs`). ``confirm-upload`` with
-  ``{"parts": [...]}`` checks every part, joins their CRC32Cs into the whole file's (checked
-  against the ``crc32c`` given up front), and renames the upload file into place: the bytes are
-  not read or copied again. ``upload-status`` lists the parts stored (each one is on disk), so an
-  interrupted upload resumes by sending only the missing ones (it also signs fresh URLs for
-  those). ``size_bytes`` may be at most :data:`.common.MAX_FILE_SIZE` (422 beyond); a file that
-  would need more than :data:`.common.MAX_PARTS` parts gets larger parts instead
-  (:func:`.signed.plan_part_size`), since the answer signs a URL for every part.
+* The same with ``size_bytes`` above the part size: the answer adds a part plan; each part is PUT to
+  its own signed URL (in any order, concurrently, re-sendable) and written in place into the
+  upload's file (see :mod:`labric.server.core.blobs`). ``confirm-upload`` with ``{"parts": [...]}``
+  checks every part, joins their CRC32Cs into the whole file's (checked against the ``crc32c`` given
+  up front), and renames the upload file into place: the bytes are not read or copied again.
+  ``upload-status`` lists the parts stored (each one is written to disk), so an interrupted upload
+  resumes by sending only the missing ones (it also signs fresh URLs for those). ``size_bytes`` may
+  be at most :data:`.common.MAX_FILE_SIZE` (422 beyond); a file that would need more than
+  :data:`.common.MAX_PARTS` parts gets larger parts instead (:func:`.signed.plan_part_size`), since
+  the answer signs a URL for every part.
 
 Confirming is serialised per file and idempotent: confirming a confirmed file returns its record.
 Its commit is durable (synced), so a confirmed file stays confirmed after a power cut.

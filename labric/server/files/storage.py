@@ -16,12 +16,13 @@ single PUT is create-only (``x-goog-if-generation-match: 0``: 412 when an object
 stored), is limited by its signed ``x-goog-content-length-range`` (400) and by the server's
 single-PUT cap (413), and verifies ``x-goog-hash: crc32c=...`` when sent (400 on a mismatch).
 
-A part must have exactly its planned size. The first part PUT of an upload creates its upload
-file; each part is written in place at its offset, verified against ``x-goog-hash``, synced,
-and only then recorded. Re-sending a recorded part with the same bytes changes nothing; with
-other bytes it replaces the earlier copy (received aside first, so a bad re-send leaves the good
-copy alone). A PUT of a part that another PUT of the same part is still writing takes over: the
-older one answers 409. While the upload is being confirmed, part PUTs answer 409.
+A part must have exactly its planned size. The first part PUT of an upload creates its upload file;
+each part is written in place at its offset, verified against ``x-goog-hash``, and recorded (synced
+in the background, and before confirming: see :mod:`labric.server.core.blobs`). Re-sending a
+recorded part with the same bytes changes nothing; with other bytes it replaces the earlier copy
+(received aside first, so a bad re-send leaves the good copy alone). A PUT of a part that another
+PUT of the same part is still writing takes over: the older one answers 409. While the upload is
+being confirmed, part PUTs answer 409.
 
 Downloads answer ``ETag`` (strong; changes with the object's generation), ``x-goog-hash`` of the
 whole object, ``Accept-Ranges``, single ``Range`` requests (206, or 416 when unsatisfiable) and
@@ -272,7 +273,7 @@ async def put_object(request: web.Request) -> web.StreamResponse:
         )
         if size < low:
             raise out_of_range
-        size, digest = await blob.finish()
+        size, digest = blob.checksum()
         crc = crc32c_b64(digest)
         if expected_crc is not None and crc != expected_crc:
             raise HTTPError(
@@ -282,7 +283,7 @@ async def put_object(request: web.Request) -> web.StreamResponse:
             )
         generation = state.blobs.new_generation()
         dest = state.blobs.object_path(file_id, generation)
-        await blob.install(dest)
+        await blob.finish(install=dest)  # synced, renamed into place, directory synced
     except BaseException:
         blob.abort()
         raise
@@ -462,8 +463,16 @@ async def _write_part(
         writer.abort()
         raise
     crc = _checked(crc32c_b64(digest), part, "")
-    await writer.sync()
-    await _record_part(state, upload, claim, part, crc)
+    # Recorded as written, not synced: the answer does not wait for a sync of the whole file
+    # (which other parts' writes would make ever longer). A background sync covers it soon
+    # and marks it synced; publishing syncs the file anyway (see labric.server.core.blobs).
+    await _record_part(state, upload, claim, part, crc, synced=False)
+    file_id, generation, db = upload.file_id, upload.generation, state.db
+    upload.part_written(
+        part.number,
+        crc,
+        lambda parts: db.post(records.mark_parts_synced, file_id, generation, parts),
+    )
     return crc
 
 
@@ -509,9 +518,15 @@ async def _replace_part(
 
 
 async def _record_part(
-    state: ServerState, upload: UploadFile, claim: PartClaim, part: _Part, crc: str
+    state: ServerState,
+    upload: UploadFile,
+    claim: PartClaim,
+    part: _Part,
+    crc: str,
+    *,
+    synced: bool = True,
 ) -> None:
-    """Record a part whose bytes are on disk in ``upload``'s file."""
+    """Record a part whose bytes are written to ``upload``'s file (and ``synced`` or not)."""
     file_id, generation = upload.file_id, upload.generation
 
     def record(conn: Any) -> str:
@@ -520,7 +535,7 @@ async def _record_part(
             return "missing"
         if current.status != "pending" or current.upload_generation != generation:
             return "changed"
-        records.put_part(conn, file_id, part.number, part.size, crc, generation)
+        records.put_part(conn, file_id, part.number, part.size, crc, generation, synced=synced)
         return "ok"
 
     outcome = await upload.guard(claim, lambda: state.db.run(record))
