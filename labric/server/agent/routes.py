@@ -179,9 +179,22 @@ class _Run:
             Response(
                 media_type="text/event-stream",
                 description="The run's events (stream=true)",
+                # One event of the stream (OpenAPI's reading of text/event-stream): its data
+                # is an AgentRunEvent as JSON.
                 schema={
-                    "type": "string",
-                    "description": "Server-sent events; each event's data is an AgentRunEvent",
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": ref("AgentRunEvent"),
+                        },
+                        "event": {"type": "string"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer", "minimum": 0},
+                    },
+                    "description": "One server-sent event; its data is an AgentRunEvent (JSON)",
                 },
             ),
         ),
