@@ -1299,6 +1299,11 @@ def check_models(report: Report, client: Any, async_client: Any, local: Local) -
         else:
             raise CheckFailed("a cancel with nothing in flight was accepted")
 
+    with report.check(
+        "models.train a segmentation model; predict's annotations go to images.annotate as is"
+    ) as c:
+        check_segmentation(client, local, c)
+
     async def run_async() -> dict[str, Any]:
         started = await async_client.models.train(
             target_column="grade", dataset_id=state["dataset"], name="compat-grades-async"
@@ -1337,6 +1342,72 @@ def check_models(report: Report, client: Any, async_client: Any, local: Local) -
         expect(found["predicted"].predictions == ["low", "high"], "predictions")
         expect(found["cancelled"].status == "cancelled", f"{found['cancelled'].status}")
         expect(found["cancelled"].version_number == 3, "cancelled version")
+
+
+def disc_png(size: int, cx: int, cy: int, r: int, *, mask: bool = False) -> bytes:
+    """A bright disc on a dark ground (or, with ``mask``, its white-on-transparent mask)."""
+
+    def pixel(x: int, y: int) -> tuple[int, ...]:
+        inside = (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+        if mask:
+            return (255, 255, 255, 255) if inside else (0, 0, 0, 0)
+        return (220, 210, 180) if inside else (30, 35, 50)
+
+    return png(size, size, pixel, alpha=mask)
+
+
+def check_segmentation(client: Any, local: Local, c: dict[str, Any]) -> None:
+    from labric import SaveAnnotationSchema, TableWrite
+
+    size, ids = 32, []
+    execution = client.jobs.start().job_execution_id
+    for i, (x, y, r) in enumerate([(10, 10, 6), (20, 18, 8), (12, 22, 5), (22, 9, 7)]):
+        up = client.files.upload(
+            file=(f"compat-disc-{i}.png", disc_png(size, x, y, r), "image/png"),
+            job_execution_id=execution,
+        )
+        mask = base64.b64encode(disc_png(size, x, y, r, mask=True)).decode()
+        client.images.annotate(
+            up.file_id,
+            annotations=[SaveAnnotationSchema(mask=mask, label="disc", is_human_vetted=True)],
+        )
+        ids.append(up.file_id)
+    local.post(
+        "/datasets", {"name": "compat_plates", "columns": [{"name": "image", "type": "text"}]}
+    )
+    client.data.write(tables=[TableWrite(table="compat_plates", rows=[{"image": i} for i in ids])])
+    started = client.models.train(
+        target_column="image",
+        dataset_id=client.get_table_id_by_name("compat_plates"),
+        name="compat-discs",
+        task_type="segmentation",
+        image_columns=["image"],
+    )
+    local.get(f"/ml-models/{started.id}?wait={TRAINING_WAIT}")
+    model = client.models.get(started.id)
+    expect(model.status == "ready", f"status {model.status}: {model.error_message}")
+    expect(model.problem_type == "semantic_segmentation", f"{model.problem_type}")
+    new = client.files.upload(
+        file=("compat-disc-new.png", disc_png(size, 16, 15, 7), "image/png"),
+        job_execution_id=execution,
+    ).file_id
+    answer = client.models.predict(
+        data=[{"image": new}], ml_model_id=started.id, min_region_pixels=10, max_hole_pixels=None
+    )
+    c["detail"] = {"metrics": model.evaluation_metrics, "predictions": answer.predictions}
+    expect(answer.annotations is not None and len(answer.annotations) == 1, "one region")
+    (predicted,) = answer.annotations
+    truth = sum((x - 16) ** 2 + (y - 15) ** 2 <= 49 for x in range(size) for y in range(size))
+    fraction = truth / size**2
+    expect(abs(predicted.foreground_fraction - fraction) < 0.2 * fraction, "fraction")
+    saved = client.images.annotate(new, annotations=answer.annotations)
+    bbox = saved[0].bbox
+    expect(bbox is not None, "no bbox")
+    expect(
+        abs(bbox.x - 9) <= 1 and abs(bbox.y - 8) <= 1 and abs(bbox.width - 15) <= 2,
+        f"bbox {bbox}",
+    )
+    expect(saved[0].is_human_vetted is False, "a prediction is saved unvetted")
 
 
 def surface() -> list[str]:
