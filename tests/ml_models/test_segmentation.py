@@ -171,3 +171,30 @@ async def test_requests_a_segmentation_model_refuses(
         await client.ml_models.predict([{"other": "x"}], ml_model_id=model.id)
     with pytest.raises(UnprocessableEntityError, match="not found"):
         await client.ml_models.predict([{"image": "no-such-file"}], ml_model_id=model.id)
+
+
+def test_banded_prediction_equals_the_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probabilities computed in bands of rows (as for a large image) equal those of the whole
+    image at once: each band's filters see enough neighbouring rows."""
+    import io
+
+    import numpy as np
+
+    from labric.server.images import pixels
+    from labric.server.ml_models.trainers import segmentation
+
+    class Forest:
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, x: Any) -> Any:
+            # The radius-5 blur and the gradient: the features reaching farthest.
+            p = np.clip(x[:, 5] * 0.5 + x[:, 7], 0, 1)
+            return np.column_stack([1 - p, p])
+
+    model = segmentation.SegmentationModel(image_column="image", labels=("disc",), forest=Forest())
+    data = disc_image_png(SIZE, SIZE, [(15, 14, 9), (4, 28, 3)])
+    image = pixels.load_rgb(io.BytesIO(data))  # type: ignore[arg-type]
+    whole = segmentation._image_proba(model, image)
+    monkeypatch.setattr(segmentation, "PREDICT_BLOCK", SIZE * 3)  # bands of 3 rows
+    banded = segmentation._image_proba(model, image)
+    assert np.array_equal(whole, banded)

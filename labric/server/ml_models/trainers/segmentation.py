@@ -72,7 +72,7 @@ TREES: Mapping[str, int] = {
     "best_quality": 150,
 }
 ROUND = 10
-#: Pixels classified at once when predicting (bounds the memory of a large image).
+#: Pixels classified at once when predicting (bounds the memory of a large image's features).
 PREDICT_BLOCK = 1 << 16
 DEFAULT_PIXEL_THRESHOLD = 0.5
 
@@ -173,6 +173,29 @@ def _proba(model: SegmentationModel, x: Any) -> Any:
             ones = np.flatnonzero(np.asarray(classes) == 1)
             if ones.size:
                 out[start : start + len(block), k] = p[:, ones[0]]
+    return out
+
+
+#: Rows around a band whose features need them: the widest filter's radius, and one more.
+MARGIN = 6
+
+
+def _image_proba(model: SegmentationModel, image: Any) -> Any:
+    """``(height, width, labels)`` probabilities of a whole image, in bands of rows, so a
+    large image never has all its features in memory at once. Each band's features are
+    computed with :data:`MARGIN` rows of its neighbours, so they equal the whole image's."""
+    import numpy as np
+
+    rgb = np.asarray(image)
+    height, width = rgb.shape[:2]
+    out = np.empty((height, width, len(model.labels)), dtype=np.float32)
+    band = max(1, PREDICT_BLOCK // max(1, width))
+    for start in range(0, height, band):
+        end = min(height, start + band)
+        lo, hi = max(0, start - MARGIN), min(height, end + MARGIN)
+        features = pixel_features(rgb[lo:hi])[start - lo : end - lo]
+        found = _proba(model, features.reshape(-1, FEATURES))
+        out[start:end] = found.reshape(end - start, width, len(model.labels))
     return out
 
 
@@ -418,10 +441,10 @@ class SegmentationTrainer:
         annotations: list[dict[str, Any]] = []
         for row, image in zip(rows, images, strict=True):
             width, height = image.size
-            probability = _proba(model, pixel_features(image).reshape(-1, FEATURES))
+            probability = _image_proba(model, image)
             counts: dict[str, int] = {}
             for k, label in enumerate(model.labels):
-                found = _regions(probability[:, k].reshape(height, width), ctx.options)
+                found = _regions(probability[..., k], ctx.options)
                 counts[label] = len(found)
                 for region, confidence in found:
                     annotations.append(
