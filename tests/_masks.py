@@ -81,3 +81,46 @@ def huge_blank_png(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.new("1", (width, height), 0).save(out, format="PNG")
     return out.getvalue()
+
+
+#: A disc ``(cx, cy, radius)``, or a ring ``(cx, cy, radius, hole_radius)``, in pixels.
+Disc = tuple[int, ...]
+
+
+def disc_pixels(discs: Iterable[Disc]) -> set[tuple[int, int]]:
+    """The pixels of discs (less their holes): those whose centre lies within the radius."""
+    out = set()
+    for cx, cy, r, *hole in discs:
+        inner = hole[0] if hole else 0
+        for y in range(cy - r, cy + r + 1):
+            for x in range(cx - r, cx + r + 1):
+                d2 = (x - cx) ** 2 + (y - cy) ** 2
+                if inner * inner <= d2 <= r * r:
+                    out.add((x, y))
+    return out
+
+
+def disc_image_png(width: int, height: int, discs: Iterable[Disc]) -> bytes:
+    """A dark, slightly textured RGB image with bright discs on it (clearly separable)."""
+    im = Image.new("RGB", (width, height))
+    inside = disc_pixels(discs)
+    for y in range(height):
+        for x in range(width):
+            texture = (x * 7 + y * 13) % 17
+            if (x, y) in inside:
+                im.putpixel((x, y), (215 + texture, 205 + texture, 180 + texture))
+            else:
+                im.putpixel((x, y), (25 + texture, 30 + texture, 45 + texture))
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def pixels_mask_b64(width: int, height: int, pixels: Iterable[tuple[int, int]]) -> str:
+    """A white-on-transparent mask of exactly these pixels, base64 as the API takes it."""
+    return base64.b64encode(rgba_png(width, height, dict.fromkeys(pixels, (255,) * 4))).decode()
+
+
+def decoded_foreground(b64: str) -> set[tuple[int, int]]:
+    """:func:`foreground` of a base64 mask (a prediction's)."""
+    return foreground(base64.b64decode(b64))

@@ -408,8 +408,10 @@ def run(origin: str, api_key: str) -> Report:
     check_legacy_aliases(report, client)
     asyncio.run(check_async(report, AsyncLabric(base_url=origin, api_key=api_key, max_retries=0)))
     check_agent(report, client, AsyncLabric(base_url=origin, api_key=api_key, max_retries=0))
-    check_images(report, client)
-    check_models(report, client)
+    check_images(report, client, AsyncLabric(base_url=origin, api_key=api_key, max_retries=0))
+    check_models(
+        report, client, AsyncLabric(base_url=origin, api_key=api_key, max_retries=0), local
+    )
     return report
 
 
@@ -834,7 +836,8 @@ def check_legacy_aliases(report: Report, client: Any) -> None:
 
 
 async def check_async(report: Report, client: Any) -> None:
-    """Every method of the async client (apart from the pending groups) once, checked."""
+    """The async client's jobs, files, tools, data, instruments and notifications methods
+    once each, checked (the agent's, images' and models' are checked with their groups)."""
     import warnings
 
     from labric import BatchWriteOptions, StartJobExecutionSchema, TableWrite
@@ -966,10 +969,6 @@ async def check_async(report: Report, client: Any) -> None:
         expect(sum(issubclass(w.category, DeprecationWarning) for w in caught) >= 6, "warnings")
 
 
-# The images and ML-model groups: their checks are added with those resources. Until
-# then the test lists their methods as pending (PENDING in test_official_client.py).
-
-
 def check_agent(report: Report, client: Any, async_client: Any) -> None:
     """agent.run and agent.run_stream, sync and async: real tool results, saved chats, the
     stream's framing (chosen by the body flag, not by ``Accept``) and its terminal event."""
@@ -1026,12 +1025,389 @@ def check_agent(report: Report, client: Any, async_client: Any) -> None:
         expect(streamed[-1].result.output == whole.output, "streamed result equals the whole one")
 
 
-def check_images(report: Report, client: Any) -> None:
-    """images.annotate and images.list_annotations (sync and async): pending."""
+def png(width: int, height: int, pixel: Any, *, alpha: bool = False) -> bytes:
+    """A PNG drawn without an imaging library (this venv has none): ``pixel(x, y)`` gives each
+    pixel's channels, RGB or (``alpha``) RGBA, 8 bits each."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 6 if alpha else 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
-def check_models(report: Report, client: Any) -> None:
-    """models.train, list, get, predict and cancel_training (sync and async): pending."""
+def png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height, from its header."""
+    expect(data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", "not a PNG")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def box_mask(width: int, height: int, box: tuple[int, int, int, int]) -> str:
+    """A white-on-transparent mask of one box ``(x, y, w, h)``, base64 as the API takes it."""
+    bx, by, bw, bh = box
+
+    def pixel(x: int, y: int) -> tuple[int, ...]:
+        inside = bx <= x < bx + bw and by <= y < by + bh
+        return (255, 255, 255, 255) if inside else (0, 0, 0, 0)
+
+    return base64.b64encode(png(width, height, pixel, alpha=True)).decode()
+
+
+#: The annotated image's size, and the boxes of its two masks.
+IMAGE_W, IMAGE_H = 24, 16
+CELL_BOX = (3, 2, 6, 4)
+NUCLEUS_BOX = (10, 5, 8, 10)
+
+
+def check_images(report: Report, client: Any, async_client: Any) -> None:
+    """images.annotate and images.list_annotations (sync and async): bbox and fraction of
+    known masks, oldest first, a mask_url that serves the PNG, all-or-nothing."""
+    from labric.core.api_error import ApiError
+
+    from labric import SaveAnnotationSchema
+
+    state: dict[str, Any] = {}
+    with report.check("setup: an image uploaded") as c:
+        image = png(IMAGE_W, IMAGE_H, lambda x, y: (20 * (x % 8), 10 * y, 90))
+        execution = client.jobs.start().job_execution_id
+        uploaded = client.files.upload(
+            file=("compat-plate.png", image, "image/png"), job_execution_id=execution
+        )
+        state["file_id"] = uploaded.file_id
+        c["detail"] = uploaded.file_id
+
+    with report.check(
+        "images.annotate: bbox and foreground_fraction of known masks",
+        covers=("images.annotate",),
+    ) as c:
+        expect("file_id" in state, "needs the image")
+        saved = client.images.annotate(
+            state["file_id"],
+            annotations=[
+                SaveAnnotationSchema(
+                    mask=box_mask(IMAGE_W, IMAGE_H, CELL_BOX), label="cell", is_human_vetted=True
+                ),
+                SaveAnnotationSchema(
+                    mask=box_mask(IMAGE_W, IMAGE_H, NUCLEUS_BOX),
+                    label="nucleus",
+                    width=IMAGE_W,
+                    height=IMAGE_H,
+                ),
+            ],
+        )
+        c["detail"] = [a.model_dump(mode="json", exclude={"mask_url"}) for a in saved]
+        expect([a.label for a in saved] == ["cell", "nucleus"], "labels in order")
+        for annotation, box in zip(saved, (CELL_BOX, NUCLEUS_BOX), strict=True):
+            bbox = annotation.bbox
+            expect(bbox is not None, "no bbox")
+            got = (bbox.x, bbox.y, bbox.width, bbox.height)
+            expect(got == box, f"{annotation.label} bbox {got} != {box}")
+            fraction = box[2] * box[3] / (IMAGE_W * IMAGE_H)
+            expect(
+                abs((annotation.foreground_fraction or 0) - fraction) < 1e-6,
+                f"{annotation.label} fraction {annotation.foreground_fraction} != {fraction}",
+            )
+            expect((annotation.width, annotation.height) == (IMAGE_W, IMAGE_H), "size")
+        expect([a.is_human_vetted for a in saved] == [True, False], "is_human_vetted")
+        state["saved"] = [a.id for a in saved]
+
+    with report.check("images.annotate is all-or-nothing (a mask of another size)") as c:
+        expect("file_id" in state, "needs the image")
+        try:
+            client.images.annotate(
+                state["file_id"],
+                annotations=[
+                    SaveAnnotationSchema(mask=box_mask(IMAGE_W, IMAGE_H, CELL_BOX), label="ok"),
+                    SaveAnnotationSchema(mask=box_mask(4, 4, (0, 0, 2, 2)), label="bad"),
+                ],
+            )
+        except ApiError as exc:
+            c["detail"] = exc.status_code
+            expect(exc.status_code == 400, f"status {exc.status_code}")
+        else:
+            raise CheckFailed("a mask of another size was accepted")
+
+    with report.check(
+        "images.list_annotations: oldest first, mask_url serves the PNG",
+        covers=("images.list_annotations",),
+    ) as c:
+        expect("saved" in state, "needs the saved masks")
+        listed = client.images.list_annotations(state["file_id"])
+        c["detail"] = [a.label for a in listed]
+        expect([a.id for a in listed] == state["saved"], "the two saved masks, oldest first")
+        for annotation in listed:
+            expect(annotation.mask_url is not None, "no mask_url")
+            expect(png_size(fetch(annotation.mask_url)) == (IMAGE_W, IMAGE_H), "mask size")
+
+    async def run_async() -> tuple[list[Any], list[Any]]:
+        saved = await async_client.images.annotate(
+            state["file_id"],
+            annotations=[
+                SaveAnnotationSchema(mask=box_mask(IMAGE_W, IMAGE_H, (0, 0, 2, 3)), label="cell")
+            ],
+        )
+        return saved, await async_client.images.list_annotations(state["file_id"])
+
+    with report.check(
+        "async images.annotate and images.list_annotations",
+        covers=("async images.annotate", "async images.list_annotations"),
+    ) as c:
+        expect("saved" in state, "needs the saved masks")
+        saved, listed = asyncio.run(run_async())
+        c["detail"] = [a.label for a in listed]
+        (one,) = saved
+        expect(one.bbox is not None and one.bbox.width == 2 and one.bbox.height == 3, "bbox")
+        expect([a.id for a in listed] == [*state["saved"], one.id], "additive, oldest first")
+
+
+#: Separable rows: ``grade`` is ``high`` exactly when ``score >= 50``; ``noise`` is noise.
+def grade_rows(n: int) -> list[dict[str, Any]]:
+    scores = [i * 100 // n for i in range(n)]
+    return [
+        {"score": float(s), "noise": float((i * 37) % 11), "grade": "high" if s >= 50 else "low"}
+        for i, s in enumerate(scores)
+    ]
+
+
+GRADES_TABLE = {
+    "name": "compat_grades",
+    "columns": [
+        {"name": "score", "type": "float"},
+        {"name": "noise", "type": "float"},
+        {"name": "grade", "type": "text"},
+    ],
+}
+#: Training is in the background: the local server's ``wait`` (a held GET, at most 30 s)
+#: bounds each wait.
+TRAINING_WAIT = 30
+
+
+def check_models(report: Report, client: Any, async_client: Any, local: Local) -> None:
+    """models.train, list, get, predict and cancel_training (sync and async): a tabular model
+    trained to ready, right on separable data, retrained as a new version, a cancel."""
+    from labric.core.api_error import ApiError
+
+    from labric import TableWrite
+
+    def settled(model_id: str) -> Any:
+        # The local server holds this GET until no version is in flight (bounded); then the
+        # official client reads the result. Not ready within the bound is a clear failure.
+        local.get(f"/ml-models/{model_id}?wait={TRAINING_WAIT}")
+        model = client.models.get(model_id)
+        expect(
+            model.status not in ("pending", "training"),
+            f"training still {model.status} after {TRAINING_WAIT} s",
+        )
+        return model
+
+    state: dict[str, Any] = {}
+    with report.check("setup: a table of separable rows") as c:
+        local.post("/datasets", GRADES_TABLE)
+        client.data.write(tables=[TableWrite(table="compat_grades", rows=grade_rows(60))])
+        state["dataset"] = client.get_table_id_by_name("compat_grades")
+        c["detail"] = state["dataset"]
+
+    with report.check(
+        "models.train to ready; models.get", covers=("models.train", "models.get")
+    ) as c:
+        expect("dataset" in state, "needs the table")
+        started = client.models.train(
+            target_column="grade",
+            dataset_id=state["dataset"],
+            name="compat-grades",
+            feature_columns=["score", "noise"],
+        )
+        expect(started.status in ("pending", "training", "ready"), f"status {started.status}")
+        expect(started.version_number == 1, f"version {started.version_number}")
+        model = settled(started.id)
+        c["detail"] = model.model_dump(mode="json")
+        expect(model.status == "ready", f"status {model.status}: {model.error_message}")
+        expect(model.currently_active is True, "not currently_active")
+        expect(model.problem_type == "binary", f"problem_type {model.problem_type}")
+        metrics = model.evaluation_metrics or {}
+        expect("accuracy" in metrics, f"metrics {metrics}")
+        state["model"] = model
+
+    with report.check(
+        "models.predict by id and by name: right on separable data", covers=("models.predict",)
+    ) as c:
+        expect("model" in state, "needs the model")
+        rows = [{"score": 5.0, "noise": 3.0}, {"score": 95.0, "noise": 3.0}]
+        by_id = client.models.predict(data=rows, ml_model_id=state["model"].id)
+        by_name = client.models.predict(data=rows, ml_model_name="compat-grades")
+        c["detail"] = by_id.model_dump(mode="json")
+        expect(by_id.predictions == ["low", "high"], f"predictions {by_id.predictions}")
+        expect(by_name.predictions == by_id.predictions, "by name differs")
+        expect(by_id.model_id == state["model"].id, "model_id")
+        expect(by_id.probabilities is not None and len(by_id.probabilities) == 2, "probabilities")
+
+    with report.check("models.train (ml_model_id) retrains as a new version") as c:
+        expect("model" in state, "needs the model")
+        again = client.models.train(
+            target_column="grade", dataset_id=state["dataset"], ml_model_id=state["model"].id
+        )
+        model = settled(again.id)
+        c["detail"] = {"version": model.version_number, "status": model.status}
+        expect(again.id == state["model"].id, "a retrain made another model")
+        expect(model.version_number == 2 and model.status == "ready", f"{model.status}")
+
+    with report.check("models.list", covers=("models.list",)) as c:
+        expect("model" in state, "needs the model")
+        listed = client.models.list()
+        c["detail"] = [(m.name, m.version_number) for m in listed]
+        (mine,) = [m for m in listed if m.id == state["model"].id]
+        expect(mine.version_number == 2, "list shows the newest version")
+
+    with report.check(
+        "models.cancel_training cancels the versions in flight",
+        covers=("models.cancel_training",),
+    ) as c:
+        expect("model" in state, "needs the model")
+        model_id = state["model"].id
+        # Two retrains queue on the server's one training thread; the cancel that follows at
+        # once finds at least the second still pending.
+        for _ in range(2):
+            client.models.train(
+                target_column="grade",
+                dataset_id=state["dataset"],
+                ml_model_id=model_id,
+                quality_preset="best_quality",
+            )
+        cancelled = client.models.cancel_training(model_id)
+        c["detail"] = {"status": cancelled.status, "version": cancelled.version_number}
+        expect(cancelled.status == "cancelled", f"status {cancelled.status}")
+        expect(cancelled.version_number == 4, f"version {cancelled.version_number}")
+        model = settled(model_id)
+        expect(model.currently_active is True, "the ready version no longer serves")
+        answer = client.models.predict(data=[{"score": 90.0, "noise": 1.0}], ml_model_id=model_id)
+        expect(answer.predictions == ["high"], "predictions after the cancel")
+        try:
+            client.models.cancel_training(model_id)
+        except ApiError as exc:
+            expect(exc.status_code == 400, f"status {exc.status_code}")
+        else:
+            raise CheckFailed("a cancel with nothing in flight was accepted")
+
+    with report.check(
+        "models.train a segmentation model; predict's annotations go to images.annotate as is"
+    ) as c:
+        check_segmentation(client, local, c)
+
+    async def run_async() -> dict[str, Any]:
+        started = await async_client.models.train(
+            target_column="grade", dataset_id=state["dataset"], name="compat-grades-async"
+        )
+        local.get(f"/ml-models/{started.id}?wait={TRAINING_WAIT}")
+        got = await async_client.models.get(started.id)
+        listed = await async_client.models.list()
+        predicted = await async_client.models.predict(
+            data=[{"score": 10.0, "noise": 0.0}, {"score": 80.0, "noise": 0.0}],
+            ml_model_name="compat-grades-async",
+        )
+        await async_client.models.train(
+            target_column="grade",
+            dataset_id=state["dataset"],
+            ml_model_id=started.id,
+            quality_preset="best_quality",
+        )
+        await async_client.models.train(
+            target_column="grade", dataset_id=state["dataset"], ml_model_id=started.id
+        )
+        cancelled = await async_client.models.cancel_training(started.id)
+        return {"got": got, "listed": listed, "predicted": predicted, "cancelled": cancelled}
+
+    with report.check(
+        "async models.train, get, list, predict and cancel_training",
+        covers=tuple(
+            f"async models.{n}" for n in ("train", "get", "list", "predict", "cancel_training")
+        ),
+    ) as c:
+        expect("dataset" in state, "needs the table")
+        found = asyncio.run(run_async())
+        got = found["got"]
+        c["detail"] = {"status": got.status, "predictions": found["predicted"].predictions}
+        expect(got.status == "ready", f"status {got.status}: {got.error_message}")
+        expect(got.id in {m.id for m in found["listed"]}, "not listed")
+        expect(found["predicted"].predictions == ["low", "high"], "predictions")
+        expect(found["cancelled"].status == "cancelled", f"{found['cancelled'].status}")
+        expect(found["cancelled"].version_number == 3, "cancelled version")
+
+
+def disc_png(size: int, cx: int, cy: int, r: int, *, mask: bool = False) -> bytes:
+    """A bright disc on a dark ground (or, with ``mask``, its white-on-transparent mask)."""
+
+    def pixel(x: int, y: int) -> tuple[int, ...]:
+        inside = (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+        if mask:
+            return (255, 255, 255, 255) if inside else (0, 0, 0, 0)
+        return (220, 210, 180) if inside else (30, 35, 50)
+
+    return png(size, size, pixel, alpha=mask)
+
+
+def check_segmentation(client: Any, local: Local, c: dict[str, Any]) -> None:
+    from labric import SaveAnnotationSchema, TableWrite
+
+    size, ids = 32, []
+    execution = client.jobs.start().job_execution_id
+    for i, (x, y, r) in enumerate([(10, 10, 6), (20, 18, 8), (12, 22, 5), (22, 9, 7)]):
+        up = client.files.upload(
+            file=(f"compat-disc-{i}.png", disc_png(size, x, y, r), "image/png"),
+            job_execution_id=execution,
+        )
+        mask = base64.b64encode(disc_png(size, x, y, r, mask=True)).decode()
+        client.images.annotate(
+            up.file_id,
+            annotations=[SaveAnnotationSchema(mask=mask, label="disc", is_human_vetted=True)],
+        )
+        ids.append(up.file_id)
+    local.post(
+        "/datasets", {"name": "compat_plates", "columns": [{"name": "image", "type": "text"}]}
+    )
+    client.data.write(tables=[TableWrite(table="compat_plates", rows=[{"image": i} for i in ids])])
+    started = client.models.train(
+        target_column="image",
+        dataset_id=client.get_table_id_by_name("compat_plates"),
+        name="compat-discs",
+        task_type="segmentation",
+        image_columns=["image"],
+    )
+    local.get(f"/ml-models/{started.id}?wait={TRAINING_WAIT}")
+    model = client.models.get(started.id)
+    expect(model.status == "ready", f"status {model.status}: {model.error_message}")
+    expect(model.problem_type == "semantic_segmentation", f"{model.problem_type}")
+    new = client.files.upload(
+        file=("compat-disc-new.png", disc_png(size, 16, 15, 7), "image/png"),
+        job_execution_id=execution,
+    ).file_id
+    answer = client.models.predict(
+        data=[{"image": new}], ml_model_id=started.id, min_region_pixels=10, max_hole_pixels=None
+    )
+    c["detail"] = {"metrics": model.evaluation_metrics, "predictions": answer.predictions}
+    expect(answer.annotations is not None and len(answer.annotations) == 1, "one region")
+    (predicted,) = answer.annotations
+    truth = sum((x - 16) ** 2 + (y - 15) ** 2 <= 49 for x in range(size) for y in range(size))
+    fraction = truth / size**2
+    expect(abs(predicted.foreground_fraction - fraction) < 0.2 * fraction, "fraction")
+    saved = client.images.annotate(new, annotations=answer.annotations)
+    bbox = saved[0].bbox
+    expect(bbox is not None, "no bbox")
+    expect(
+        abs(bbox.x - 9) <= 1 and abs(bbox.y - 8) <= 1 and abs(bbox.width - 15) <= 2,
+        f"bbox {bbox}",
+    )
+    expect(saved[0].is_human_vetted is False, "a prediction is saved unvetted")
 
 
 def surface() -> list[str]:

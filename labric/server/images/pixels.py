@@ -48,8 +48,10 @@ __all__ = [
     "NotAnImage",
     "PillowMissing",
     "decode_mask",
+    "encode_mask",
     "image_size",
     "load_mask",
+    "load_rgb",
     "require_pillow",
 ]
 
@@ -225,3 +227,31 @@ def load_mask(path: Path) -> MaskImage:
     with Image.open(path, formats=["PNG"]) as im:
         im.load()
         return _coverage(im)
+
+
+def load_rgb(path: Path) -> PILImage.Image:
+    """A stored image, decoded as RGB (for a segmentation model's pixels).
+
+    Raises:
+        PillowMissing: Pillow is not installed.
+        NotAnImage: Pillow cannot decode it, or it is over the limit.
+        FileNotFoundError: the blob is gone.
+    """
+    image_size(path)  # identifies it and refuses one over the limit before decoding
+    Image = _pil()
+    try:
+        with Image.open(path) as im:
+            rgb: PILImage.Image = im.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError):
+        raise NotAnImage("it is not an image Pillow can decode") from None
+    return rgb
+
+
+def encode_mask(levels: bytes, width: int, height: int) -> bytes:
+    """A mask given as one byte per pixel (foreground at 128 or more), as the normalised PNG
+    (white on transparent) that annotations are saved and served as."""
+    Image = _pil()
+    coverage = Image.frombytes("L", (width, height), levels)
+    return _encode(coverage.point([0] * THRESHOLD + [255] * (256 - THRESHOLD)))

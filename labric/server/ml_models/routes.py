@@ -28,7 +28,8 @@ Invariants
     * Predicting needs a serving model (400 otherwise, saying its status) and rows holding
       every feature column (null for unknown values); 422 names each bad cell.
     * Without scikit-learn (the ``ml`` extra) training and predicting answer 503 naming it.
-    * Task types train through :mod:`.trainers`; one without a trainer answers 422 saying why.
+    * Task types train through :mod:`.trainers` (tabular, segmentation); one without a trainer
+      answers 422 saying why.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from labric.server.ml_models.trainers import (
     TrainSpec,
     require_sklearn,
 )
-from labric.server.ml_models.trainers.tabular import DEFAULT_PRESET, default_features
+from labric.server.ml_models.trainers.tabular import DEFAULT_PRESET
 
 __all__ = ["ML_TRAINING", "install", "register"]
 
@@ -238,22 +239,11 @@ async def train(request: web.Request) -> web.StreamResponse:
         where, why = UNAVAILABLE[task_type]
         raise HTTPError(422, [{"loc": ["body", where], "msg": why, "type": "value_error"}])
     trainer = TRAINERS[task_type]
-    if fields["image_columns"]:
-        raise HTTPError(
-            422,
-            [
-                {
-                    "loc": ["body", "image_columns"],
-                    "msg": f"A {task_type} model takes no image columns",
-                    "type": "value_error",
-                }
-            ],
-        )
     target = table.column(fields["target_column"])
     assert target is not None
     features = fields["feature_columns"]
     if features is None:
-        features = default_features(table, target.name)
+        features = trainer.default_features(table, target.name)
     features = [c.name for c in (table.column(n) for n in features) if c is not None]
     if target.name in features:
         raise HTTPError(
@@ -270,7 +260,9 @@ async def train(request: web.Request) -> web.StreamResponse:
         table=table,
         target_column=target.name,
         feature_columns=tuple(features),
-        image_columns=(),
+        image_columns=tuple(
+            c.name for c in (table.column(n) for n in fields["image_columns"] or ()) if c
+        ),
         problem_type=fields["problem_type"],
         quality_preset=fields["quality_preset"] or DEFAULT_PRESET,
     )
@@ -442,6 +434,17 @@ async def cancel_training(request: web.Request) -> web.StreamResponse:
 # -- predicting --------------------------------------------------------------------------------
 
 
+def _fraction(f: Fields, body: dict[str, Any], name: str) -> float | None:
+    """A number from 0 to 1 (a probability), or ``None`` when absent or null."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        f.add([name], "Input should be a number from 0 to 1", "value_error")
+        return None
+    return float(value)
+
+
 def _read_predict(body: dict[str, Any]) -> dict[str, Any]:
     f = Fields(body)
     data = f.array("data", required=True)
@@ -462,6 +465,12 @@ def _read_predict(body: dict[str, Any]) -> dict[str, Any]:
         "data": data,
         "ml_model_id": f.string("ml_model_id", max_length=128),
         "ml_model_name": f.string("ml_model_name", max_length=wire.MAX_NAME),
+        "options": {
+            "pixel_threshold": _fraction(f, body, "pixel_threshold"),
+            "min_region_pixels": f.integer("min_region_pixels", minimum=0),
+            "max_hole_pixels": f.integer("max_hole_pixels", minimum=0),
+            "min_confidence": _fraction(f, body, "min_confidence"),
+        },
     }
     if fields["ml_model_id"] is None and fields["ml_model_name"] is None:
         f.add(["ml_model_id"], "Pass ml_model_id or ml_model_name", "missing")
@@ -479,8 +488,11 @@ def _read_predict(body: dict[str, Any]) -> dict[str, Any]:
         summary="Predict with a model, by id or by name; nothing is saved",
         description="One prediction per row of data (feature column -> value), in order, and "
         "per-class probabilities for a classifier. The model must be serving "
-        "(currently_active); the segmentation parameters are accepted and apply to "
-        "segmentation models only.",
+        "(currently_active). A segmentation model's rows name image file ids in its image "
+        "column; its annotations can be passed to images.annotate unchanged. The "
+        "segmentation parameters apply to segmentation models only: pixel_threshold "
+        "(default 0.5), max_hole_pixels (null fills every hole, 0 keeps them), "
+        "min_region_pixels and min_confidence.",
         body=Body(schema=ref("PredictRequest"), limit=wire.MAX_PREDICT_BODY),
         responses=(Response(schema=ref("Prediction")),),
         errors={
@@ -517,14 +529,16 @@ async def predict(request: web.Request) -> web.StreamResponse:
         )
     require_sklearn()
     trainer = TRAINERS[model.task_type]
-    outcome = await request.app[ML_TRAINING].predict(trainer, version.artifact, fields["data"])
+    outcome = await request.app[ML_TRAINING].predict(
+        trainer, version.artifact, fields["data"], org_id=org_id, options=fields["options"]
+    )
     return json_response(
         {
             "predictions": outcome.predictions,
             "probabilities": outcome.probabilities,
             "model_id": model.id,
             "model_name": model.name,
-            "annotations": None,
+            "annotations": outcome.annotations,
         }
     )
 

@@ -50,8 +50,10 @@ import attrs
 from labric.server.core.db import iso
 from labric.server.core.state import ServerState
 from labric.server.ml_models import store
+from labric.server.ml_models.images import OrgImages
 from labric.server.ml_models.trainers import (
     Cancelled,
+    PredictContext,
     PredictOutcome,
     Trainer,
     TrainingContext,
@@ -141,6 +143,7 @@ class TrainingRunner:
         self._stopping = False
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Version id -> the checkpoint where its cancelled run stopped.
         self.stopped: dict[str, str] = {}
 
@@ -151,6 +154,7 @@ class TrainingRunner:
 
     async def start(self) -> None:
         """Fail the runs a previous process left unfinished; remove temporary files."""
+        self._loop = asyncio.get_running_loop()
         await self._state.db.run(store.fail_abandoned, self._state.now())
         await asyncio.to_thread(self._sweep)
 
@@ -256,6 +260,7 @@ class TrainingRunner:
                 spec=run.spec,
                 dataset_path=self._datasets_root / f"{run.org_id}.sqlite3",
                 checkpoint=lambda step: self._checkpoint(run, step),
+                images=self._images(run.org_id),
             )
             try:
                 trained = run.trainer.train(ctx)
@@ -334,18 +339,36 @@ class TrainingRunner:
                 self._cache.popitem(last=False)
         return model
 
+    def _images(self, org_id: str) -> OrgImages:
+        assert self._loop is not None, "the runner was not started"
+        return OrgImages(self._state, org_id, self._loop)
+
     async def predict(
-        self, trainer: Trainer, artifact: str, rows: Sequence[Mapping[str, Any]]
+        self,
+        trainer: Trainer,
+        artifact: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        org_id: str,
+        options: Mapping[str, Any],
     ) -> PredictOutcome:
         """Check the rows against the stored model, then predict, on a prediction thread.
+
+        Args:
+            trainer: The model's trainer.
+            artifact: The model file.
+            rows: The request's rows.
+            org_id: The calling organisation (whose images a segmentation model reads).
+            options: The request's task-specific parameters that were sent.
 
         Raises:
             HTTPError: 422 naming the rows' problems.
         """
+        ctx = PredictContext(options=options, images=self._images(org_id))
 
         def run() -> PredictOutcome:
             model = self._load(artifact)
             trainer.check_rows(model, rows)
-            return trainer.predict(model, rows)
+            return trainer.predict(model, rows, ctx)
 
         return await asyncio.wrap_future(self._predict_pool.submit(run))

@@ -117,10 +117,12 @@ SCHEMAS = {
             "data": array(OBJECT, minItems=1, maxItems=MAX_PREDICT_ROWS),
             "ml_model_id": STRING,
             "ml_model_name": STRING,
-            "pixel_threshold": NUMBER,
+            "pixel_threshold": {**NUMBER, "minimum": 0, "maximum": 1},
             "min_region_pixels": integer(minimum=0),
-            "max_hole_pixels": integer(minimum=0),
-            "min_confidence": NUMBER,
+            "max_hole_pixels": integer(
+                minimum=0, description="Fill enclosed holes up to this size (0: none)"
+            ),
+            "min_confidence": {**NUMBER, "minimum": 0, "maximum": 1},
         },
         required=["data"],
     ),

@@ -3,8 +3,8 @@
 A trainer knows one ``task_type``: which requests it can train (:meth:`Trainer.check`, on the
 event loop, cheap), how to train (:meth:`Trainer.train`, on the training thread) and how to
 predict with what it trained (:meth:`Trainer.predict`, on a prediction thread). The routes and
-the runner know nothing of any task: a new task (segmentation) is a new module registered in
-:data:`TRAINERS`. Task types without a trainer answer 422 with the reason in :data:`UNAVAILABLE`.
+the runner know nothing of any task: each task (tabular, segmentation) is a module registered
+in :data:`TRAINERS`. Task types without a trainer answer 422 with the reason in :data:`UNAVAILABLE`.
 
 scikit-learn is an optional dependency (the ``ml`` extra): trainer modules import it inside
 their functions, never at import time, so the server runs without it and answers training and
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from labric.server.ml_models.trainers import tabular
+from labric.server.ml_models.trainers import segmentation, tabular
 from labric.server.ml_models.trainers.base import (
     ML_EXTRA,
     Cancelled,
+    ImageSource,
+    PredictContext,
     PredictOutcome,
     TrainedModel,
     Trainer,
@@ -38,6 +40,8 @@ __all__ = [
     "TRAINERS",
     "UNAVAILABLE",
     "Cancelled",
+    "ImageSource",
+    "PredictContext",
     "PredictOutcome",
     "TrainSpec",
     "TrainedModel",
@@ -48,16 +52,10 @@ __all__ = [
 ]
 
 #: Task type -> its trainer.
-TRAINERS: Mapping[str, Trainer] = {t.task_type: t for t in (tabular.TRAINER,)}
+TRAINERS: Mapping[str, Trainer] = {t.task_type: t for t in (tabular.TRAINER, segmentation.TRAINER)}
 
 #: Task types with no trainer here yet -> why, as the 422 says it.
 UNAVAILABLE: Mapping[str, tuple[str, str]] = {
-    "segmentation": (
-        "image_columns",
-        "Segmentation trains a per-pixel model on the human-vetted masks of an image column: "
-        "name an image column in image_columns whose images carry vetted annotations. This "
-        "server has no image annotations to train on yet",
-    ),
     "multimodal": (
         "task_type",
         "Multimodal training (tabular columns with images) is not available on the local "

@@ -15,6 +15,8 @@ from labric.server.datasets.schema import TableDef
 __all__ = [
     "ML_EXTRA",
     "Cancelled",
+    "ImageSource",
+    "PredictContext",
     "PredictOutcome",
     "TrainSpec",
     "TrainedModel",
@@ -73,6 +75,35 @@ class TrainSpec:
     quality_preset: str
 
 
+class ImageSource(Protocol):
+    """The organisation's images and their vetted masks, read from a training or prediction
+    thread (never from the event loop: each call waits for the server's loop).
+
+    Both raise :class:`LookupError` with a message fit for the caller for a file the
+    organisation does not have, one not confirmed, or one that is not an image.
+    """
+
+    def image(self, file_id: str) -> Any:
+        """The image as a Pillow RGB image."""
+
+    def vetted_masks(self, file_id: str) -> Sequence[Any]:
+        """The file's human-vetted masks (:class:`labric.server.images.store.VettedMask`)."""
+
+
+@attrs.frozen(kw_only=True)
+class PredictContext:
+    """What a prediction gets besides the rows.
+
+    Attributes:
+        options: The request's task-specific parameters that were sent (for segmentation
+            ``pixel_threshold``, ``min_region_pixels``, ``max_hole_pixels``, ``min_confidence``).
+        images: The organisation's images.
+    """
+
+    options: Mapping[str, Any]
+    images: ImageSource
+
+
 @attrs.frozen(kw_only=True)
 class TrainingContext:
     """What a training run gets on the training thread.
@@ -82,11 +113,13 @@ class TrainingContext:
         dataset_path: The organisation's dataset file (open it read-only).
         checkpoint: Call between fitting steps with the step's name; raises :class:`Cancelled`
             once the run is cancelled (a test hook may also hold the run there).
+        images: The organisation's images and their vetted masks.
     """
 
     spec: TrainSpec
     dataset_path: Path
     checkpoint: Callable[[str], None]
+    images: ImageSource
 
 
 @attrs.frozen(kw_only=True)
@@ -100,16 +133,21 @@ class TrainedModel:
 
 @attrs.frozen(kw_only=True)
 class PredictOutcome:
-    """One prediction per row, and per-class probabilities for a classifier."""
+    """One prediction per row, per-class probabilities for a classifier, and a segmentation
+    model's predicted annotations."""
 
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None = None
+    annotations: list[dict[str, Any]] | None = None
 
 
 class Trainer(Protocol):
     """What a task type's module provides."""
 
     task_type: str
+
+    def default_features(self, table: TableDef, target: str) -> list[str]:
+        """The feature columns of a request that names none."""
 
     def check(self, spec: TrainSpec) -> None:
         """Refuse, with a 422, a request this trainer cannot train (column types, problem
@@ -123,7 +161,9 @@ class Trainer(Protocol):
             TrainingFailed: the data cannot train this model.
         """
 
-    def predict(self, model: Any, rows: Sequence[Mapping[str, Any]]) -> PredictOutcome:
+    def predict(
+        self, model: Any, rows: Sequence[Mapping[str, Any]], ctx: PredictContext
+    ) -> PredictOutcome:
         """Predict for rows already checked by :meth:`check_rows` (on a prediction thread)."""
 
     def check_rows(self, model: Any, rows: Sequence[Mapping[str, Any]]) -> None:

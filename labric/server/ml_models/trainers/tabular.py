@@ -35,6 +35,7 @@ from labric.server.core.http import HTTPError
 from labric.server.datasets.boundary import open_readonly
 from labric.server.datasets.schema import ColumnDef, TableDef, decode_value, quote
 from labric.server.ml_models.trainers.base import (
+    PredictContext,
     PredictOutcome,
     TrainedModel,
     TrainingContext,
@@ -371,9 +372,22 @@ class TabularTrainer:
 
     task_type = "tabular"
 
+    def default_features(self, table: TableDef, target: str) -> list[str]:
+        """Every column that can be a feature except the target and ids."""
+        return default_features(table, target)
+
     def check(self, spec: TrainSpec) -> None:
-        """Refuse JSON features, a non-tabular problem type and a target that cannot be one."""
+        """Refuse image columns, JSON features, a non-tabular problem type and a target that
+        cannot be one."""
         problems = []
+        if spec.image_columns:
+            problems.append(
+                {
+                    "loc": ["body", "image_columns"],
+                    "msg": "A tabular model takes no image columns (a segmentation model does)",
+                    "type": "value_error",
+                }
+            )
         for name in spec.feature_columns:
             column = spec.table.by_name[name]
             if _feature_kind(column) is None:
@@ -517,8 +531,10 @@ class TabularTrainer:
         if problems:
             raise HTTPError(422, problems)
 
-    def predict(self, model: Any, rows: Sequence[Mapping[str, Any]]) -> PredictOutcome:
-        """Predict for checked rows."""
+    def predict(
+        self, model: Any, rows: Sequence[Mapping[str, Any]], ctx: PredictContext
+    ) -> PredictOutcome:
+        """Predict for checked rows (the segmentation options do not apply)."""
         assert isinstance(model, TabularModel)
         x = _matrix(rows, model.features)
         predictions = [_json_value(v) for v in model.pipeline.predict(x)]
