@@ -198,3 +198,47 @@ def test_banded_prediction_equals_the_whole_image(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(segmentation, "PREDICT_BLOCK", SIZE * 3)  # bands of 3 rows
     banded = segmentation._image_proba(model, image)
     assert np.array_equal(whole, banded)
+
+
+async def test_more_regions_than_a_save_takes_are_refused_whole(
+    server: LocalServer, client: AsyncLabric, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labric.server.ml_models.trainers import segmentation
+
+    model = await trained(client, await annotated_table(server, client))
+    image = await upload(server, client, [(11, 12, 8, 3), (26, 26, 3)], "two")
+    answer = await client.ml_models.predict([{"image": image}], ml_model_id=model.id)
+    assert answer.annotations is not None
+    assert len(answer.annotations) == 2
+    monkeypatch.setattr(segmentation, "MAX_REGIONS", 1)
+    with pytest.raises(UnprocessableEntityError, match="min_region_pixels"):
+        await client.ml_models.predict([{"image": image}], ml_model_id=model.id)
+    # Two images of one region each: the cap counts the whole answer, not one image.
+    one = await upload(server, client, [(16, 16, 9)], "one")
+    with pytest.raises(UnprocessableEntityError, match="at least 2 regions"):
+        await client.ml_models.predict([{"image": one}, {"image": one}], ml_model_id=model.id)
+
+
+def test_regions_of_a_noisy_image_are_measured_at_once() -> None:
+    """A grid of lone pixels has 10,000 regions: they are sized and averaged in one
+    pass (each region found matches a region measured on its own), and past the cap the
+    answer is refused before any mask is drawn."""
+    import numpy as np
+
+    from labric.server.ml_models.trainers import segmentation
+
+    board = np.zeros((200, 200))
+    board[::2, ::2] = 0.9
+    with pytest.raises(segmentation.TooManyRegions) as caught:
+        segmentation._regions(board, {"max_hole_pixels": 0})
+    assert caught.value.count == 10_000
+    few = np.zeros((40, 40))
+    few[2:6, 2:6] = 0.8
+    few[20:30, 20:35] = 0.6
+    few[35, 35] = 0.99
+    found = segmentation._regions(few, {"min_region_pixels": 2, "max_hole_pixels": 0})
+    assert [(int(m.sum()), round(c, 6)) for m, c in found] == [(16, 0.8), (150, 0.6)]
+    assert found[1][0][20:30, 20:35].all()
+    assert int(found[1][0].sum()) == 150
+    confident = segmentation._regions(few, {"min_confidence": 0.7, "max_hole_pixels": 0})
+    assert [(int(m.sum()), round(c, 6)) for m, c in confident] == [(16, 0.8), (1, 0.99)]

@@ -222,6 +222,11 @@ def _png(mask: Any) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
+#: Regions (annotations) one predict request may answer: what one ``images.annotate`` takes,
+#: so a prediction can always be saved as it is.
+MAX_REGIONS = 1000
+
+
 def _regions(
     probability: Any, options: Mapping[str, Any]
 ) -> list[tuple[Any, float]]:  # (mask, confidence) per region
@@ -240,19 +245,36 @@ def _regions(
             small = np.flatnonzero(sizes <= max_hole)
             mask = mask | (np.isin(holes, small[small > 0]))
     regions, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    min_pixels = options.get("min_region_pixels") or 0
+    if n == 0:
+        return []
+    # Sizes and mean probabilities of every region at once: a noisy image may have many
+    # thousands of regions, and a pass over the image per region would be quadratic.
+    flat = regions.ravel()
+    sizes = np.bincount(flat, minlength=n + 1)
+    means = np.bincount(flat, weights=probability.ravel(), minlength=n + 1) / np.maximum(sizes, 1)
+    keep = np.arange(1, n + 1)
+    keep = keep[sizes[1:] >= (options.get("min_region_pixels") or 0)]
     min_confidence = options.get("min_confidence")
+    if min_confidence is not None:
+        keep = keep[means[keep] >= min_confidence]
+    if len(keep) > MAX_REGIONS:
+        raise TooManyRegions(len(keep))
+    boxes = ndimage.find_objects(regions)
     out = []
-    for index in range(1, n + 1):
-        region = regions == index
-        size = int(region.sum())
-        if size < min_pixels:
-            continue
-        confidence = float(probability[region].mean())
-        if min_confidence is not None and confidence < min_confidence:
-            continue
-        out.append((region, confidence))
+    for index in keep:
+        box = boxes[index - 1]
+        region = np.zeros(mask.shape, dtype=bool)
+        region[box] = regions[box] == index
+        out.append((region, float(means[index])))
     return out
+
+
+class TooManyRegions(Exception):
+    """More regions survived the options than one request may answer (see :data:`MAX_REGIONS`)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
 
 
 class SegmentationTrainer:
@@ -444,7 +466,13 @@ class SegmentationTrainer:
             probability = _image_proba(model, image)
             counts: dict[str, int] = {}
             for k, label in enumerate(model.labels):
-                found = _regions(probability[..., k], ctx.options)
+                try:
+                    found = _regions(probability[..., k], ctx.options)
+                except TooManyRegions as exc:
+                    found_so_far = len(annotations) + exc.count
+                    raise self._too_many(found_so_far) from None
+                if len(annotations) + len(found) > MAX_REGIONS:
+                    raise self._too_many(len(annotations) + len(found))
                 counts[label] = len(found)
                 for region, confidence in found:
                     annotations.append(
@@ -460,6 +488,15 @@ class SegmentationTrainer:
                     )
             predictions.append(counts)
         return PredictOutcome(predictions=predictions, annotations=annotations)
+
+    @staticmethod
+    def _too_many(count: int) -> HTTPError:
+        return HTTPError(
+            422,
+            f"The prediction has at least {count} regions, more than the {MAX_REGIONS} "
+            "annotations one request may answer (and one images.annotate takes); raise "
+            "min_region_pixels or min_confidence, or predict fewer images at a time",
+        )
 
 
 TRAINER = SegmentationTrainer()
