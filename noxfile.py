@@ -22,7 +22,8 @@ def check(session: nox.Session) -> None:
     session.run(py, "-m", "mypy", "labric")
     session.run(py, "-m", "labric._blocking.generate", "--check")
     session.run(py, DOCS_BUILD, "--strict", env=DOCS_ENV)
-    session.run(py, "-m", "pytest", "-q", *session.posargs)
+    # The slowest tests are listed, so CI's log shows where its time goes.
+    session.run(py, "-m", "pytest", "-q", "--durations=15", *session.posargs)
 
 
 #: Builds the reference site from the README and the docstrings (see its docstring).
