@@ -90,6 +90,29 @@ _LOOKUP_BATCH = 400
 _FORGOTTEN: list[object] = []
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the journal in WAL mode, waiting for other processes as a commit does.
+
+    Setting the mode needs a lock that SQLite may refuse at once, without calling its busy
+    handler, while another process opens the same new file or checkpoints it; so the refusal
+    is retried (on the journal's own thread, with a growing pause) until :data:`BUSY_TIMEOUT`.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if ("locked" not in message and "busy" not in message) or (
+                time.monotonic() >= deadline
+            ):
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 def default_state_dir() -> Path:
     """``$XDG_CACHE_HOME/labric/transfers``, else ``~/.cache/labric/transfers``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
@@ -133,12 +156,17 @@ class Journal:
         if self._conn is None:
             self._dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-            conn.execute(
-                "DELETE FROM entries WHERE updated_at < ?", (time.time() - KEEP_CONFIRMED_SECONDS,)
-            )
+            try:
+                _use_wal(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SCHEMA)
+                conn.execute(
+                    "DELETE FROM entries WHERE updated_at < ?",
+                    (time.time() - KEEP_CONFIRMED_SECONDS,),
+                )
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 

@@ -64,6 +64,9 @@ def _http(status: str, body: bytes, *headers: str, length: int | None = None) ->
 
 
 def _client(standin: StandIn, tmp_path: Path, **transfer: Any) -> AsyncLabric:
+    # A transfer retries transient failures until its deadline (120 s by default); these stand-ins
+    # fail the same way every time, so a short deadline ends them sooner with the same error.
+    transfer.setdefault("retry_deadline", 5.0)
     config = TransferConfig(state_dir=str(tmp_path / "state"), **transfer)
     return AsyncLabric(KEY, base_url=standin.base_url, retry=FAST, transfer=config)
 
