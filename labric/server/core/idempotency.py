@@ -18,9 +18,9 @@ meets the 422 itself.
 
 Concurrency: requests sharing an (API key, idempotency key) are serialised by an in-process
 lock, so two concurrent duplicates never both execute; the second waits for the first and
-replays its answer. The answer is queued for storing before the lock is released and the
-database runs operations in queue order, so the second's lookup always finds it (the first's
-answer does not wait for the store to commit).
+replays its answer. The answer is committed before it is sent and before the lock is
+released, so the second's lookup always finds it, and so does a retry after the server was
+killed right after answering.
 """
 
 from __future__ import annotations
@@ -177,8 +177,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             answer = records.StoredResponse(
                 status=response.status, body=response.body, headers=kept
             )
-            # Queued, not awaited: the answer need not wait for it. Operations run in the order
-            # they are queued, so a repeat of this request (which looks up only after this
-            # one's lock is released) finds the stored answer.
-            state.db.post(_store, *ident, answer, state.now())
+            # Committed before the answer goes out: a server killed after answering still
+            # replays this answer to the client's retry instead of running the request again.
+            # (Concurrent writes share the commit, so this costs little.)
+            await state.db.run(_store, *ident, answer, state.now())
         return response
